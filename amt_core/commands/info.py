@@ -1,0 +1,75 @@
+"""`amt-core info`: versions, the compute device, and which optional accelerators are importable."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import importlib.util
+import json
+import platform
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def collect() -> dict:
+    """Everything `info` reports, as plain data."""
+    import torch
+
+    from amt_core import __version__
+
+    versions = {
+        "amt_core": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "timm": _version("timm"),
+        "open3d": _version("open3d"),
+        "smplx": _version("smplx"),
+        "numpy": _version("numpy"),
+    }
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        device = {
+            "type": "cuda",
+            "name": props.name,
+            "count": torch.cuda.device_count(),
+            "capability": f"{props.major}.{props.minor}",
+            "memory_gib": round(props.total_memory / 2**30, 1),
+            "cuda": torch.version.cuda,
+        }
+    else:
+        device = {"type": "cpu", "name": platform.processor() or platform.machine(), "threads": torch.get_num_threads()}
+    accelerators = {
+        "flash_attn_3": importlib.util.find_spec("flash_attn_interface") is not None,
+        "flash_attn_2": importlib.util.find_spec("flash_attn") is not None,
+        "transformer_engine": importlib.util.find_spec("transformer_engine") is not None,
+        "xformers": importlib.util.find_spec("xformers") is not None,
+        "torchao": importlib.util.find_spec("torchao") is not None,
+    }
+    return {"versions": versions, "device": device, "accelerators": accelerators}
+
+
+def run(args: argparse.Namespace) -> int:
+    info = collect()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="amt-core info", show_header=False)
+    for name, value in info["versions"].items():
+        table.add_row(name, str(value) if value else "not installed")
+    table.add_row("device", ", ".join(f"{k}={v}" for k, v in info["device"].items()))
+    for name, present in info["accelerators"].items():
+        table.add_row(name, "importable" if present else "not installed")
+    Console().print(table)
+    return 0

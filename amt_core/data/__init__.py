@@ -1,0 +1,1 @@
+"""Datasets as Samples (one schema, see `sample.py`), readers, transforms and MixUp."""

@@ -1,0 +1,1 @@
+"""amt_core.model"""
