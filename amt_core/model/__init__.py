@@ -1,1 +1,0 @@
-"""amt_core.model"""
