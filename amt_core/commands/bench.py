@@ -1,0 +1,75 @@
+"""`amt-core bench NAME`: benchmarks that print their figures (a table, or one JSON object with --json).
+
+Each benchmark is a module with `add_arguments(parser)` and `run(args) -> dict`; the dict's figures include
+`images_per_s` where that makes sense. Benchmarks whose module is not built yet are absent from the list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+
+# bench name -> (module, one-line help)
+BENCHES: dict[str, tuple[str, str]] = {
+    "synth": ("amt_core.synth.bench", "grasp + render + write images/s at 128 and 224 px"),
+    "model": ("amt_core.models.bench", "forward and train-step images/s and bs-1 latency per preset, AMT vs baseline"),
+    "train": ("amt_core.train.bench", "train-step throughput, peak memory, TFLOP/s and MFU per precision/attention"),
+    "studio": ("amt_studio.bench", "3D panel frames/s and event-loop stall percentiles while a run trains"),
+}
+
+
+def _module_exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="bench", metavar="NAME", required=True)
+    for name, (module, help_text) in BENCHES.items():
+        if not _module_exists(module):
+            continue
+        mod = importlib.import_module(module)
+        bench = sub.add_parser(name, help=help_text, description=help_text)
+        bench.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+        mod.add_arguments(bench)
+        bench.set_defaults(_bench_module=mod)
+
+
+def run(args: argparse.Namespace) -> int:
+    result = args._bench_module.run(args)
+    if args.json:
+        print(json.dumps(result, indent=2, default=float))
+    else:
+        _print_table(args.bench, result)
+    return 0
+
+
+def _print_table(name: str, result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = result.get("rows")
+    if rows:
+        table = Table(title=f"amt-core bench {name}")
+        columns = list(rows[0].keys())
+        for column in columns:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*(_fmt(row.get(column)) for column in columns))
+        Console().print(table)
+    extra = {k: v for k, v in result.items() if k != "rows"}
+    if extra:
+        table = Table(show_header=False)
+        for key, value in extra.items():
+            table.add_row(key, _fmt(value))
+        Console().print(table)
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
