@@ -1,1 +1,23 @@
-"""amt_core.losses"""
+"""Loss terms of the Advanced Manipulation Transformer: `AMTLoss` combines them, masked by `valid` and weighted
+by a `LossSchedule`; the per-sample term functions live in `terms`.
+"""
+
+from amt_core.losses.adaptive import AdaptiveConfig, AdaptiveMPJPELoss
+from amt_core.losses.amt_loss import DEFAULT_WEIGHTS, GROUPS, TERM_GROUPS, AMTLoss, LossResult
+from amt_core.losses.mix import MixInfo
+from amt_core.losses.object_tables import ObjectTables
+from amt_core.losses.schedule import LossSchedule, Ramp
+
+__all__ = [
+    "AMTLoss",
+    "AdaptiveConfig",
+    "AdaptiveMPJPELoss",
+    "DEFAULT_WEIGHTS",
+    "GROUPS",
+    "LossResult",
+    "LossSchedule",
+    "MixInfo",
+    "ObjectTables",
+    "Ramp",
+    "TERM_GROUPS",
+]
