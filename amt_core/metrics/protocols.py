@@ -1,0 +1,288 @@
+"""Each dataset's own evaluation protocol (FreiHAND, HO3D, DexYCB), fed batch by batch, reported as the papers do.
+
+`protocol_for(spec)` picks the protocol of a dataset spec; `update(pred_joints, batch, pred_verts)` adds a batch;
+`compute()` returns flat numbers keyed `<protocol>/<metric>` (millimetres as `_mm`, AUC and F-scores in [0, 1]).
+The numbers follow the official scripts (freihand/eval.py, ho3d/eval.py, dex-ycb-toolkit hpe_eval.py): per-keypoint
+PCK over 0-50 mm in 100 steps, the AUC normalised to [0, 1], errors averaged per keypoint then over keypoints.
+Procrustes alignment is `amt_core.metrics.procrustes_align` (similarity, proper rotation); the official scripts use
+scipy's orthogonal_procrustes, which may pick a reflection for degenerate predictions, and agree otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from amt_core.joints import MANO_TO_PROJECT
+from amt_core.metrics.hand import as_float64, procrustes_align
+
+# The official scripts' PCK thresholds: 0 to 50 mm in 100 steps.
+AUC_MAX_M = 0.05
+AUC_STEPS = 100
+F_THRESHOLDS_M = (0.005, 0.015)
+MM = 1000.0
+HO3D_SCALE_JOINT = 9  # ho3d's align_sc_tr scales by the wrist-to-joint-4 bone of HO3D's order: the middle MCP (ours 9)
+
+
+def keypoint_summary(errors: np.ndarray) -> tuple[float, float]:
+    """(mean error, AUC) as the official EvalUtil computes them from per-keypoint errors (N, K) in metres.
+
+    Each keypoint gets its mean over samples and the area under its PCK curve over 0-50 mm (100 thresholds,
+    trapezoid rule, normalised by the range); both are then averaged over keypoints.
+    """
+    errors = np.asarray(errors, dtype=np.float64)
+    if errors.size == 0:
+        return float("nan"), float("nan")
+    thresholds = np.linspace(0.0, AUC_MAX_M, AUC_STEPS)
+    pck = (errors[None, :, :] <= thresholds[:, None, None]).mean(axis=1)  # (T, K)
+    trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy 2 renamed trapz
+    auc = trapezoid(pck, thresholds, axis=0) / trapezoid(np.ones_like(thresholds), thresholds)
+    return float(errors.mean(axis=0).mean()), float(auc.mean())
+
+
+def f_score(gt: np.ndarray, pred: np.ndarray, threshold: float) -> float:
+    """F-score of two point sets at a distance threshold (metres), as FreiHAND's calculate_fscore.
+
+    precision = share of ground-truth points within `threshold` of a predicted point and recall = share of predicted
+    points within it of a ground-truth point (FreiHAND's own naming, kept so numbers match); F = 2PR / (P + R).
+    """
+    from scipy.spatial import cKDTree
+
+    gt, pred = np.asarray(gt, dtype=np.float64), np.asarray(pred, dtype=np.float64)
+    if len(gt) == 0 or len(pred) == 0:
+        return 0.0
+    d_gt, _ = cKDTree(pred).query(gt)  # closest predicted point for each gt point
+    d_pred, _ = cKDTree(gt).query(pred)
+    precision, recall = float((d_gt < threshold).mean()), float((d_pred < threshold).mean())
+    return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+
+
+def scale_translation_align(pred: torch.Tensor, gt: torch.Tensor, ref: int = HO3D_SCALE_JOINT) -> torch.Tensor:
+    """HO3D's align_sc_tr: scale pred so its wrist-to-`ref` bone matches gt's, then put its wrist on gt's wrist.
+
+    Args:
+        pred, gt: (N, 21, 3) metres, project joint order.
+    """
+    pred, gt = as_float64(pred), as_float64(gt)
+    pred_len = torch.linalg.vector_norm(pred[:, ref] - pred[:, 0], dim=-1)
+    gt_len = torch.linalg.vector_norm(gt[:, ref] - gt[:, 0], dim=-1)
+    scale = torch.where(pred_len > 0, gt_len / pred_len.clamp(min=1e-12), torch.ones_like(pred_len))
+    return (pred - pred[:, :1]) * scale[:, None, None] + gt[:, :1]
+
+
+@dataclass(kw_only=True)
+class Protocol:
+    """Accumulates predictions against ground truth for one dataset's protocol."""
+
+    name: str
+    _lists: dict[str, list[np.ndarray]] = field(default_factory=dict, repr=False)
+    num_samples: int = 0
+
+    def _keep(self, key: str, values: torch.Tensor | np.ndarray) -> None:
+        array = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+        self._lists.setdefault(key, []).append(array.astype(np.float64))
+
+    def _cat(self, key: str) -> np.ndarray | None:
+        return np.concatenate(self._lists[key]) if key in self._lists else None
+
+    def update(self, pred_joints: torch.Tensor, batch: dict, pred_verts: torch.Tensor | None = None) -> None:
+        """Add a batch: predicted joints (B, 21, 3) and optionally vertices (B, V, 3), metres, camera frame, the
+        collated Samples' ground truth in `batch` (joints3d, hand_verts, valid). Samples without ground truth are
+        skipped, as the official scripts skip unlabelled frames."""
+        valid = batch["valid"]["joints3d"].to("cpu").bool()
+        if not valid.any():
+            return
+        pred = as_float64(pred_joints).cpu()[valid]
+        gt = as_float64(batch["joints3d"]).cpu()[valid]
+        self.num_samples += int(valid.sum())
+        verts = None
+        if pred_verts is not None and pred_verts.shape[1] == batch["hand_verts"].shape[1]:
+            has_verts = batch["valid"]["hand_verts"].to("cpu").bool()[valid]
+            if has_verts.any():
+                verts = (
+                    as_float64(pred_verts).cpu()[valid][has_verts],
+                    as_float64(batch["hand_verts"]).cpu()[valid][has_verts],
+                )
+        self._add(pred, gt, verts)
+
+    def update_output(self, output, batch: dict) -> None:
+        """Add a batch from an AMTOutput (its joints3d and hand_verts)."""
+        self.update(output.joints3d, batch, output.hand_verts)
+
+    def _add(self, pred: torch.Tensor, gt: torch.Tensor, verts: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+        raise NotImplementedError
+
+    def compute(self) -> dict[str, float | int]:
+        raise NotImplementedError
+
+    def _mesh_terms(self, verts: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+        """Procrustes-aligned vertex errors and F-scores of the aligned meshes (FreiHAND/HO3D's mesh protocol)."""
+        if verts is None:
+            return
+        pred_v, gt_v = verts
+        aligned = procrustes_align(pred_v, gt_v)
+        self._keep("pa_vert_err", torch.linalg.vector_norm(aligned - gt_v, dim=-1))
+        aligned_np, gt_np = aligned.numpy(), gt_v.numpy()
+        for threshold in F_THRESHOLDS_M:
+            scores = [f_score(g, p, threshold) for g, p in zip(gt_np, aligned_np)]
+            self._keep(f"f_{round(threshold * MM)}mm", np.asarray(scores))
+
+    def _mesh_summary(self, out: dict) -> None:
+        vert_err = self._cat("pa_vert_err")
+        if vert_err is not None:
+            mean, auc = keypoint_summary(vert_err)
+            out[f"{self.name}/pa_mpvpe_mm"], out[f"{self.name}/pa_auc_v"] = mean * MM, auc
+            for threshold in F_THRESHOLDS_M:
+                key = f"f_{round(threshold * MM)}mm"
+                out[f"{self.name}/{key}"] = float(self._cat(key).mean())
+            out[f"{self.name}/num_meshes"] = int(len(vert_err))
+
+
+@dataclass(kw_only=True)
+class FreiHANDProtocol(Protocol):
+    """FreiHAND: Procrustes-aligned joint and mesh errors (PA-MPJPE, PA-MPVPE), F@5mm and F@15mm of the aligned
+    mesh, AUC of the aligned PCK (0-50 mm), and the unaligned (absolute) joint error."""
+
+    name: str = "freihand"
+
+    def _add(self, pred, gt, verts) -> None:
+        self._keep("abs_err", torch.linalg.vector_norm(pred - gt, dim=-1))
+        self._keep("pa_err", torch.linalg.vector_norm(procrustes_align(pred, gt) - gt, dim=-1))
+        self._mesh_terms(verts)
+
+    def compute(self) -> dict[str, float | int]:
+        out: dict[str, float | int] = {f"{self.name}/num_samples": self.num_samples}
+        if self.num_samples == 0:
+            return out
+        out[f"{self.name}/pa_mpjpe_mm"], out[f"{self.name}/pa_auc_j"] = _mm_auc(self._cat("pa_err"))
+        out[f"{self.name}/mpjpe_abs_mm"], out[f"{self.name}/auc_abs_j"] = _mm_auc(self._cat("abs_err"))
+        self._mesh_summary(out)
+        return out
+
+
+@dataclass(kw_only=True)
+class HO3DProtocol(Protocol):
+    """HO3D (the CodaLab challenge's numbers on a labelled split): Procrustes-aligned joint and mesh errors and
+    AUCs, F-scores of the aligned mesh, the scale-and-translation-aligned and root-relative joint errors."""
+
+    name: str = "ho3d"
+
+    def _add(self, pred, gt, verts) -> None:
+        rel = (pred - pred[:, :1]) - (gt - gt[:, :1])
+        self._keep("rr_err", torch.linalg.vector_norm(rel, dim=-1))
+        self._keep("st_err", torch.linalg.vector_norm(scale_translation_align(pred, gt) - gt, dim=-1))
+        self._keep("pa_err", torch.linalg.vector_norm(procrustes_align(pred, gt) - gt, dim=-1))
+        self._mesh_terms(verts)
+
+    def compute(self) -> dict[str, float | int]:
+        out: dict[str, float | int] = {f"{self.name}/num_samples": self.num_samples}
+        if self.num_samples == 0:
+            return out
+        out[f"{self.name}/pa_mpjpe_mm"], out[f"{self.name}/pa_auc_j"] = _mm_auc(self._cat("pa_err"))
+        out[f"{self.name}/st_mpjpe_mm"], out[f"{self.name}/st_auc_j"] = _mm_auc(self._cat("st_err"))
+        out[f"{self.name}/rr_mpjpe_mm"], out[f"{self.name}/rr_auc_j"] = _mm_auc(self._cat("rr_err"))
+        self._mesh_summary(out)
+        return out
+
+
+@dataclass(kw_only=True)
+class DexYCBProtocol(Protocol):
+    """DexYCB (the toolkit's hand pose evaluation) for one setup and split: root-relative MPJPE and PA-MPJPE (the
+    numbers papers report), the absolute error, and the AUC of each, keyed `dexycb_<setup>_<split>/...`."""
+
+    name: str = "dexycb"
+
+    def _add(self, pred, gt, verts) -> None:
+        rel = (pred - pred[:, :1]) - (gt - gt[:, :1])
+        self._keep("abs_err", torch.linalg.vector_norm(pred - gt, dim=-1))
+        self._keep("rr_err", torch.linalg.vector_norm(rel, dim=-1))
+        self._keep("pa_err", torch.linalg.vector_norm(procrustes_align(pred, gt) - gt, dim=-1))
+
+    def compute(self) -> dict[str, float | int]:
+        out: dict[str, float | int] = {f"{self.name}/num_samples": self.num_samples}
+        if self.num_samples == 0:
+            return out
+        out[f"{self.name}/mpjpe_mm"], out[f"{self.name}/auc"] = _mm_auc(self._cat("rr_err"))
+        out[f"{self.name}/pa_mpjpe_mm"], out[f"{self.name}/pa_auc"] = _mm_auc(self._cat("pa_err"))
+        out[f"{self.name}/mpjpe_abs_mm"], out[f"{self.name}/abs_auc"] = _mm_auc(self._cat("abs_err"))
+        return out
+
+
+def _mm_auc(errors: np.ndarray) -> tuple[float, float]:
+    mean, auc = keypoint_summary(errors)
+    return mean * MM, auc
+
+
+def protocol_for(spec: str) -> Protocol | None:
+    """The protocol of a dataset spec, or None when it has none (synth, mix, HO3D's unlabelled evaluation split).
+
+    `freihand:...` -> FreiHANDProtocol; `ho3d:PATH[:train]` -> HO3DProtocol; `dexycb:PATH:s1:test` ->
+    DexYCBProtocol named dexycb_s1_test.
+    """
+    from amt_core.data.registry import parse_spec
+
+    parsed = parse_spec(spec)
+    parts = [p.strip().lower() for p in parsed.target.split(":")[1:]]
+    if parsed.scheme == "freihand":
+        split = parts[0] if parts else "train"
+        return FreiHANDProtocol(name="freihand" if split == "train" else "freihand_eval")
+    if parsed.scheme == "ho3d":
+        split = parts[0] if parts else "train"
+        return None if split in ("evaluation", "eval", "test") else HO3DProtocol()
+    if parsed.scheme == "dexycb":
+        setup, split = (parts + ["s0", "test"][len(parts) :])[:2]
+        return DexYCBProtocol(name=f"dexycb_{setup}_{split}")
+    return None
+
+
+def _check_predictions(joints: np.ndarray, verts: np.ndarray | None) -> None:
+    if joints.ndim != 3 or joints.shape[1:] != (21, 3):
+        raise ValueError(f"joints must be (N, 21, 3), got {joints.shape}")
+    if verts is not None and (verts.ndim != 3 or verts.shape[0] != joints.shape[0] or verts.shape[2] != 3):
+        raise ValueError(f"verts must be (N, V, 3) with N = {joints.shape[0]}, got {verts.shape}")
+
+
+def write_ho3d_submission(path: str | Path, joints: np.ndarray, verts: np.ndarray) -> Path:
+    """The CodaLab file for HO3D's evaluation split: JSON [joints, verts] in HO3D's joint order and OpenGL axes.
+
+    Args:
+        path: where to write (zip it as pred.zip to upload).
+        joints: (N, 21, 3) metres, OpenCV camera frame, project order, in the order of evaluation.txt.
+        verts: (N, 778, 3) metres, OpenCV camera frame (MANO vertices).
+    """
+    joints, verts = np.asarray(joints, dtype=np.float64), np.asarray(verts, dtype=np.float64)
+    _check_predictions(joints, verts)
+    to_ho3d = np.argsort(MANO_TO_PROJECT)  # MANO_TO_PROJECT[ours] = theirs, so theirs -> ours is its inverse
+    flip = np.array([1.0, -1.0, -1.0])
+    payload = [(joints[:, to_ho3d] * flip).tolist(), (verts * flip).tolist()]
+    path = Path(path)
+    path.write_text(json.dumps(payload))
+    return path
+
+
+def write_freihand_submission(path: str | Path, joints: np.ndarray, verts: np.ndarray) -> Path:
+    """The CodaLab file for FreiHAND's evaluation split: JSON [joints, verts], metres, OpenCV axes, FreiHAND's joint
+    order (the project's own)."""
+    joints, verts = np.asarray(joints, dtype=np.float64), np.asarray(verts, dtype=np.float64)
+    _check_predictions(joints, verts)
+    path = Path(path)
+    path.write_text(json.dumps([joints.tolist(), verts.tolist()]))
+    return path
+
+
+__all__ = [
+    "DexYCBProtocol",
+    "FreiHANDProtocol",
+    "HO3DProtocol",
+    "Protocol",
+    "f_score",
+    "keypoint_summary",
+    "protocol_for",
+    "scale_translation_align",
+    "write_freihand_submission",
+    "write_ho3d_submission",
+]
