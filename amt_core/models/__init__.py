@@ -1,5 +1,25 @@
 """Models: the Advanced Manipulation Transformer, its baseline, and the registry (`create_model`, `list_models`)."""
 
+from amt_core.models.amt import AMT, AMTConfig
+from amt_core.models.attention import available_backends, record_attention, select_backend
+from amt_core.models.backbone import Backbone, load_backbone_weights
+from amt_core.models.baseline import Baseline, BaselineConfig
 from amt_core.models.output import AMTOutput
+from amt_core.models.registry import apply_overrides, create_model, list_models, model_config
 
-__all__ = ["AMTOutput"]
+__all__ = [
+    "AMT",
+    "AMTConfig",
+    "AMTOutput",
+    "Backbone",
+    "Baseline",
+    "BaselineConfig",
+    "apply_overrides",
+    "available_backends",
+    "create_model",
+    "list_models",
+    "load_backbone_weights",
+    "model_config",
+    "record_attention",
+    "select_backend",
+]

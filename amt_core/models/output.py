@@ -46,6 +46,8 @@ class AMTOutput:
     """(B, 4) detected object box (u0, v0, u1, v1), pixels."""
     obj_present: torch.Tensor | None = None
     """(B,) logit that an object is in the image."""
+    obj_heatmap: torch.Tensor | None = None
+    """(B, h, w) object-centre heatmap logits on the backbone's patch grid (cell = H / h pixels), for a focal loss."""
     contact_prob: torch.Tensor | None = None
     """(B, V) probability that each hand vertex touches the object."""
     contact_points: torch.Tensor | None = None

@@ -1,0 +1,78 @@
+"""The seed's "previous approach": one global token -> MLP -> 21 joints, for side-by-side comparison with AMT.
+
+It shares AMT's backbone (same variant, same input) and its root placement (wrist pixel plus depth from the focal
+length, `root_from_image`), so a comparison isolates what the seed blames: a single global representation with no
+local frames, no pixel-aligned refinement and no collapse defences. It returns `AMTOutput` with joints only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from amt_core.geometry.camera import project_to_image
+from amt_core.geometry.frames import CANONICAL_JOINTS
+from amt_core.joints import NUM_JOINTS
+from amt_core.models.backbone import Backbone
+from amt_core.models.hand_encoder import root_from_image
+from amt_core.models.output import AMTOutput
+
+
+@dataclass(kw_only=True)
+class BaselineConfig:
+    backbone: Backbone.Config = field(default_factory=Backbone.Config)
+    """The image backbone (only its global token is used)."""
+    hidden: int = 256
+    """Width of the MLP's hidden layers, >= 8."""
+    layers: int = 2
+    """Hidden layers of the MLP, >= 1."""
+    hand_extent: float = 0.2
+    """Reference hand size (metres) for depth from apparent size, as in the hand encoder, > 0."""
+
+    def __post_init__(self) -> None:
+        if self.hidden < 8:
+            raise ValueError(f"BaselineConfig.hidden must be >= 8, got {self.hidden}")
+        if self.layers < 1:
+            raise ValueError(f"BaselineConfig.layers must be >= 1, got {self.layers}")
+        if self.hand_extent <= 0:
+            raise ValueError(f"BaselineConfig.hand_extent must be > 0 metres, got {self.hand_extent}")
+
+
+class Baseline(nn.Module):
+    Config = BaselineConfig
+
+    def __init__(self, config: BaselineConfig):
+        super().__init__()
+        self.config = config
+        self.backbone = Backbone(config.backbone, pyramid=False)
+        layers: list[nn.Module] = []
+        width = config.backbone.out_dim
+        for _ in range(config.layers):
+            layers += [nn.Linear(width, config.hidden), nn.GELU()]
+            width = config.hidden
+        layers.append(nn.Linear(width, NUM_JOINTS * 3 + 3))
+        self.mlp = nn.Sequential(*layers)
+        self.register_buffer("template", torch.tensor(CANONICAL_JOINTS), persistent=False)
+        with torch.no_grad():
+            self.mlp[-1].weight.mul_(0.1)
+            self.mlp[-1].bias.zero_()
+
+    def param_group_of(self, name: str) -> str:
+        if name.startswith("backbone.vit."):
+            return "encoders" if self.config.backbone.variant == "scratch" else "backbone"
+        return "encoders" if name.startswith("backbone.") else "decoders"
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.backbone.set_grad_checkpointing(enable)
+
+    def forward(self, batch: dict) -> AMTOutput:
+        image, K = batch["image"], batch["K"].to(batch["image"].dtype)
+        features = self.backbone(image)
+        out = self.mlp(features.global_token)
+        B = out.shape[0]
+        rel = self.template + 0.05 * out[:, : NUM_JOINTS * 3].view(B, NUM_JOINTS, 3)
+        root = root_from_image(out[:, NUM_JOINTS * 3 :], K, tuple(image.shape[-2:]), self.config.hand_extent)
+        joints3d = root.unsqueeze(1) + rel - rel[:, :1]  # (B, 21, 3) metres, camera frame
+        return AMTOutput(joints3d=joints3d, joints2d=project_to_image(joints3d, K), attention=features.attention)

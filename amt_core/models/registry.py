@@ -1,0 +1,179 @@
+"""Named model variants and one factory, timm style: `create_model(name, **overrides)`, `list_models()`.
+
+Sizes: `micro` (tests: a 64 px scratch ViT, a full train step in a fraction of a second on a CPU), `cpu` (a
+DINOv2-style ViT of width 192, depth 12, patch 16, trained from scratch at 128 px), `dinov2_s|b|l|g` (the DINOv2
+backbones at 224 px, pretrained weights from `backbone.weights`). Each size exists as `amt_<size>` and as
+`baseline_<size>` on the same backbone. Overrides are dotted keys into the variant's Config (`refine.steps=4`,
+`backbone.weights=/path/dinov2_vits14_pretrain.pth`); an unknown key is an error naming it. The factory (not the
+model) builds the hand layer, reads the class count from the object catalog and loads backbone weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import typing
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from amt_core.errors import UserError
+from amt_core.models.amt import AMT, AMTConfig
+from amt_core.models.attention import Attention
+from amt_core.models.backbone import Backbone, BackboneConfig, load_backbone_weights
+from amt_core.models.baseline import Baseline, BaselineConfig
+from amt_core.models.contact_head import ContactHead
+from amt_core.models.hand_encoder import HandEncoder
+from amt_core.models.layers import Block
+from amt_core.models.object_head import ObjectHead
+from amt_core.models.refinement import PixelAlignedRefinement
+
+SIZES: tuple[str, ...] = ("micro", "cpu", "dinov2_s", "dinov2_b", "dinov2_l", "dinov2_g")
+
+# Per size: the backbone, attention heads of the heads' blocks, hand-encoder depth, contact slots, ROI cells.
+_BACKBONES: dict[str, Callable[[], BackboneConfig]] = {
+    "micro": lambda: BackboneConfig(
+        img_size=64, embed_dim=64, depth=4, num_heads=2, patch_size=8, out_dim=64, drop_path=0.05
+    ),
+    "cpu": lambda: BackboneConfig(img_size=128, embed_dim=192, depth=12, num_heads=3, patch_size=16, out_dim=128),
+    "dinov2_s": lambda: BackboneConfig(variant="dinov2_s", img_size=224, out_dim=256),
+    "dinov2_b": lambda: BackboneConfig(variant="dinov2_b", img_size=224, out_dim=256, drop_path=0.15),
+    "dinov2_l": lambda: BackboneConfig(variant="dinov2_l", img_size=224, out_dim=384, drop_path=0.2),
+    "dinov2_g": lambda: BackboneConfig(variant="dinov2_g", img_size=224, out_dim=512, drop_path=0.25),
+}
+_HEADS = {"micro": 2, "cpu": 4, "dinov2_s": 8, "dinov2_b": 8, "dinov2_l": 8, "dinov2_g": 8}
+_HAND_DEPTH = {"micro": 1, "cpu": 2, "dinov2_s": 2, "dinov2_b": 3, "dinov2_l": 3, "dinov2_g": 4}
+_CONTACTS = {"micro": 8}
+_ROI = {"micro": 4}
+
+
+def _block(size: str) -> Block.Config:
+    return Block.Config(attention=Attention.Config(num_heads=_HEADS[size]), drop_path=0.05 if size == "micro" else 0.1)
+
+
+def amt_config(size: str) -> AMTConfig:
+    """The default AMT configuration of a size (the class count is filled in by `create_model`)."""
+    return AMTConfig(
+        backbone=_BACKBONES[size](),
+        hand=HandEncoder.Config(depth=_HAND_DEPTH[size], block=_block(size)),
+        refine=PixelAlignedRefinement.Config(steps=3, block=_block(size)),
+        object=ObjectHead.Config(roi_size=_ROI.get(size, 7), block=_block(size)),
+        contact=ContactHead.Config(num_contacts=_CONTACTS.get(size, 16), block=_block(size)),
+    )
+
+
+def baseline_config(size: str) -> BaselineConfig:
+    """The default baseline configuration of a size: AMT's backbone, an MLP on its global token."""
+    backbone = _BACKBONES[size]()
+    return BaselineConfig(backbone=backbone, hidden=max(64, 2 * backbone.out_dim))
+
+
+_REGISTRY: dict[str, tuple[str, str]] = {
+    f"{kind}_{size}": (kind, size) for kind in ("amt", "baseline") for size in SIZES
+}
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a shell pattern (`amt_*`, `*_micro`)."""
+    return sorted(name for name in _REGISTRY if fnmatch.fnmatch(name, pattern))
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Turn a command-line string into the field's type (other values pass through)."""
+    if not isinstance(value, str):
+        if isinstance(value, list):
+            return tuple(value)
+        return value
+    args = typing.get_args(annotation)
+    allowed = [a for a in args if a is not type(None)] if args else [annotation]
+    if type(None) in args and value.lower() in ("none", "null", ""):
+        return None
+    target = allowed[0] if allowed else str
+    if typing.get_origin(target) is tuple:
+        return tuple(_coerce(v.strip(), typing.get_args(target)[0], key) for v in value.split(",") if v.strip())
+    try:
+        if target is bool:
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if target in (int, float, str):
+            return target(value)
+    except ValueError:
+        raise UserError(f"model override {key}={value!r}: expected {getattr(target, '__name__', target)}") from None
+    return value
+
+
+def apply_overrides(config: Any, overrides: dict[str, Any], prefix: str = "") -> Any:
+    """A copy of a (nested) dataclass config with dotted-key overrides; checks rerun on every level changed.
+
+    Raises:
+        UserError: a key names no field, or a value fails the field's check.
+    """
+    grouped: dict[str, dict[str, Any]] = {}
+    direct: dict[str, Any] = {}
+    for key, value in overrides.items():
+        head, _, rest = key.partition(".")
+        if rest:
+            grouped.setdefault(head, {})[rest] = value
+        else:
+            direct[head] = value
+    hints = typing.get_type_hints(type(config))
+    names = {f.name for f in dataclasses.fields(config)}
+    for name in list(direct) + list(grouped):
+        if name not in names:
+            raise UserError(f"unknown model override key '{prefix}{name}'; known here: {', '.join(sorted(names))}")
+    changes = {name: _coerce(value, hints[name], prefix + name) for name, value in direct.items()}
+    for name, sub in grouped.items():
+        child = getattr(config, name)
+        if not dataclasses.is_dataclass(child):
+            raise UserError(f"model override '{prefix}{name}.{next(iter(sub))}': '{prefix}{name}' has no sub-fields")
+        changes[name] = apply_overrides(child, sub, prefix=f"{prefix}{name}.")
+    try:
+        return dataclasses.replace(config, **changes)
+    except (ValueError, TypeError) as err:
+        raise UserError(f"invalid model override: {err}") from None
+
+
+def model_config(name: str, **overrides: Any) -> AMTConfig | BaselineConfig:
+    """The resolved configuration of a registered model with overrides (dotted keys) applied."""
+    if name not in _REGISTRY:
+        raise UserError(f"unknown model '{name}'; choose one of {', '.join(list_models())}")
+    kind, size = _REGISTRY[name]
+    if kind == "amt":
+        config = amt_config(size)
+        if "object.num_classes" not in overrides:
+            from amt_core.objects import num_classes
+
+            overrides = {**overrides, "object.num_classes": num_classes()}
+    else:
+        config = baseline_config(size)
+    return apply_overrides(config, overrides)
+
+
+def create_model(name: str, *, hand_layer: nn.Module | None = None, **overrides: Any) -> nn.Module:
+    """Build a registered model.
+
+    Args:
+        name: one of `list_models()`.
+        hand_layer: the hand layer for AMT (default: `amt_core.hand.HandModel()`, the shipped open hand).
+        **overrides: dotted config keys, e.g. `**{"refine.steps": 4, "backbone.weights": "dinov2_vits14.pth"}`.
+
+    Raises:
+        UserError: unknown name or key, a bad value, or backbone weights that cannot be loaded.
+    """
+    config = model_config(name, **overrides)
+    if isinstance(config, AMTConfig):
+        if hand_layer is None:
+            from amt_core.hand import HandModel
+
+            hand_layer = HandModel()
+        model: nn.Module = AMT(config, hand_layer)
+    else:
+        model = Baseline(config)
+    if config.backbone.weights:
+        backbone: Backbone = model.backbone
+        load_backbone_weights(backbone, config.backbone.weights)
+    return model
