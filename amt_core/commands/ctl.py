@@ -1,0 +1,31 @@
+"""`amt-core ctl RUN_DIR COMMAND [ARG]`: steer a running trainer through its control channel.
+
+Commands: pause, resume, stop, save, snapshot, status, stage N (1-3), rollback CKPT (a name from checkpoints/).
+Exits 0 once the trainer confirms the command took effect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the run directory of a live trainer")
+    parser.add_argument("command", metavar="COMMAND", help="pause|resume|stop|save|snapshot|status|stage|rollback")
+    parser.add_argument("arg", nargs="?", metavar="ARG", help="the stage number or the checkpoint name")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the trainer's confirmation")
+    parser.add_argument("--json", action="store_true", help="print the trainer's reply as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from amt_core.train.control import ControlClient
+
+    reply = ControlClient(args.run_dir, timeout_s=args.timeout).send(args.command, args.arg)
+    if args.json:
+        print(json.dumps(reply))
+    else:
+        details = ", ".join(f"{k} {v}" for k, v in reply.items() if k != "ok")
+        print(f"{args.command}: done" + (f" ({details})" if details else ""))
+    return 0

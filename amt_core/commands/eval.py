@@ -1,0 +1,69 @@
+"""`amt-core eval --ckpt PATH --data SPEC [--json FILE]`: every metric of a checkpoint on a dataset.
+
+Prints a table and, with --json, writes the metrics (mpjpe_mm, pa_mpjpe_mm, auc_0_50, pred_std_mm, gt_std_mm,
+num_samples, and the object and contact metrics where the data has them) plus where they came from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ckpt", required=True, help="a checkpoint folder, or a run directory (its latest checkpoint)")
+    parser.add_argument("--data", help="dataset spec (default: the run's held-out val_data)")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the metrics to this JSON file")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-samples", type=int, default=0, help="evaluate only the first N samples (0: all)")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+
+
+def run(args: argparse.Namespace) -> int:
+    from amt_core.errors import UserError
+
+    if args.batch_size < 1 or args.max_samples < 0 or args.workers < 0:
+        raise UserError("--batch-size must be >= 1, --max-samples and --workers >= 0")
+    if args.json is not None and args.json.is_dir():
+        raise UserError(f"--json {args.json} is a folder; give a file name")
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from amt_core.train import parts
+    from amt_core.train.evaluate import evaluate
+    from amt_core.train.trainer import resolve_device
+
+    device = resolve_device(args.device)
+    model, config, folder = parts.model_from_checkpoint(args.ckpt, device)
+    spec = args.data or config.val_data
+    dataset = parts.open_data(spec)
+    precision = config.trainer.precision if device.type == "cuda" else "fp32"
+    console = Console(stderr=True)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("evaluating", total=None)
+        metrics = evaluate(model, dataset, device, batch_size=args.batch_size, precision=precision,
+                           max_samples=args.max_samples, num_workers=args.workers,
+                           on_batch=lambda done, total: progress.update(task, completed=done, total=total))  # fmt: skip
+    _print_table(metrics, folder, spec)
+    if args.json is not None:
+        report = {**metrics, "checkpoint": str(folder), "data": spec, "model": config.model.name}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.json.with_name(f".{args.json.name}.tmp")
+        tmp.write_text(json.dumps(report, indent=2, default=float))
+        tmp.replace(args.json)
+    return 0
+
+
+def _print_table(metrics: dict, folder: Path, spec: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{folder} on {spec}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    Console().print(table)

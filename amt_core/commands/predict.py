@@ -1,0 +1,178 @@
+"""`amt-core predict --ckpt PATH IMAGE|DIR ... --out DIR`: run a checkpoint on image files.
+
+Per image it writes NAME.json (joints, hand pose, object, contacts), NAME_hand.ply and NAME_object.ply (meshes in
+the camera frame, metres) and NAME_overlay.png (the input with the predicted skeleton in the finger colours and the
+object box). Images are centre-cropped to a square and resized to the model's input size; the camera is a pinhole
+with focal length --focal (pixels of the original image, default 1.5 x its longer side) at the image centre, and
+the 3D depth of the predictions depends on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="IMAGE|DIR", help="image files or folders of them")
+    parser.add_argument("--ckpt", required=True, help="a checkpoint folder, or a run directory (its latest checkpoint)")
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--focal", type=float, help="focal length in pixels of the original image")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+
+
+def collect_images(inputs: list[Path]) -> list[Path]:
+    """Image files named directly or found (not recursively) in folders, sorted per folder."""
+    from amt_core.errors import UserError
+
+    images: list[Path] = []
+    for path in inputs:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise UserError(f"folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            images.extend(found)
+        elif path.is_file():
+            images.append(path)
+        else:
+            raise UserError(f"input {path} does not exist")
+    return images
+
+
+def load_image(path: Path, size: int, focal: float | None):
+    """(3, size, size) float image in [0, 1], its K (3, 3) and the uint8 crop (size, size, 3)."""
+    import numpy as np
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    from amt_core.errors import UserError
+
+    try:
+        with Image.open(path) as img:
+            rgb = img.convert("RGB")
+    except (UnidentifiedImageError, OSError) as err:
+        raise UserError(f"cannot read image {path} ({err}); give PNG or JPEG files") from None
+    width, height = rgb.size
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    crop = rgb.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.BILINEAR)
+    pixels = np.asarray(crop, dtype=np.uint8)
+    focal_px = (focal if focal else 1.5 * max(width, height)) * size / side
+    K = torch.tensor([[focal_px, 0.0, (size - 1) / 2], [0.0, focal_px, (size - 1) / 2], [0.0, 0.0, 1.0]])
+    image = torch.from_numpy(pixels.copy()).permute(2, 0, 1).float() / 255.0
+    return image, K, pixels
+
+
+def run(args: argparse.Namespace) -> int:
+    from amt_core.errors import UserError
+
+    if args.focal is not None and not args.focal > 0:
+        raise UserError(f"--focal must be > 0 pixels (got {args.focal})")
+    if args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out {args.out} is a file; give a folder")
+    images = collect_images(args.inputs)
+
+    import torch
+
+    from amt_core.train import parts
+    from amt_core.train.trainer import resolve_device
+
+    device = resolve_device(args.device)
+    model, _, _ = parts.model_from_checkpoint(args.ckpt, device)
+    size = int(model.config.backbone.img_size)
+    loaded = [load_image(path, size, args.focal) for path in images]  # every input is checked before any output
+    args.out.mkdir(parents=True, exist_ok=True)
+    faces = parts.hand_faces(model)
+    for path, (image, K, pixels) in zip(images, loaded):
+        batch = {"image": image[None].to(device), "K": K[None].to(device)}
+        with torch.no_grad():
+            output = model(batch)
+        write_prediction(args.out / path.stem, output, K, pixels, faces)
+        print(f"{path} -> {args.out / path.stem}.json")
+    return 0
+
+
+def write_prediction(stem: Path, output, K, pixels, faces) -> None:
+    """NAME.json, NAME_hand.ply, NAME_object.ply and NAME_overlay.png for one image's output (batch of 1)."""
+    import numpy as np
+    import trimesh
+
+    from amt_core.joints import JOINT_NAMES
+
+    def first(value):
+        return None if value is None else value[0].detach().float().cpu().numpy()
+
+    record: dict = {
+        "K": K.tolist(),
+        "joint_names": list(JOINT_NAMES),
+        "joints3d_m": first(output.joints3d).tolist(),
+        "joints2d_px": first(output.joints2d).tolist(),
+    }
+    for name in ("hand_pose", "hand_shape", "hand_rot", "hand_trans"):
+        value = first(getattr(output, name))
+        if value is not None:
+            record[name] = value.tolist()
+    obj_mesh = None
+    if output.obj_rot is not None:
+        from amt_core.objects.catalog import catalog
+
+        classes = catalog()
+        probs = first(output.obj_logits.softmax(-1)) if output.obj_logits is not None else None
+        class_id = int(probs.argmax()) if probs is not None else -1
+        rot, trans = first(output.obj_rot), first(output.obj_trans)
+        record["object"] = {
+            "class_id": class_id,
+            "class_name": classes[class_id].name if 0 <= class_id < len(classes) else None,
+            "class_prob": float(probs[class_id]) if probs is not None else None,
+            "present_prob": float(1 / (1 + np.exp(-first(output.obj_present))))
+            if output.obj_present is not None
+            else None,
+            "rot": rot.tolist(),
+            "trans_m": trans.tolist(),
+            "box_px": first(output.obj_box).tolist() if output.obj_box is not None else None,
+        }
+        if 0 <= class_id < len(classes):
+            obj_mesh = classes[class_id].mesh.copy()
+            obj_mesh.apply_transform(np.block([[rot, trans[:, None]], [np.zeros((1, 3)), np.ones((1, 1))]]))
+    if output.contact_points is not None:
+        record["contacts"] = {
+            "points_m": first(output.contact_points).tolist(),
+            "confidence": first(output.contact_conf).tolist() if output.contact_conf is not None else None,
+            "forces_n": first(output.contact_forces).tolist() if output.contact_forces is not None else None,
+            "vertices_in_contact": (
+                np.flatnonzero(first(output.contact_prob) > 0.5).tolist() if output.contact_prob is not None else None
+            ),  # fmt: skip
+        }
+    stem.with_suffix(".json").write_text(json.dumps(record, indent=2))
+    if output.hand_verts is not None and faces is not None:
+        mesh = trimesh.Trimesh(first(output.hand_verts), faces.cpu().numpy(), process=False)
+        mesh.export(stem.with_name(stem.name + "_hand.ply"))
+    if obj_mesh is not None:
+        obj_mesh.export(stem.with_name(stem.name + "_object.ply"))
+    draw_overlay(pixels, first(output.joints2d), record.get("object", {}).get("box_px")).save(
+        stem.with_name(stem.name + "_overlay.png")
+    )
+
+
+def draw_overlay(pixels, joints2d, box, min_side: int = 256):
+    """The image (upscaled to at least `min_side`) with the skeleton in FINGER_COLORS and the object box."""
+    from PIL import Image, ImageDraw
+
+    from amt_core.joints import BONES, FINGER_COLORS, finger_of
+
+    image = Image.fromarray(pixels)
+    scale = max(1, -(-min_side // image.width))
+    image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+    draw = ImageDraw.Draw(image)
+    points = [(float(u) * scale, float(v) * scale) for u, v in joints2d]
+    if box is not None:
+        draw.rectangle([c * scale for c in box], outline=(255, 255, 255), width=2)
+    for parent, child in BONES:
+        draw.line([points[parent], points[child]], fill=FINGER_COLORS[finger_of(child)], width=3)
+    for index, (u, v) in enumerate(points):
+        color = (255, 255, 255) if index == 0 else FINGER_COLORS[finger_of(index)]
+        draw.ellipse([u - 3, v - 3, u + 3, v + 3], fill=color)
+    return image

@@ -1,0 +1,77 @@
+"""`amt-core train`: train a preset (default: the GPU preset if CUDA is visible, else `cpu`) into a run directory.
+
+With no arguments it trains the default preset on the on-the-fly synthetic world. Options override the preset
+(`--set trainer.log_every=5`); `--resume` continues a run directory from its latest checkpoint with its stored
+config. Multi-GPU: `torchrun --nproc-per-node N -m amt_core train ...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", help="run preset (micro, cpu, dinov2_s|b|l|g, baseline_*); default by device")
+    parser.add_argument("--model", help="'baseline' for the preset's baseline twin, or a model name from list_models")
+    parser.add_argument("--data", help="training data spec, e.g. synth:live?seed=0&size=128&num=100000 or synth:DIR")
+    parser.add_argument("--val-data", help="held-out data spec for validation and snapshots")
+    parser.add_argument("--run-dir", type=Path, help="run directory (default runs/PRESET-YYYYmmdd-HHMMSS)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value by dotted key (repeatable), e.g. stages.0.steps=100")  # fmt: skip
+    parser.add_argument("--max-steps", type=int, help="stop after this many steps in all")
+    parser.add_argument("--max-time", type=float, metavar="MINUTES", help="stop after this many minutes of training")
+    parser.add_argument("--batch-size", type=int, help="global batch size")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train")
+    parser.add_argument("--resume", action="store_true", help="continue the run directory from its latest checkpoint")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+
+
+def resolve_config(args: argparse.Namespace):
+    """The RunConfig the arguments describe (the stored one for --resume), with every override applied."""
+    from amt_core.errors import UserError
+    from amt_core.presets import apply_overrides, baseline_model_name, config_from_dict, default_preset, get_preset
+
+    stored = args.run_dir / "config.json" if args.resume and args.run_dir else None
+    if stored is not None and stored.exists():
+        try:
+            config = config_from_dict(json.loads(stored.read_text())["config"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise UserError(f"{stored} is not a readable run config ({err}); start a new run directory") from None
+        if args.preset and args.preset != config.preset:
+            raise UserError(f"--preset {args.preset} differs from the run's preset {config.preset}; drop --preset")
+    else:
+        config = get_preset(args.preset or default_preset())
+    assignments = []  # flags first, then --set (which wins)
+    if args.model:
+        name = baseline_model_name(config.model.name) if args.model == "baseline" else args.model
+        assignments.append(f"model.name={name}")
+    for flag, key in (("data", "data"), ("val_data", "val_data"), ("batch_size", "batch_size"),
+                      ("max_steps", "trainer.max_steps"), ("device", "trainer.device")):  # fmt: skip
+        value = getattr(args, flag)
+        if value is not None:
+            assignments.append(f"{key}={json.dumps(value) if not isinstance(value, str) else value}")
+    if args.max_time is not None:
+        assignments.append(f"trainer.max_time_s={args.max_time * 60}")
+    return apply_overrides(config, assignments + list(args.overrides))
+
+
+def run(args: argparse.Namespace) -> int:
+    from amt_core.errors import UserError
+
+    config = resolve_config(args)
+    if args.print_config:
+        print(json.dumps(config.to_dict(), indent=2))
+        return 0
+    if args.resume and args.run_dir is None:
+        raise UserError("--resume needs --run-dir DIR (the run to continue)")
+    run_dir = args.run_dir or Path("runs") / f"{config.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    from amt_core.train.trainer import Trainer
+
+    trainer = Trainer(config, run_dir, resume=args.resume)
+    state = trainer.train()
+    if trainer.is_main:
+        print(f"{state}: step {trainer.step}, run directory {run_dir}")
+    return 0

@@ -1,0 +1,289 @@
+"""Named run presets: each returns a typed `RunConfig` (model, data, stages, optimizer, stability, trainer).
+
+`micro` is for tests (a few steps in seconds), `cpu` the default on a machine without a GPU (amt_cpu, 128 px, the
+on-the-fly synthetic world), `dinov2_s|b|l|g` the GPU presets. Every preset has a `baseline_*` twin that trains the
+baseline model with the same data and plan. `apply_overrides` takes `--set key=value` dotted keys; a typo is an error
+naming the key and what exists there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any
+
+from amt_core.data.mixup import MixUpConfig
+from amt_core.errors import UserError
+from amt_core.train.optim import OptimConfig
+from amt_core.train.stability import StabilityConfig
+from amt_core.train.stages import StageConfig, seed_stages
+from amt_core.train.trainer_config import TrainerConfig
+
+# Loss terms that are not direct supervision of one component (off in stage 1), and the physics terms (2x in stage 3).
+# Names follow amt_core.losses; a term the loss does not have is reported when the run starts.
+INDIRECT_TERMS: tuple[str, ...] = ("refinement", "physics")
+PHYSICS_TERMS: tuple[str, ...] = ("physics",)
+
+
+@dataclass(kw_only=True)
+class ModelSpec:
+    name: str
+    """A name from `amt_core.models.list_models()`."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Dotted-key overrides for `create_model` (`--set model.refine.steps=4`)."""
+
+
+@dataclass(kw_only=True)
+class RunConfig:
+    preset: str
+    """The preset this config started from."""
+    model: ModelSpec
+    data: str
+    """Training data spec (`synth:live?seed=S&size=PX&num=N`, `synth:DIR`, ...)."""
+    val_data: str
+    """Held-out data for validation and the snapshot samples."""
+    batch_size: int
+    """Global batch (split over DDP processes)."""
+    loss: dict[str, Any] = field(default_factory=dict)
+    """Overrides for `AMTLoss.Config` as nested dicts (`--set loss.weights.diversity=0`)."""
+    stages: tuple[StageConfig, ...]
+    mixup: MixUpConfig = field(default_factory=MixUpConfig)
+    """Batch MixUp of images (the loss weights both samples' targets)."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    stability: StabilityConfig = field(default_factory=StabilityConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"RunConfig.batch_size must be >= 1 (got {self.batch_size})")
+        if not 1 <= len(self.stages) <= 3:
+            raise ValueError(f"RunConfig.stages must hold 1 to 3 stages (got {len(self.stages)})")
+        self.stages = tuple(self.stages)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def config_from_dict(data: dict) -> RunConfig:
+    """Rebuild a RunConfig from `to_dict()` output (config.json, a checkpoint's config)."""
+    data = dict(data)
+    return RunConfig(
+        preset=data["preset"],
+        model=ModelSpec(**data["model"]),
+        data=data["data"],
+        val_data=data["val_data"],
+        batch_size=data["batch_size"],
+        loss=dict(data.get("loss", {})),
+        stages=tuple(StageConfig(**s) for s in data["stages"]),
+        mixup=MixUpConfig(**data.get("mixup", {})),
+        optim=OptimConfig(**data.get("optim", {})),
+        stability=StabilityConfig(**data.get("stability", {})),
+        trainer=TrainerConfig(**data.get("trainer", {})),
+    )
+
+
+def _synth(seed: int, size: int, num: int, split: str = "train") -> str:
+    return f"synth:live?seed={seed}&size={size}&num={num}&split={split}"
+
+
+def micro() -> RunConfig:
+    """Tests: the micro model on tiny synthetic images, a few steps per stage, every event often."""
+    return RunConfig(
+        preset="micro",
+        model=ModelSpec(name="amt_micro"),
+        data=_synth(0, 64, 64),
+        val_data=_synth(0, 64, 8, "val"),
+        batch_size=4,
+        stages=seed_stages(
+            steps=(2, 2, 2), warmup_steps=1, direct_terms_off=INDIRECT_TERMS, physics_terms=PHYSICS_TERMS
+        ),
+        stability=StabilityConfig(check_every=1, spike_min_history=4),
+        trainer=TrainerConfig(
+            device="cpu", log_every=1, diag_every=2, snapshot_every=3, snapshot_samples=2, eval_every=0,
+            ckpt_every=3, progress="none",
+        ),
+    )  # fmt: skip
+
+
+def cpu() -> RunConfig:
+    """The default on a CPU: amt_cpu at 128 px on the on-the-fly synthetic world, fp32, about 20 minutes."""
+    return RunConfig(
+        preset="cpu",
+        model=ModelSpec(name="amt_cpu"),
+        data=_synth(0, 128, 200_000),
+        val_data=_synth(0, 128, 256, "val"),
+        batch_size=16,
+        stages=seed_stages(
+            steps=(300, 1500, 700), warmup_steps=50, direct_terms_off=INDIRECT_TERMS, physics_terms=PHYSICS_TERMS
+        ),  # fmt: skip
+        trainer=TrainerConfig(
+            device="auto",
+            num_workers=1,
+            log_every=10,
+            diag_every=50,
+            snapshot_every=100,
+            eval_every=250,
+            eval_samples=128,
+            ckpt_every=250,
+        ),  # fmt: skip
+    )
+
+
+def _dinov2(size: str, batch: int, grad_checkpointing: bool) -> RunConfig:
+    return RunConfig(
+        preset=f"dinov2_{size}",
+        model=ModelSpec(name=f"amt_dinov2_{size}"),
+        data=_synth(0, 224, 1_000_000),
+        val_data=_synth(0, 224, 1024, "val"),
+        batch_size=batch,
+        # The seed's 20/50/30 epochs, counted over 100k images so a synthetic "epoch" means the same at every size.
+        stages=seed_stages(steps=(20 * 100_000 // batch, 50 * 100_000 // batch, 30 * 100_000 // batch),
+                           warmup_steps=500, direct_terms_off=INDIRECT_TERMS, physics_terms=PHYSICS_TERMS),
+        trainer=TrainerConfig(device="cuda", precision="bf16", grad_checkpointing=grad_checkpointing, num_workers=8,
+                              log_every=20, diag_every=200, snapshot_every=500, eval_every=2000, eval_samples=1024,
+                              ckpt_every=2000),
+    )  # fmt: skip
+
+
+def dinov2_s() -> RunConfig:
+    return _dinov2("s", 256, False)
+
+
+def dinov2_b() -> RunConfig:
+    return _dinov2("b", 192, False)
+
+
+def dinov2_l() -> RunConfig:
+    return _dinov2("l", 128, True)
+
+
+def dinov2_g() -> RunConfig:
+    return _dinov2("g", 64, True)
+
+
+PRESETS: dict[str, Callable[[], RunConfig]] = {
+    "micro": micro,
+    "cpu": cpu,
+    "dinov2_s": dinov2_s,
+    "dinov2_b": dinov2_b,
+    "dinov2_l": dinov2_l,
+    "dinov2_g": dinov2_g,
+}
+
+
+def baseline_model_name(name: str) -> str:
+    """The baseline twin of an AMT model name (`amt_cpu` -> `baseline_cpu`)."""
+    if name.startswith("baseline_"):
+        return name
+    return "baseline_" + name.removeprefix("amt_")
+
+
+def list_presets() -> list[str]:
+    return [*PRESETS, *(f"baseline_{name}" for name in PRESETS)]
+
+
+def default_preset() -> str:
+    """`dinov2_s` where CUDA is available, else `cpu`."""
+    import torch
+
+    return "dinov2_s" if torch.cuda.is_available() else "cpu"
+
+
+def get_preset(name: str) -> RunConfig:
+    """The RunConfig of a preset (a `baseline_` prefix swaps in the baseline model).
+
+    Raises:
+        UserError: unknown preset.
+    """
+    base = name.removeprefix("baseline_")
+    if base not in PRESETS:
+        raise UserError(f"unknown preset {name!r}; choose one of {', '.join(list_presets())}")
+    config = PRESETS[base]()
+    if name != base:
+        config.preset = name
+        config.model.name = baseline_model_name(config.model.name)
+    return config
+
+
+def _parse_value(text: str) -> Any:
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _coerce(key: str, current: Any, value: Any) -> Any:
+    """`value` converted to the type of the field's current value."""
+    if current is None or isinstance(value, type(current)) and not isinstance(current, bool):
+        return value
+    try:
+        if isinstance(current, bool):
+            if isinstance(value, bool):
+                return value
+            raise TypeError
+        if isinstance(current, int):
+            if isinstance(value, float) and not value.is_integer():
+                raise TypeError
+            return int(value)
+        if isinstance(current, float):
+            return float(value)
+        if isinstance(current, tuple):
+            return tuple(value) if isinstance(value, list | tuple) else (value,)
+        if isinstance(current, str):
+            return str(value)
+    except (TypeError, ValueError):
+        pass
+    raise UserError(f"--set {key}: {value!r} is not a {type(current).__name__}")
+
+
+def _set(obj: Any, parts: list[str], value: Any, key: str) -> Any:
+    """`obj` with the dotted path `parts` set to `value` (dataclasses are replaced, dicts and tuples copied)."""
+    head, rest = parts[0], parts[1:]
+    if isinstance(obj, ModelSpec) and head != "name":  # dotted keys into the model's Config, checked by create_model
+        return dataclasses.replace(obj, overrides={**obj.overrides, ".".join(parts): value})
+    if is_dataclass(obj):
+        names = [f.name for f in fields(obj)]
+        if head not in names:
+            raise UserError(f"--set {key}: no key {head!r} here; keys are {', '.join(names)}")
+        current = getattr(obj, head)
+        new = _set(current, rest, value, key) if rest else _coerce(key, current, value)
+        try:
+            return dataclasses.replace(obj, **{head: new})
+        except ValueError as err:
+            raise UserError(f"--set {key}: {err}") from None
+    if isinstance(obj, tuple):
+        if not head.isdigit() or int(head) >= len(obj):
+            raise UserError(f"--set {key}: {head!r} is not an index below {len(obj)}")
+        items = list(obj)
+        items[int(head)] = _set(items[int(head)], rest, value, key) if rest else value
+        return tuple(items)
+    if isinstance(obj, dict):  # free-form sections (loss, loss_scale): nested dicts, checked by their owner
+        if rest:
+            inner = obj.get(head, {})
+            if not isinstance(inner, dict):
+                raise UserError(f"--set {key}: {head!r} holds a value, not a section")
+            return {**obj, head: _set(inner, rest, value, key)}
+        return {**obj, head: _coerce(key, obj[head], value) if head in obj else value}
+    raise UserError(f"--set {key}: cannot set inside a {type(obj).__name__}")
+
+
+def apply_overrides(config: RunConfig, assignments: list[str]) -> RunConfig:
+    """Apply `key=value` assignments (`trainer.log_every=5`, `stages.0.steps=100`, `model.depth=4`).
+
+    Raises:
+        UserError: a malformed assignment, an unknown key, or a value the field's checks refuse.
+    """
+    for assignment in assignments:
+        key, sep, text = assignment.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UserError(f"--set {assignment!r}: expected KEY=VALUE, e.g. --set trainer.log_every=5")
+        if key == "model":
+            key = "model.name"
+        config = _set(config, key.split("."), _parse_value(text.strip()), key)
+    return config

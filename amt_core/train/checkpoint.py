@@ -1,0 +1,181 @@
+"""Checkpoints: safetensors weights plus the training state, written atomically, with a `latest` pointer.
+
+A checkpoint is a folder `checkpoints/step_NNNNNNNN/` holding `model.safetensors`, `state.pt` (optimizer,
+schedule, RNGs, stage, step, loss weights, sampler; loadable with `weights_only=True`) and `config.json` (the run's
+resolved config, so eval and predict rebuild the model without flags). It is written under a temporary name, fsynced,
+then renamed into place; `checkpoints/latest` (the folder's name) is replaced last. A kill at any moment leaves the
+previous complete checkpoint loadable; temporary folders are ignored and cleaned up by the next trainer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from amt_core.errors import UserError
+
+CHECKPOINT_FORMAT = 1
+WEIGHTS_FILE = "model.safetensors"
+STATE_FILE = "state.pt"
+CONFIG_FILE = "config.json"
+LATEST_FILE = "latest"
+_REQUIRED = (WEIGHTS_FILE, STATE_FILE, CONFIG_FILE)
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step_{step:08d}"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def is_complete(path: Path) -> bool:
+    """A checkpoint folder with every file present (temporary folders start with a dot and never count)."""
+    return path.is_dir() and not path.name.startswith(".") and all((path / name).is_file() for name in _REQUIRED)
+
+
+def save_checkpoint(
+    ckpt_dir: str | Path,
+    name: str,
+    weights: dict[str, torch.Tensor],
+    state: dict[str, Any],
+    config: dict[str, Any],
+) -> Path:
+    """Write a checkpoint atomically and point `latest` at it. Returns its folder."""
+    ckpt_dir = Path(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    tmp = ckpt_dir / f".tmp-{name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    # Clones break shared storage (tied weights), which safetensors refuses.
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in weights.items()}
+    save_file(tensors, tmp / WEIGHTS_FILE, metadata={"format": str(CHECKPOINT_FORMAT), "name": name})
+    torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp / STATE_FILE)
+    (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str))
+    for file in _REQUIRED:
+        _fsync_file(tmp / file)
+    _fsync_dir(tmp)
+    final = ckpt_dir / name
+    if final.exists():  # same step saved again (e.g. a stop right after a periodic save): move the old one aside
+        old = ckpt_dir / f".old-{name}-{os.getpid()}"
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    _fsync_dir(ckpt_dir)
+    pointer = ckpt_dir / f".{LATEST_FILE}.{os.getpid()}.tmp"
+    pointer.write_text(name + "\n")
+    _fsync_file(pointer)
+    os.replace(pointer, ckpt_dir / LATEST_FILE)
+    _fsync_dir(ckpt_dir)
+    return final
+
+
+def list_checkpoints(ckpt_dir: str | Path) -> list[str]:
+    """Names of the complete checkpoints, oldest first."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return []
+    return sorted(p.name for p in ckpt_dir.iterdir() if p.name.startswith("step_") and is_complete(p))
+
+
+def latest_checkpoint(ckpt_dir: str | Path) -> Path | None:
+    """The checkpoint `latest` points at, or the newest complete one when the pointer is missing or stale."""
+    ckpt_dir = Path(ckpt_dir)
+    try:
+        name = (ckpt_dir / LATEST_FILE).read_text().strip()
+        if name and is_complete(ckpt_dir / name):
+            return ckpt_dir / name
+    except OSError:
+        pass
+    names = list_checkpoints(ckpt_dir)
+    return ckpt_dir / names[-1] if names else None
+
+
+def clean_temporary(ckpt_dir: str | Path) -> None:
+    """Remove folders left by a writer that was killed (only call while holding the run's lock)."""
+    ckpt_dir = Path(ckpt_dir)
+    if ckpt_dir.is_dir():
+        for p in ckpt_dir.iterdir():
+            if p.name.startswith((".tmp-", ".old-")):
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def prune_checkpoints(ckpt_dir: str | Path, keep_last: int, keep: tuple[str, ...] = ()) -> list[str]:
+    """Delete all but the newest `keep_last` checkpoints (never those named in `keep` nor `latest`)."""
+    if keep_last <= 0:
+        return []
+    ckpt_dir = Path(ckpt_dir)
+    latest = latest_checkpoint(ckpt_dir)
+    protected = set(keep) | ({latest.name} if latest else set())
+    names = list_checkpoints(ckpt_dir)
+    removed = [n for n in names[:-keep_last] if n not in protected]
+    for name in removed:
+        shutil.rmtree(ckpt_dir / name, ignore_errors=True)
+    return removed
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder from a checkpoint folder, its weights file, a checkpoints/ folder or a run directory.
+
+    Raises:
+        UserError: nothing loadable there.
+    """
+    path = Path(path)
+    if path.is_file() and path.name in _REQUIRED:
+        path = path.parent
+    if is_complete(path):
+        return path
+    for candidate in (path, path / "checkpoints"):
+        found = latest_checkpoint(candidate) if candidate.is_dir() else None
+        if found is not None:
+            return found
+    if not path.exists():
+        raise UserError(f"checkpoint {path} does not exist; pass a checkpoint folder or a run directory to --ckpt")
+    raise UserError(f"{path} holds no complete checkpoint ({', '.join(_REQUIRED)}); pass a checkpoint folder")
+
+
+@dataclass(kw_only=True)
+class Checkpoint:
+    path: Path
+    weights: dict[str, torch.Tensor]
+    state: dict[str, Any]
+    config: dict[str, Any]
+
+
+def load_checkpoint(path: str | Path, with_state: bool = True) -> Checkpoint:
+    """Load a checkpoint on the CPU.
+
+    Raises:
+        UserError: the files are missing, truncated or not a checkpoint of this project.
+    """
+    folder = resolve_checkpoint(path)
+    try:
+        weights = load_file(folder / WEIGHTS_FILE, device="cpu")
+        config = json.loads((folder / CONFIG_FILE).read_text())
+        state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True) if with_state else {}
+    except (SafetensorError, json.JSONDecodeError, RuntimeError, EOFError, OSError, ValueError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UserError(f"checkpoint {folder} is corrupt or unreadable ({first}); use another checkpoint") from None
+    if with_state and state.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"checkpoint {folder} has format {state.get('format')}, expected {CHECKPOINT_FORMAT}")
+    return Checkpoint(path=folder, weights=weights, state=state, config=config)

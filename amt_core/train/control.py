@@ -1,0 +1,213 @@
+"""The control channel: steer a running trainer (pause, resume, stop, save, stage N, rollback CKPT, snapshot).
+
+The trainer (rank 0) serves TCP on 127.0.0.1 at an ephemeral port from a background thread; the port and a random
+secret are in `run_dir/control.json`, mode 0600, so only the run's owner can read them. A request is one JSON line
+`{"secret": ..., "command": ..., "arg": ...}`; the reply, one JSON line, comes only after the trainer applied the
+command between two steps (and wrote its event). `ControlClient` is what `amt-core ctl` and the studio use.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import queue
+import secrets
+import socket
+import socketserver
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from amt_core.errors import UserError
+
+CONTROL_FILE = "control.json"
+# command -> whether it takes an argument
+COMMANDS: dict[str, bool] = {
+    "pause": False,
+    "resume": False,
+    "stop": False,
+    "save": False,
+    "snapshot": False,
+    "stage": True,
+    "rollback": True,
+    "status": False,
+}
+_MAX_REQUEST = 64 * 1024
+
+
+@dataclass
+class PendingCommand:
+    """A command waiting for the trainer; `finish` wakes the connection that sent it."""
+
+    name: str
+    arg: str | None
+    reply: dict = field(default_factory=dict)
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def finish(self, ok: bool, **fields: Any) -> None:
+        self.reply = {"ok": ok, **fields}
+        self.done.set()
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        server: ControlServer = self.server.control  # type: ignore[attr-defined]
+        try:
+            line = self.rfile.readline(_MAX_REQUEST)
+            request = json.loads(line)
+            if not isinstance(request, dict):
+                raise ValueError("not an object")
+        except (ValueError, OSError):
+            self._send({"ok": False, "error": "bad request: one JSON object a line"})
+            return
+        given = str(request.get("secret", ""))
+        if not hmac.compare_digest(given.encode(), server.secret.encode()):
+            self._send({"ok": False, "error": "wrong secret"})
+            return
+        name = str(request.get("command", ""))
+        arg = request.get("arg")
+        if name not in COMMANDS:
+            self._send({"ok": False, "error": f"unknown command {name!r}; expected one of {', '.join(COMMANDS)}"})
+            return
+        if COMMANDS[name] and arg in (None, ""):
+            self._send({"ok": False, "error": f"command {name} needs an argument"})
+            return
+        if name == "status":
+            self._send({"ok": True, **server.status})
+            return
+        pending = PendingCommand(name, None if arg is None else str(arg))
+        server.queue.put(pending)
+        if not pending.done.wait(server.reply_timeout_s):
+            self._send({"ok": False, "error": "the trainer did not apply the command in time"})
+            return
+        self._send(pending.reply)
+
+    def _send(self, reply: dict) -> None:
+        try:
+            self.wfile.write((json.dumps(reply) + "\n").encode())
+        except OSError:
+            pass
+
+
+class _TCPServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class ControlServer:
+    """Serves the control channel from a daemon thread; the trainer drains `pending()` between steps."""
+
+    def __init__(self, run_dir: str | Path, reply_timeout_s: float = 600.0) -> None:
+        self.run_dir = Path(run_dir)
+        self.secret = secrets.token_hex(32)
+        self.queue: queue.Queue[PendingCommand] = queue.Queue()
+        self.reply_timeout_s = reply_timeout_s
+        self.status: dict[str, Any] = {}
+        self._server = _TCPServer(("127.0.0.1", 0), _Handler)
+        self._server.control = self  # type: ignore[attr-defined]
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="amt-control", daemon=True)
+
+    def start(self) -> None:
+        """Write control.json (0600) and start serving."""
+        path = self.run_dir / CONTROL_FILE
+        tmp = self.run_dir / f".{CONTROL_FILE}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"host": "127.0.0.1", "port": self.port, "secret": self.secret, "pid": os.getpid()}, f)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+        self._thread.start()
+
+    def pending(self) -> list[PendingCommand]:
+        """Commands received since the last call (never blocks)."""
+        items = []
+        while True:
+            try:
+                items.append(self.queue.get_nowait())
+            except queue.Empty:
+                return items
+
+    def wait(self, timeout_s: float) -> PendingCommand | None:
+        """Block up to `timeout_s` for the next command (used while paused)."""
+        try:
+            return self.queue.get(timeout=timeout_s)
+        except queue.Empty:
+            return None
+
+    def close(self) -> None:
+        """Refuse what is still queued, stop serving and remove control.json."""
+        for pending in self.pending():
+            pending.finish(False, error="the trainer is shutting down")
+        self._server.shutdown() if self._thread.is_alive() else None
+        self._server.server_close()
+        try:
+            info = json.loads((self.run_dir / CONTROL_FILE).read_text())
+            if info.get("port") == self.port:
+                (self.run_dir / CONTROL_FILE).unlink()
+        except (OSError, ValueError):
+            pass
+
+
+class ControlClient:
+    """Sends commands to the trainer of a run directory."""
+
+    def __init__(self, run_dir: str | Path, timeout_s: float = 600.0) -> None:
+        self.run_dir = Path(run_dir)
+        self.timeout_s = timeout_s
+
+    def _info(self) -> dict:
+        path = self.run_dir / CONTROL_FILE
+        if not self.run_dir.is_dir():
+            raise UserError(f"{self.run_dir} is not a run directory")
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            raise UserError(
+                f"the run in {self.run_dir} is not running (no {CONTROL_FILE}); start or resume it"
+            ) from None
+        except PermissionError:
+            raise UserError(f"cannot read {path}: only the run's owner may steer it") from None
+        except ValueError:
+            raise UserError(f"{path} is unreadable; is the run still starting? try again") from None
+
+    def send(self, command: str, arg: str | int | None = None, secret: str | None = None) -> dict:
+        """Send one command and return the trainer's reply once it took effect.
+
+        Raises:
+            UserError: unknown command, the run is not running, or the trainer refused the command.
+        """
+        if command not in COMMANDS:
+            raise UserError(f"unknown command {command!r}; expected one of {', '.join(COMMANDS)}")
+        if COMMANDS[command] and arg in (None, ""):
+            raise UserError(f"command {command} needs an argument (e.g. 'stage 2', 'rollback step_00000100')")
+        info = self._info()
+        request = {"secret": info["secret"] if secret is None else secret, "command": command, "arg": arg}
+        try:
+            with socket.create_connection((info.get("host", "127.0.0.1"), int(info["port"])), timeout=10) as sock:
+                sock.settimeout(self.timeout_s)
+                sock.sendall((json.dumps(request) + "\n").encode())
+                data = b""
+                while not data.endswith(b"\n"):
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+        except ConnectionRefusedError:
+            raise UserError(
+                f"the run in {self.run_dir} is not running (nothing listens on port {info['port']}, "
+                f"pid {info.get('pid')}); resume it with amt-core train --resume --run-dir {self.run_dir}"
+            ) from None
+        except TimeoutError:
+            raise UserError(f"the trainer of {self.run_dir} did not answer within {self.timeout_s:.0f} s") from None
+        except OSError as err:
+            raise UserError(f"cannot reach the trainer of {self.run_dir}: {err}") from None
+        try:
+            reply = json.loads(data)
+        except ValueError:
+            raise UserError(f"the trainer of {self.run_dir} closed the connection without a reply") from None
+        if not reply.get("ok"):
+            raise UserError(f"the trainer refused '{command}': {reply.get('error', 'no reason given')}")
+        return reply

@@ -1,0 +1,51 @@
+"""Evaluation of a model on a dataset: batches through the model, `MetricAccumulator` summarises (eval, validation)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from amt_core.train import parts
+from amt_core.train.precision import autocast
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    dataset,
+    device: torch.device,
+    batch_size: int = 16,
+    precision: str = "fp32",
+    max_samples: int = 0,
+    num_workers: int = 0,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> dict[str, float | int | bool]:
+    """Every metric of `MetricAccumulator` over the dataset (its first `max_samples` when > 0), in eval mode.
+
+    Args:
+        on_batch: called with (samples done, samples in all) after each batch (progress display).
+    """
+    from amt_core.metrics import MetricAccumulator
+
+    if max_samples and max_samples < len(dataset):
+        dataset = Subset(dataset, range(max_samples))
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    accumulator = MetricAccumulator()
+    was_training = model.training
+    model.eval()
+    done = 0
+    try:
+        for batch in loader:
+            batch = parts.to_device(batch, device)
+            with autocast(precision, device):
+                output = model(batch)
+            accumulator.update(output, batch)
+            done += batch["image"].shape[0]
+            if on_batch is not None:
+                on_batch(done, len(dataset))
+    finally:
+        model.train(was_training)
+    return accumulator.compute()

@@ -1,0 +1,130 @@
+"""The run's event log, `events.jsonl`: one JSON object a line, append-only; the trainer writes, the studio tails.
+
+Every event has `v` (schema version), `kind`, `step` and `time` (Unix seconds); docs/events.md lists each kind's
+fields. `EventReader` reads the file incrementally and never returns a half-written last line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+KINDS: tuple[str, ...] = (
+    "metrics",
+    "diagnostics",
+    "validation",
+    "snapshot",
+    "checkpoint",
+    "rollback",
+    "stage",
+    "state",
+    "anomaly",
+    "command",
+    "error",
+)
+
+STATES: tuple[str, ...] = ("running", "paused", "stopped", "finished", "failed")
+
+EVENTS_FILE = "events.jsonl"
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe copy: non-finite floats become strings ("nan", "inf", "-inf") so every line is strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # numpy / torch scalars
+        return _clean(value.item())
+    return value
+
+
+class EventWriter:
+    """Appends events to `run_dir/events.jsonl`; a writer with `enabled=False` (DDP ranks above 0) writes nothing."""
+
+    def __init__(self, run_dir: str | Path, enabled: bool = True) -> None:
+        self.path = Path(run_dir) / EVENTS_FILE
+        self.enabled = enabled
+        self._file = open(self.path, "a", encoding="utf-8") if enabled else None  # noqa: SIM115
+
+    def emit(self, kind: str, step: int, **fields: Any) -> dict:
+        """Write one event and flush it, so a reader sees it at once. Returns the event."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown event kind {kind!r}; expected one of {KINDS}")
+        event = {"v": SCHEMA_VERSION, "kind": kind, "step": int(step), "time": time.time(), **_clean(fields)}
+        if self._file is not None:
+            self._file.write(json.dumps(event, allow_nan=False) + "\n")
+            self._file.flush()
+        return event
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            self._file = None
+
+
+class EventReader:
+    """Tails a run's events.jsonl: each `read_new()` returns the complete lines written since the last call.
+
+    A partial last line (the trainer is in the middle of writing it) is left for the next call. A file that shrank
+    (a new run in the same folder) is read again from the start. Lines that are not JSON are skipped and counted in
+    `bad_lines`.
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / EVENTS_FILE
+        self.offset = 0
+        self.bad_lines = 0
+
+    def read_new(self, max_bytes: int = 16 << 20) -> list[dict]:
+        """Events appended since the last call (at most about `max_bytes` of them per call)."""
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return []
+        if size < self.offset:
+            self.offset = 0
+        if size == self.offset:
+            return []
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            data = f.read(max_bytes)
+        end = data.rfind(b"\n")
+        if end < 0:
+            return []
+        self.offset += end + 1
+        events = []
+        for line in data[: end + 1].splitlines():
+            if not line.strip():
+                continue
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                self.bad_lines += 1
+        return events
+
+    def read_all(self) -> list[dict]:
+        """Every complete event from the start of the file (resets the position)."""
+        self.offset = 0
+        events: list[dict] = []
+        while batch := self.read_new():
+            events.extend(batch)
+        return events
+
+
+def last_state(events: list[dict]) -> str | None:
+    """The state of the last `state` event in a list, or None."""
+    for event in reversed(events):
+        if event.get("kind") == "state":
+            return event.get("state")
+    return None

@@ -1,0 +1,76 @@
+"""Memory: gradient checkpointing and, on CUDA, the largest micro-batch that fits (found at start and after OOM).
+
+The global batch stays what the preset asked for: when a micro-batch smaller than the per-rank batch is needed,
+the trainer accumulates gradients over several micro-batches. On the CPU the search is a no-op.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from amt_core.errors import UserError
+
+
+def set_grad_checkpointing(model: nn.Module, enabled: bool) -> None:
+    """Switch activation checkpointing of the model's backbone blocks (timm's `set_grad_checkpointing`)."""
+    setter = getattr(model, "set_grad_checkpointing", None)
+    if setter is None:
+        if enabled:
+            raise UserError(f"{type(model).__name__} has no gradient checkpointing; drop trainer.grad_checkpointing")
+        return
+    setter(enabled)
+
+
+def is_oom(err: BaseException) -> bool:
+    return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
+
+
+def release_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def find_micro_batch(try_batch: Callable[[int], None], batch: int, device: torch.device) -> int:
+    """The largest micro-batch <= `batch` for which `try_batch(n)` (a forward and backward) runs without OOM.
+
+    Halves on each out-of-memory error; on the CPU returns `batch` without trying.
+
+    Raises:
+        UserError: not even a micro-batch of 1 fits.
+    """
+    if device.type != "cuda":
+        return batch
+    size = batch
+    while size >= 1:
+        try:
+            try_batch(size)
+            return size
+        except RuntimeError as err:
+            if not is_oom(err):
+                raise
+            release_memory()
+            size //= 2
+    raise UserError("not even a batch of 1 fits in GPU memory; use a smaller preset or trainer.grad_checkpointing=true")
+
+
+def memory_mb(device: torch.device) -> dict[str, float]:
+    """Current and peak memory in MiB: CUDA allocator figures on a GPU, the process's resident set on the CPU."""
+    if device.type == "cuda":
+        return {
+            "allocated_mb": torch.cuda.memory_allocated(device) / 2**20,
+            "peak_mb": torch.cuda.max_memory_allocated(device) / 2**20,
+        }
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    try:
+        with open("/proc/self/statm") as f:
+            rss = int(f.read().split()[1]) * resource.getpagesize() / 2**20
+    except OSError:
+        rss = peak
+    return {"rss_mb": rss, "peak_mb": peak}

@@ -1,0 +1,119 @@
+"""The trainer's view of the other parts: build the model, the loss and the datasets from a RunConfig, and move
+batches; every failure a user can cause becomes a one-line UserError here, before anything is written.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from amt_core.errors import UserError
+
+
+def build_model(name: str, overrides: dict[str, Any]) -> nn.Module:
+    """`create_model(name, **overrides)`, with unknown names and bad overrides as UserError."""
+    from amt_core.models import create_model, list_models
+
+    if name not in list_models():
+        raise UserError(f"unknown model {name!r}; choose one of {', '.join(list_models())}")
+    try:
+        return create_model(name, **overrides)
+    except UserError:
+        raise
+    except (TypeError, ValueError, KeyError) as err:
+        raise UserError(f"model {name}: bad override ({err}); check --set model.KEY=VALUE") from None
+
+
+def build_loss(overrides: dict[str, Any]) -> nn.Module:
+    """The AMT loss with its config's fields overridden (`--set loss.KEY=VALUE`); bad keys are a UserError."""
+    from amt_core.losses import AMTLoss
+
+    return AMTLoss(dict(overrides))
+
+
+def open_data(spec: str):
+    """`open_dataset(spec)`; an empty dataset is a UserError too."""
+    from amt_core.data import open_dataset
+
+    dataset = open_dataset(spec)
+    if len(dataset) == 0:
+        raise UserError(f"dataset {spec!r} is empty; check the spec")
+    return dataset
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """A batch (nested dicts of tensors) on `device`."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, list | tuple):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+def call_model(model: nn.Module, batch: dict, attention: bool = False):
+    """The model's output for a batch; with `attention`, its attention maps are recorded into `output.attention`."""
+    if not attention:
+        return model(batch)
+    from amt_core.models import record_attention
+
+    with record_attention(getattr(model, "module", model)):
+        return model(batch)
+
+
+def hand_faces(model: nn.Module) -> torch.Tensor | None:
+    """(F, 3) triangle indices of the model's hand mesh, when it has one."""
+    model = getattr(model, "module", model)
+    for name in ("hand_faces", "faces"):
+        faces = getattr(model, name, None)
+        if isinstance(faces, torch.Tensor):
+            return faces
+    layer = getattr(model, "hand_layer", None)
+    faces = getattr(layer, "faces", None) if layer is not None else None
+    if faces is not None:
+        return torch.as_tensor(faces)
+    return None
+
+
+def per_sample_error(output, batch: dict) -> torch.Tensor:
+    """(B,) mean joint error in metres (0 where the sample has no 3D joints): the hard-case mining score."""
+    error = (output.joints3d.detach().float() - batch["joints3d"].float()).norm(dim=-1).mean(dim=-1)
+    valid = batch["valid"]["joints3d"].to(error.dtype) if "valid" in batch else torch.ones_like(error)
+    return error * valid
+
+
+def state_dict_problem(err: RuntimeError) -> str:
+    """The first concrete problem of a `load_state_dict` error (its first line is only a heading)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[1] if len(lines) > 1 else (lines[0] if lines else type(err).__name__)
+
+
+def model_from_checkpoint(path: str, device: torch.device):
+    """The model a checkpoint holds, rebuilt from its stored config, in eval mode on `device`.
+
+    Returns:
+        (model, RunConfig, checkpoint folder).
+
+    Raises:
+        UserError: no checkpoint there, a corrupt one, or weights that do not fit the stored model.
+    """
+    from amt_core.presets import config_from_dict
+    from amt_core.train.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(path, with_state=False)
+    try:
+        config = config_from_dict(checkpoint.config["config"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise UserError(
+            f"checkpoint {checkpoint.path} has no readable config ({err}); use another checkpoint"
+        ) from None
+    model = build_model(config.model.name, config.model.overrides)
+    try:
+        model.load_state_dict(checkpoint.weights)
+    except RuntimeError as err:
+        first = state_dict_problem(err)
+        raise UserError(f"checkpoint {checkpoint.path} does not match model {config.model.name} ({first})") from None
+    return model.to(device).eval(), config, checkpoint.path

@@ -1,0 +1,79 @@
+"""The trainer's own settings (`RunConfig.trainer`, `--set trainer.KEY=VALUE`): cadences, limits, device, precision."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from amt_core.train.precision import PRECISIONS
+
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+PROGRESS: tuple[str, ...] = ("auto", "rich", "log", "none")
+
+
+@dataclass(kw_only=True)
+class TrainerConfig:
+    device: str = "auto"
+    """auto (cuda when available), cpu or cuda."""
+    seed: int = 0
+    """Seeds python, numpy and torch, and the batch plan."""
+    max_steps: int = 0
+    """Stop after this many steps in all (0: when the last stage ends)."""
+    max_time_s: float = 0.0
+    """Stop (with a checkpoint) after this many seconds of training (0: no limit)."""
+    stage_by_time: bool = False
+    """Give each stage its share (by planned length) of max_time_s instead of its step count; the schedule follows
+    wall time. For fixed-time comparisons; a resumed run then no longer repeats an uninterrupted one exactly."""
+    precision: str = "fp32"
+    """fp32 or bf16 (autocast; parameters and optimizer state stay fp32)."""
+    grad_checkpointing: bool = False
+    """Activation checkpointing of the backbone blocks."""
+    dynamic_batch: bool = True
+    """On CUDA, shrink the micro-batch to what fits (accumulating to the same global batch); no-op on the CPU."""
+    num_workers: int = 0
+    """DataLoader worker processes (the synthetic world renders in them)."""
+    log_every: int = 10
+    """Steps between metrics events (and the progress line in log mode)."""
+    diag_every: int = 100
+    """Steps between diagnostics events (prediction std, attention entropy, gradient norms by group)."""
+    snapshot_every: int = 200
+    """Steps between snapshots of the fixed visualization samples (0: only on command)."""
+    snapshot_samples: int = 4
+    """How many held-out samples the snapshots show."""
+    eval_every: int = 0
+    """Steps between validation events on the held-out data (0: off)."""
+    eval_samples: int = 64
+    """How many held-out samples each validation uses."""
+    ckpt_every: int = 500
+    """Steps between checkpoints (also one at each stage end, on stop and at the end)."""
+    keep_checkpoints: int = 5
+    """How many periodic checkpoints to keep (the first and the latest are always kept)."""
+    mining_refresh: int = 100
+    """Steps between refreshes of the hard-case pool (stages with hard_mining > 0)."""
+    mining_pool: int = 512
+    """How many of the hardest samples seen form the pool."""
+    progress: str = "auto"
+    """auto (a rich bar on a terminal, log lines otherwise), rich, log or none."""
+    find_unused_parameters: bool = True
+    """DDP: allow parameters that a stage's losses do not reach."""
+    tensorboard: bool = True
+    """Also write TensorBoard scalars under tb/ when tensorboard is importable."""
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise ValueError(f"TrainerConfig.device must be one of {DEVICES} (got {self.device!r})")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"TrainerConfig.precision must be one of {PRECISIONS} (got {self.precision!r})")
+        if self.progress not in PROGRESS:
+            raise ValueError(f"TrainerConfig.progress must be one of {PROGRESS} (got {self.progress!r})")
+        for name in ("max_steps", "num_workers", "snapshot_every", "eval_every", "keep_checkpoints"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TrainerConfig.{name} must be >= 0 (got {getattr(self, name)})")
+        for name in ("log_every", "diag_every", "ckpt_every", "mining_refresh", "mining_pool", "eval_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainerConfig.{name} must be >= 1 (got {getattr(self, name)})")
+        if self.max_time_s < 0:
+            raise ValueError(f"TrainerConfig.max_time_s must be >= 0 (got {self.max_time_s})")
+        if self.stage_by_time and not self.max_time_s:
+            raise ValueError("TrainerConfig.stage_by_time needs max_time_s > 0 (--max-time MINUTES)")
+        if not 1 <= self.snapshot_samples <= 64:
+            raise ValueError(f"TrainerConfig.snapshot_samples must be in [1, 64] (got {self.snapshot_samples})")

@@ -1,0 +1,82 @@
+"""`amt-core train / eval / predict / ctl` from the command line: a micro run end to end, and bad input that fails
+with one line, exit code 2, and nothing overwritten."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from amt_core.cli import main
+from amt_core.train.events import EventReader
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--preset", "nope"], "unknown preset"),
+        (["train", "--preset", "micro", "--set", "trainer.log_evry=1"], "no key 'log_evry'"),
+        (["train", "--preset", "micro", "--set", "stages.0.lr=-1"], "lr must be > 0"),
+        (["train", "--preset", "micro", "--data", "synth:/no/such/folder"], "synth"),
+        (["train", "--preset", "micro", "--model", "amt_nope"], "unknown model"),
+        (["eval", "--ckpt", "/no/such/ckpt"], "does not exist"),
+        (["ctl", "/no/such/run", "pause"], "not a run directory"),
+        (["ctl", ".", "fly"], "unknown command"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "runs").exists()  # nothing written
+
+
+def test_live_run_dir_is_refused(tmp_path, capsys):
+    import os
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "lock").write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname()}))
+    (run_dir / "events.jsonl").write_text("keep\n")
+    assert main(["train", "--preset", "micro", "--run-dir", str(run_dir), "--resume"]) == 2
+    assert "owned by a live run" in capsys.readouterr().err
+    assert (run_dir / "events.jsonl").read_text() == "keep\n"
+
+
+def test_micro_train_eval_predict(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["train", "--preset", "micro", "--run-dir", str(run_dir), "--max-steps", "2"]) == 0
+    events = EventReader(run_dir).read_all()
+    kinds = {e["kind"] for e in events}
+    assert {"state", "stage", "metrics", "diagnostics", "checkpoint"} <= kinds
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["config"]["preset"] == "micro" and "torch" in config["versions"]
+    diagnostics = [e for e in events if e["kind"] == "diagnostics"][0]
+    assert diagnostics["pred_std_mm"] > 0 and diagnostics["attention_entropy"] and diagnostics["grad_norm"]
+
+    report = tmp_path / "eval.json"
+    assert main(["eval", "--ckpt", str(run_dir), "--max-samples", "4", "--batch-size", "4", "--json", str(report)]) == 0
+    metrics = json.loads(report.read_text())
+    for key in ("mpjpe_mm", "pa_mpjpe_mm", "auc_0_50", "pred_std_mm", "gt_std_mm", "num_samples"):
+        assert key in metrics, key
+    assert metrics["num_samples"] == 4 and metrics["mpjpe_mm"] > 0
+
+    image = tmp_path / "hand.png"
+    Image.fromarray((np.random.default_rng(0).random((90, 120, 3)) * 255).astype(np.uint8)).save(image)
+    out = tmp_path / "pred"
+    assert main(["predict", "--ckpt", str(run_dir), str(image), "--out", str(out)]) == 0
+    record = json.loads((out / "hand.json").read_text())
+    assert np.asarray(record["joints3d_m"]).shape == (21, 3) and "object" in record and "contacts" in record
+    assert (out / "hand_hand.ply").stat().st_size > 0 and (out / "hand_object.ply").exists()
+    assert Image.open(out / "hand_overlay.png").size[0] >= 256
+
+    (run_dir / "checkpoints" / "latest").write_text("step_00000002\n")
+    weights = run_dir / "checkpoints" / "step_00000002" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    capsys.readouterr()
+    assert main(["eval", "--ckpt", str(run_dir / "checkpoints" / "step_00000002")]) == 2
+    assert "corrupt" in capsys.readouterr().err

@@ -1,0 +1,117 @@
+"""The trainer on toy parts: exact resume, non-finite batches skipped and recorded, explosions rolled back."""
+
+from __future__ import annotations
+
+import torch
+from test_train_toys import ToyDataset, events_of, toy_config, toy_trainer
+
+from amt_core.train.checkpoint import latest_checkpoint, load_checkpoint
+from amt_core.train.sampler import BatchPlan
+
+
+def _weights(run_dir) -> dict[str, torch.Tensor]:
+    return load_checkpoint(latest_checkpoint(run_dir / "checkpoints")).weights
+
+
+def test_resume_is_exact(tmp_path):
+    straight = toy_trainer(tmp_path / "a", toy_config(max_steps=8))
+    assert straight.train() == "finished"
+    first = toy_trainer(tmp_path / "b", toy_config(max_steps=3))  # stops exactly at the stage 1 -> 2 boundary
+    first.train()
+    assert first.step == 3 and first.stage == 1
+    resumed = toy_trainer(tmp_path / "b", toy_config(max_steps=8), resume=True)
+    resumed.train()
+    assert resumed.step == 8 and resumed.stage == 2  # crossed the stage boundaries at 3 and 6 around the resume
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
+    losses_a = {e["step"]: e["loss"] for e in events_of(tmp_path / "a", "metrics")}
+    losses_b = {e["step"]: e["loss"] for e in events_of(tmp_path / "b", "metrics")}
+    for step in range(4, 9):
+        assert abs(losses_a[step] - losses_b[step]) < 1e-5 * max(1.0, abs(losses_a[step]))
+    # training moved the weights at all (a broken optimizer would pass the comparison)
+    initial = load_checkpoint(tmp_path / "a" / "checkpoints" / "step_00000000").weights
+    assert not torch.allclose(initial["head.weight"], a["head.weight"])
+    states = [e["state"] for e in events_of(tmp_path / "b", "state")]
+    assert states == ["running", "finished", "running", "finished"]
+
+
+def test_nan_batch_is_skipped_and_recorded(tmp_path):
+    config = toy_config(max_steps=5, ckpt_every=1)
+    bad = BatchPlan(64, config.batch_size, config.trainer.seed).global_indices(0, 2)[3]  # in the 3rd batch
+    trainer = toy_trainer(tmp_path, config, dataset=ToyDataset(nan_at=[bad]))
+    assert trainer.train() == "finished"
+    anomalies = events_of(tmp_path, "anomaly")
+    assert len(anomalies) == 1
+    assert anomalies[0]["what"] == "non_finite" and anomalies[0]["step"] == 3
+    assert bad in anomalies[0]["batch"] and anomalies[0]["action"] == "skipped"
+    assert events_of(tmp_path, "metrics")[-1]["skipped_total"] == 1
+    before = load_checkpoint(tmp_path / "checkpoints" / "step_00000002").weights
+    after = load_checkpoint(tmp_path / "checkpoints" / "step_00000003").weights
+    for name in before:  # the skipped step left every weight exactly as it was
+        assert torch.equal(before[name], after[name]), name
+    final = load_checkpoint(tmp_path / "checkpoints" / "step_00000005").weights
+    assert all(torch.isfinite(v).all() for v in final.values())
+    assert not torch.equal(final["head.weight"], after["head.weight"])  # and training went on
+
+
+def test_explosion_rolls_back_with_lr_backoff(tmp_path):
+    config = toy_config(steps=(20, 3, 3), max_steps=11, ckpt_every=5)
+    bad = BatchPlan(64, config.batch_size, config.trainer.seed).global_indices(0, 7)[0]  # in the 8th batch
+    trainer = toy_trainer(tmp_path, config, dataset=ToyDataset(explode_at=[bad]))
+    assert trainer.train() == "finished"
+    anomalies = [e for e in events_of(tmp_path, "anomaly") if e["what"] == "explosion"]
+    assert len(anomalies) == 1 and anomalies[0]["step"] == 8 and anomalies[0]["checkpoint"] == "step_00000005"
+    rollbacks = events_of(tmp_path, "rollback")
+    assert len(rollbacks) == 1 and rollbacks[0]["step"] == 5 and rollbacks[0]["from_step"] == 8
+    assert rollbacks[0]["lr_scale"] == 0.5
+    metrics = events_of(tmp_path, "metrics")
+    after = [e for e in metrics if e["time"] > rollbacks[0]["time"]]
+    assert after and after[0]["step"] == 6 and all(e["lr_scale"] == 0.5 for e in after)
+    assert trainer.step == 11 and trainer.rollbacks == 1
+    assert all(torch.isfinite(v).all() for v in _weights(tmp_path).values())
+
+
+def test_stage_plan_learning_rates_and_groups(tmp_path):
+    trainer = toy_trainer(tmp_path, toy_config(max_steps=4))
+    groups = {g["group"]: g["lr_scale"] for g in trainer.optimizer.param_groups}
+    assert groups == {"backbone": 0.01, "encoders": 0.5, "decoders": 1.0, "loss": 1.0}
+    no_decay = [g for g in trainer.optimizer.param_groups if g["weight_decay"] == 0]
+    names = {id(p): n for n, p in trainer.module.named_parameters()}
+    undecayed = {names.get(id(p)) for g in no_decay for p in g["params"]}
+    assert {"norm.weight", "norm.bias", "head.bias"} <= undecayed and "head.weight" not in undecayed
+    trainer.train()
+    metrics = events_of(tmp_path, "metrics")
+    assert metrics[0]["lr"]["backbone"] == 0.0  # stage 1 freezes the pretrained backbone
+    assert metrics[-1]["stage"] == 2 and metrics[-1]["lr"]["backbone"] > 0
+    assert [e["stage"] for e in events_of(tmp_path, "stage")] == [1, 2]
+
+
+def test_batch_plan_shards_mines_and_resumes():
+    plan = BatchPlan(64, 8, seed=3)
+    first = plan.global_indices(0, 0)
+    assert len(set(first)) == 8 and first != plan.global_indices(1, 0)  # a new permutation each epoch
+    halves = [BatchPlan(64, 8, seed=3, rank=r, world_size=2).local_indices(first) for r in (0, 1)]
+    assert halves[0] + halves[1] == first
+    plan.record_errors(list(range(64)), [float(i) for i in range(64)])
+    assert plan.refresh_pool(0.5, pool_size=4) and plan.pool == [63, 62, 61, 60]
+    mined = plan.global_indices(0, 1)
+    assert set(mined[-4:]) <= {60, 61, 62, 63}
+    plan.consumed(0, 1)
+    copy = BatchPlan(64, 8, seed=3)
+    copy.load_state_dict(plan.state_dict())
+    assert [next(copy.iterate())[2]] == [next(plan.iterate())[2]]
+    assert copy.samples_seen() == plan.samples_seen() == 16
+
+
+def test_stages_by_wall_time(tmp_path):
+    config = toy_config(steps=(1000, 1000, 1000), max_time_s=3.0, stage_by_time=True)
+    trainer = toy_trainer(tmp_path, config, dataset=ToyDataset(delay_s=0.002))
+    assert trainer.train() == "finished"
+    stages = events_of(tmp_path, "stage")
+    assert [e["stage"] for e in stages] == [1, 2, 3]
+    assert 3.0 <= trainer.train_time_s < 30 and trainer.step < 3000  # the time budget, not the step plan, ended it
+    metrics = events_of(tmp_path, "metrics")
+    times = {e["stage"]: e["train_time_s"] for e in metrics}  # the last time seen in each stage
+    assert times[1] < times[2] < times[3]

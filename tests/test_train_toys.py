@@ -1,0 +1,104 @@
+"""Toy parts for the trainer tests (no tests here): a tiny model returning AMTOutput, a deterministic dataset in the
+Sample schema with optional NaN / exploding samples, and a RunConfig sized for a few-second run."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from amt_core.data.mixup import MixUpConfig
+from amt_core.data.sample import empty_sample
+from amt_core.geometry.camera import project_to_image
+from amt_core.models.output import AMTOutput
+from amt_core.presets import ModelSpec, RunConfig
+from amt_core.train.stability import StabilityConfig
+from amt_core.train.stages import seed_stages
+from amt_core.train.trainer_config import TrainerConfig
+
+SIZE = 16
+ROOT = torch.tensor([0.0, 0.0, 0.5])
+
+
+class ToyModel(nn.Module):
+    """Image -> 21 joints; module names follow the AMT's groups (backbone, hand_encoder, head)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, 8, 4, stride=4), nn.GELU())
+        self.hand_encoder = nn.Linear(8 * 4 * 4, 32)
+        self.norm = nn.LayerNorm(32)
+        self.head = nn.Linear(32, 63)
+
+    def forward(self, batch: dict) -> AMTOutput:
+        features = self.backbone(batch["image"]).flatten(1)
+        hidden = self.norm(torch.nn.functional.gelu(self.hand_encoder(features)))
+        joints = self.head(hidden).view(-1, 21, 3) * 0.05 + ROOT.to(hidden)  # (B, 21, 3) metres
+        return AMTOutput(joints3d=joints, joints2d=project_to_image(joints, batch["K"]))
+
+
+class ToyDataset(Dataset):
+    """Samples that are a pure function of their index; `nan_at` / `explode_at` corrupt chosen indices."""
+
+    def __init__(self, num: int = 64, nan_at=(), explode_at=(), delay_s: float = 0.0) -> None:
+        self.num, self.nan_at, self.explode_at, self.delay_s = num, set(nan_at), set(explode_at), delay_s
+
+    def __len__(self) -> int:
+        return self.num
+
+    def __getitem__(self, index: int) -> dict:
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        generator = torch.Generator().manual_seed(index)
+        sample = empty_sample(SIZE, SIZE, 0)
+        sample["image"] = torch.rand(3, SIZE, SIZE, generator=generator)
+        joints = ROOT + 0.03 * torch.randn(21, 3, generator=generator) + 0.05 * sample["image"].mean()
+        if index in self.explode_at:
+            joints = joints * 1e4
+        sample["K"] = torch.tensor([[20.0, 0.0, 8.0], [0.0, 20.0, 8.0], [0.0, 0.0, 1.0]])
+        sample["joints3d"] = joints
+        sample["joints2d"] = project_to_image(joints, sample["K"])
+        sample["valid"]["joints3d"] = torch.tensor(True)
+        sample["valid"]["joints2d"] = torch.tensor(True)
+        if index in self.nan_at:
+            sample["image"][0, 0, 0] = float("nan")
+        return sample
+
+
+def toy_config(steps=(3, 3, 3), batch_size: int = 8, stability: dict | None = None, **trainer) -> RunConfig:
+    settings = dict(device="cpu", log_every=1, diag_every=1000, snapshot_every=0, ckpt_every=1000, progress="none",
+                    tensorboard=False)  # fmt: skip
+    settings.update(trainer)
+    return RunConfig(
+        preset="toy",
+        model=ModelSpec(name="toy"),
+        data="toy",
+        val_data="toy",
+        batch_size=batch_size,
+        loss={"weights": {"diversity": 0.0}},
+        mixup=MixUpConfig(enabled=False),  # mixing within a rank's half batch differs from the whole batch's (DDP)
+        stages=seed_stages(
+            steps=steps, warmup_steps=1, direct_terms_off=("refinement", "physics"), physics_terms=("physics",)
+        ),  # fmt: skip
+        stability=StabilityConfig(check_every=1, spike_min_history=4, **(stability or {})),
+        trainer=TrainerConfig(**settings),
+    )
+
+
+def toy_trainer(run_dir, config: RunConfig | None = None, resume: bool = False, dataset=None):
+    from amt_core.train import parts
+    from amt_core.train.trainer import Trainer
+
+    config = config or toy_config()
+    torch.manual_seed(config.trainer.seed)
+    return Trainer(config, run_dir, resume=resume, model=ToyModel(), loss=parts.build_loss(config.loss),
+                   dataset=dataset if dataset is not None else ToyDataset(), val_dataset=ToyDataset(8))  # fmt: skip
+
+
+def events_of(run_dir, kind: str | None = None) -> list[dict]:
+    from amt_core.train.events import EventReader
+
+    events = EventReader(run_dir).read_all()
+    return [e for e in events if kind is None or e["kind"] == kind]
