@@ -1,0 +1,160 @@
+"""The image view: the input image with the projected predicted and true skeletons, object boxes, contacts and,
+in the inspector, an attention map over the image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtGui import QColor, QImage, QPainter, QPen
+from PySide6.QtWidgets import QWidget
+
+from amt_core.geometry.camera import project_to_image
+from amt_core.joints import BONES, FINGER_COLORS, finger_of
+from amt_studio.render.content import confidence_rgb, object_mesh_for
+from amt_studio.state.snapshot import SnapshotData
+
+# The 12 edges of a box given its 8 corners in itertools.product order over (x, y, z) in {min, max}.
+BOX_EDGES = ((0, 1), (0, 2), (0, 4), (1, 3), (1, 5), (2, 3), (2, 6), (3, 7), (4, 5), (4, 6), (5, 7), (6, 7))
+
+
+def project(points: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """(N, 3) camera-frame metres -> (N, 2) pixels (the project's one projection function)."""
+    return project_to_image(
+        torch.as_tensor(points, dtype=torch.float64), torch.as_tensor(K, dtype=torch.float64)
+    ).numpy()
+
+
+def object_box_corners(verts: np.ndarray, rot: np.ndarray, trans: np.ndarray) -> np.ndarray:
+    """(8, 3) corners of the object's own-frame bounding box placed at (rot, trans)."""
+    lo, hi = verts.min(0), verts.max(0)
+    corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+    return corners @ np.asarray(rot).T + np.asarray(trans)
+
+
+class ImageOverlayView(QWidget):
+    """Paints one sample's image and its 2D overlays, scaled to fit with the aspect ratio kept."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setMinimumSize(200, 200)
+        self.snapshot: SnapshotData | None = None
+        self.index = 0
+        self._image: QImage | None = None
+        self.attention: np.ndarray | None = None  # (h, w) in [0, 1]
+        self.show_pred = self.show_gt = self.show_object = self.show_contacts = True
+        self.caption = ""
+
+    def set_sample(self, snapshot: SnapshotData | None, index: int = 0) -> None:
+        self.snapshot, self.index = snapshot, index
+        self._image = None
+        if snapshot is not None and snapshot.images is not None and index < len(snapshot.images):
+            rgb = np.ascontiguousarray(snapshot.images[index])
+            h, w = rgb.shape[:2]
+            self._image = QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+        self.attention = None
+        if snapshot is not None and snapshot.attention is not None and index < len(snapshot.attention):
+            self.attention = np.asarray(snapshot.attention[index], dtype=np.float32)
+        self.update()
+
+    def set_attention(self, attention: np.ndarray | None) -> None:
+        self.attention = attention
+        self.update()
+
+    def _image_rect(self) -> QRectF:
+        if self._image is None:
+            return QRectF(self.rect())
+        w, h = self._image.width(), self._image.height()
+        scale = min(self.width() / w, self.height() / h)
+        return QRectF((self.width() - w * scale) / 2, (self.height() - h * scale) / 2, w * scale, h * scale)
+
+    def paintEvent(self, event) -> None:  # noqa: N802
+        painter = QPainter(self)
+        painter.fillRect(self.rect(), QColor("#121419"))
+        if self._image is None:
+            painter.setPen(QColor("#6a7080"))
+            painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "no image yet")
+            painter.end()
+            return
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+        target = self._image_rect()
+        painter.drawImage(target, self._image)
+        scale = target.width() / self._image.width()
+        if self.attention is not None:
+            self._paint_attention(painter, target)
+        snap, i = self.snapshot, self.index
+        K = snap.K[i] if snap is not None and snap.K is not None else None
+        if snap is not None and K is not None:
+
+            def to_widget(points: np.ndarray) -> np.ndarray:
+                return project(points, K) * scale + np.array([target.x(), target.y()])
+
+            if self.show_object:
+                self._paint_boxes(painter, snap, i, to_widget)
+            if self.show_gt and snap.gt_joints3d is not None and snap.has("joints3d", i):
+                self._paint_skeleton(painter, to_widget(snap.gt_joints3d[i]), dashed=True)
+            if self.show_pred and snap.pred_joints3d is not None:
+                self._paint_skeleton(painter, to_widget(snap.pred_joints3d[i]), dashed=False)
+            if self.show_contacts and snap.pred_contact_points is not None:
+                conf = snap.pred_contact_conf[i] if snap.pred_contact_conf is not None else None
+                self._paint_contacts(painter, to_widget(snap.pred_contact_points[i]), conf)
+        painter.setPen(QColor("#c8ccd4"))
+        legend = "solid: predicted   dashed: true"
+        painter.drawText(int(target.x()) + 8, int(target.bottom()) - 8, self.caption or legend)
+        painter.end()
+
+    def _paint_attention(self, painter: QPainter, target: QRectF) -> None:
+        """Attention as a heat overlay; its opacity follows the map's contrast, so a near-uniform map stays faint."""
+        att = np.asarray(self.attention, dtype=np.float32)
+        low, high = float(att.min()), float(att.max())
+        relative = (att - low) / max(high - low, 1e-12)
+        contrast = min(1.0, 2.0 * (high - low) / max(high, 1e-12))
+        rgb = confidence_rgb(relative.reshape(-1)).reshape(*att.shape, 3)
+        alpha = relative[..., None] ** 1.5 * 160.0 * contrast
+        rgba = np.ascontiguousarray(np.concatenate([rgb * 255, alpha], axis=-1).astype(np.uint8))
+        h, w = att.shape
+        overlay = QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
+        painter.drawImage(target, overlay)
+
+    def _paint_skeleton(self, painter: QPainter, uv: np.ndarray, dashed: bool) -> None:
+        for parent, child in BONES:
+            colour = QColor(*FINGER_COLORS[finger_of(child)])
+            if dashed:
+                colour = colour.lighter(130)
+            pen = QPen(colour, 1.6 if dashed else 2.4)
+            pen.setStyle(Qt.PenStyle.DashLine if dashed else Qt.PenStyle.SolidLine)
+            painter.setPen(pen)
+            painter.drawLine(QPointF(*uv[parent]), QPointF(*uv[child]))
+        painter.setPen(QPen(QColor("#ffffff" if not dashed else "#a0a4ac"), 1))
+        for j, (u, v) in enumerate(uv):
+            colour = QColor(*FINGER_COLORS[finger_of(j)]) if j else QColor("#d0d0d0")
+            painter.setBrush(colour if not dashed else Qt.BrushStyle.NoBrush)
+            painter.drawEllipse(QPointF(u, v), 2.8, 2.8)
+
+    def _paint_boxes(self, painter: QPainter, snap: SnapshotData, i: int, to_widget) -> None:
+        for side, colour, dashed in (("gt", "#8cd08c", True), ("pred", "#9fa8f0", False)):
+            cls, rot, trans = (getattr(snap, f"{side}_obj_{k}") for k in ("class", "rot", "trans"))
+            cls = snap.gt_obj_class if cls is None else cls
+            if cls is None or rot is None or trans is None or int(cls[i]) < 0 or not snap.has("obj", i):
+                continue
+            mesh = object_mesh_for(snap, int(cls[i]))
+            if mesh is None:
+                continue
+            uv = to_widget(object_box_corners(mesh[0], rot[i], trans[i]))
+            pen = QPen(QColor(colour), 1.4)
+            pen.setStyle(Qt.PenStyle.DashLine if dashed else Qt.PenStyle.SolidLine)
+            painter.setPen(pen)
+            for a, b in BOX_EDGES:
+                painter.drawLine(QPointF(*uv[a]), QPointF(*uv[b]))
+
+    def _paint_contacts(self, painter: QPainter, uv: np.ndarray, conf: np.ndarray | None) -> None:
+        conf = np.ones(len(uv)) if conf is None else conf
+        colours = confidence_rgb(conf)
+        for (u, v), c, rgb in zip(uv, conf, colours):
+            if c < 0.05:
+                continue
+            painter.setPen(QPen(QColor("#101010"), 1))
+            painter.setBrush(QColor.fromRgbF(*rgb))
+            painter.drawEllipse(QPointF(u, v), 2.0 + 3.0 * float(c), 2.0 + 3.0 * float(c))

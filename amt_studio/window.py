@@ -1,0 +1,481 @@
+"""The studio's main window: toolbar controls, the training tab (snapshot views and plots), the inspector tab, the
+run dock (checkpoints, roll back), the log dock and the status bar. Events are drained on a 20 Hz timer.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Qt, QTimer
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QDialog,
+    QDockWidget,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QMessageBox,
+    QPushButton,
+    QSplitter,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from amt_core.errors import UserError
+from amt_studio.session import RunSession
+from amt_studio.state.run import RunState
+from amt_studio.views import theme
+from amt_studio.views.dialogs import NewRunDialog
+from amt_studio.views.inspect import InspectPanel
+from amt_studio.views.log_view import LogView
+from amt_studio.views.notifier import Notifier
+from amt_studio.views.plots import PlotsPanel
+from amt_studio.views.training import SnapshotPanel
+
+POLL_INTERVAL_MS = 50
+"""Event drain period (20 Hz)."""
+MAX_RECENT = 10
+ORGANIZATION, APPLICATION = "amt-studio", "AMT Studio"
+
+
+def _fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    seconds = int(seconds)
+    return (
+        f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        if seconds >= 3600
+        else f"{seconds // 60}:{seconds % 60:02d}"
+    )
+
+
+def _warm_catalog() -> None:
+    from amt_core.objects.catalog import catalog
+
+    catalog()
+
+
+class MainWindow(QMainWindow):
+    """One window, one run at a time (a new run or an attached one replaces the current one)."""
+
+    def __init__(self, settings: QSettings | None = None, show_dialogs: bool = True) -> None:
+        super().__init__()
+        self.setWindowTitle("AMT Studio")
+        self.settings = settings or QSettings(ORGANIZATION, APPLICATION)
+        self.notifier = Notifier(self, show_dialogs=show_dialogs)
+        self.session: RunSession | None = None
+        self.tick_ms: list[float] = []
+        """Duration of each event-drain tick, milliseconds (the bench reads it)."""
+
+        self.snapshots = SnapshotPanel()
+        self.plots = PlotsPanel()
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.addWidget(self.snapshots)
+        splitter.addWidget(self.plots)
+        splitter.setSizes([520, 760])
+        self.training_splitter = splitter
+        self.inspect = InspectPanel(self.notifier)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(splitter, "Training")
+        self.tabs.addTab(self.inspect, "Inspect")
+        self.setCentralWidget(self.tabs)
+
+        self.log_view = LogView()
+        self.log_dock = self._dock("Log", self.log_view, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.checkpoint_list = QListWidget()
+        self.rollback_button = QPushButton("Roll back to selected")
+        self.rollback_button.clicked.connect(self.rollback_selected)
+        self.inspect_button = QPushButton("Inspect selected")
+        self.inspect_button.clicked.connect(self.inspect_selected)
+        self.run_label = QLabel("no run")
+        self.run_label.setWordWrap(True)
+        self.error_label = QLabel("")
+        self.error_label.setObjectName("error")
+        self.error_label.setWordWrap(True)
+        self.error_label.hide()
+        run_box = QWidget()
+        run_layout = QVBoxLayout(run_box)
+        run_layout.addWidget(self.run_label)
+        run_layout.addWidget(self.error_label)
+        title = QLabel("Checkpoints")
+        title.setObjectName("title")
+        run_layout.addWidget(title)
+        run_layout.addWidget(self.checkpoint_list, 1)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.rollback_button)
+        buttons.addWidget(self.inspect_button)
+        run_layout.addLayout(buttons)
+        self.run_dock = self._dock("Run", run_box, Qt.DockWidgetArea.RightDockWidgetArea)
+
+        self._build_actions()
+        self._build_status_bar()
+        self.notifier.raised.connect(lambda n: self._show_error(n.message))
+        self._update_controls()
+
+        # The object catalog (meshes for the 3D panel) takes about a second to build: build it before it is needed.
+        threading.Thread(target=_warm_catalog, name="amt-catalog", daemon=True).start()
+        self.timer = QTimer(self)
+        self.timer.setInterval(POLL_INTERVAL_MS)
+        self.timer.timeout.connect(self.tick)
+        self.timer.start()
+        self.resize(1500, 920)
+        self._restore_layout()
+
+    # ---- construction ------------------------------------------------------------------------------------
+
+    def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(f"dock_{title.lower()}")
+        dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _action(self, text: str, slot, shortcut: str | None = None, tip: str = "", checkable: bool = False) -> QAction:
+        action = QAction(text, self)
+        if shortcut:
+            action.setShortcut(QKeySequence(shortcut))
+            action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        action.setToolTip(f"{tip or text} ({shortcut})" if shortcut else tip or text)
+        action.setCheckable(checkable)
+        action.triggered.connect(slot)
+        return action
+
+    def _build_actions(self) -> None:
+        self.new_action = self._action("New run…", self.new_run, "Ctrl+N", "start a training run")
+        self.attach_action = self._action("Attach…", self.attach_dialog, "Ctrl+O", "watch a run directory")
+        self.pause_action = self._action("Pause", self.toggle_pause, "Space", "pause or resume training")
+        self.stop_action = self._action("Stop", lambda: self.send("stop"), "Ctrl+.", "stop training (saves first)")
+        self.save_action = self._action("Save", lambda: self.send("save"), "Ctrl+S", "save a checkpoint now")
+        self.snapshot_action = self._action("Snapshot", lambda: self.send("snapshot"), "Ctrl+P", "snapshot now")
+        self.rollback_action = self._action(
+            "Roll back", self.rollback_selected, "Ctrl+R", "roll back to the checkpoint selected in the Run panel"
+        )
+        self.stage_group = QActionGroup(self)
+        self.stage_actions = []
+        for stage in (1, 2, 3):
+            action = self._action(f"Stage {stage}", lambda _c=False, s=stage: self.switch_stage(s), f"Ctrl+{stage}",
+                                  f"switch to stage {stage}", checkable=True)  # fmt: skip
+            self.stage_group.addAction(action)
+            self.stage_actions.append(action)
+        self.stage_group.setExclusive(True)
+        self.quit_action = self._action("Quit", self.close, "Ctrl+Q")
+        toolbar = self.addToolBar("Controls")
+        toolbar.setObjectName("toolbar_controls")
+        toolbar.setMovable(False)
+        for action in (self.new_action, self.attach_action):
+            toolbar.addAction(action)
+        toolbar.addSeparator()
+        for action in (
+            self.pause_action,
+            self.stop_action,
+            self.save_action,
+            self.snapshot_action,
+            self.rollback_action,
+        ):
+            toolbar.addAction(action)
+        toolbar.addSeparator()
+        for action in self.stage_actions:
+            toolbar.addAction(action)
+        menu = self.menuBar().addMenu("&Run")
+        for action in (self.new_action, self.attach_action):
+            menu.addAction(action)
+        self.recent_menu = menu.addMenu("Recent runs")
+        menu.addSeparator()
+        menu.addAction(self.quit_action)
+        controls = self.menuBar().addMenu("&Control")
+        for action in (
+            self.pause_action,
+            self.stop_action,
+            self.save_action,
+            self.snapshot_action,
+            self.rollback_action,
+            *self.stage_actions,
+        ):
+            controls.addAction(action)
+        view = self.menuBar().addMenu("&View")
+        view.addAction(self.log_dock.toggleViewAction())
+        view.addAction(self.run_dock.toggleViewAction())
+        view.addAction(self._action("Reset 3D view", lambda: self.snapshots.scene.reset_view(), "Home"))
+        view.addAction(self._action("Save screenshot…", self.save_screenshot, "Ctrl+Shift+S"))
+        self._fill_recent_menu()
+
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        self.status_state = QLabel("idle")
+        self.status_stage = QLabel("stage –")
+        self.status_step = QLabel("step 0")
+        self.status_speed = QLabel("– img/s")
+        self.status_eta = QLabel("ETA –")
+        self.status_device = QLabel("device –")
+        for label in (self.status_state, self.status_stage, self.status_step, self.status_speed, self.status_eta):
+            bar.addWidget(label)
+        bar.addPermanentWidget(self.status_device)
+
+    # ---- runs --------------------------------------------------------------------------------------------
+
+    def new_run(self) -> None:
+        dialog = NewRunDialog(self)
+        if dialog.exec() != QDialog.DialogCode.Accepted:
+            return
+        self.start_run(dialog.argv(), dialog.run_dir())
+
+    def start_run(self, argv: list[str], run_dir: Path) -> RunSession | None:
+        """Start a trainer in the background and watch it."""
+        if not self._release_current():
+            return None
+        try:
+            session = RunSession.start(argv, run_dir)
+        except UserError as err:
+            self.notifier.error("Cannot start the run", str(err))
+            return None
+        self._set_session(session)
+        return session
+
+    def attach_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Attach to a run directory", str(Path.home()))
+        if folder:
+            self.attach(Path(folder))
+
+    def attach(self, run_dir: Path) -> RunSession | None:
+        """Watch a run directory: a live headless run, or a finished run replayed from its events."""
+        try:
+            session = RunSession.attach(run_dir)
+        except UserError as err:  # the current run stays shown
+            self.notifier.error("Cannot attach", str(err))
+            return None
+        if not self._release_current():
+            session.close()
+            return None
+        self._set_session(session)
+        return session
+
+    def _release_current(self) -> bool:
+        """Let go of the current run; a run this window started asks whether to stop it. False: cancelled."""
+        if self.session is None:
+            return True
+        if self.session.owns_live_process:
+            choice = self.ask_live_run()
+            if choice == "cancel":
+                return False
+            if choice == "stop":
+                self.session.control.send("stop")
+        self.session.close()
+        self.session = None
+        return True
+
+    def _set_session(self, session: RunSession) -> None:
+        self.session = session
+        state = session.state
+        self.log_view.clear_lines()
+        self.error_label.hide()
+        for line in state.log:
+            self.log_view.add(line)
+        state.log_added.connect(self.log_view.add)
+        state.error_raised.connect(lambda msg, trace: self.notifier.error("The trainer failed", msg, trace))
+        state.checkpoints_changed.connect(self._fill_checkpoints)
+        self.plots.set_state(state)
+        self.snapshots.set_state(state)
+        self.inspect.set_run_dir(session.run_dir)
+        self.run_label.setText(
+            f"<b>{session.run_dir.name}</b><br><span style='color:{theme.MUTED}'>{session.run_dir}</span>"
+        )
+        self.setWindowTitle(f"AMT Studio — {session.run_dir.name}")
+        self._remember_recent(session.run_dir)
+        self._fill_checkpoints()
+        self._update_controls()
+
+    # ---- the timer ---------------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Drain events, refresh what changed, report command results; must stay short (the bench measures it)."""
+        start = time.perf_counter()
+        session = self.session
+        if session is not None:
+            try:
+                results = session.poll()
+            except Exception as err:  # a bad event must not stop the timer
+                self.notifier.exception("Reading the run failed", err)
+                results = []
+            for result in results:
+                if not result.ok:
+                    self.notifier.error(f"Command '{result.command}' failed", result.message)
+            self.plots.refresh()
+            self.snapshots.refresh()
+            for signal in (session.state.snapshot_added, session.state.metrics_changed, session.state.log_added):
+                while signal.errors:
+                    self.notifier.exception("A view failed to update", signal.errors.pop(0))
+            self._update_status(session.state)
+            self._update_controls()
+        self.tick_ms.append((time.perf_counter() - start) * 1000.0)
+        del self.tick_ms[:-2000]
+
+    def _update_status(self, state: RunState) -> None:
+        self.status_state.setText(state.state)
+        colour = {"running": theme.OK, "paused": theme.WARNING, "failed": theme.ERROR}.get(state.state, theme.MUTED)
+        self.status_state.setStyleSheet(f"color: {colour}; font-weight: bold;")
+        self.status_stage.setText(f"stage {state.stage}" if state.stage else "stage –")
+        total = f" / {state.max_steps}" if state.max_steps else ""
+        self.status_step.setText(f"step {state.step}{total}")
+        self.status_speed.setText(f"{state.images_per_s:.1f} img/s" if state.images_per_s else "– img/s")
+        self.status_eta.setText(f"ETA {_fmt_duration(state.eta_seconds())}" if state.is_live else "ETA –")
+        self.status_device.setText(f"device {state.device or '–'}")
+
+    def _update_controls(self) -> None:
+        """Controls show the trainer's confirmed state; a control waits while its command is in flight."""
+        session = self.session
+        live = session is not None and session.state.is_live
+        pending = set(session.control.pending) if session is not None else set()
+        paused = session is not None and session.state.state == "paused"
+        self.pause_action.setText("Resume" if paused else "Pause")
+        self.pause_action.setEnabled(live and not pending & {"pause", "resume"})
+        self.stop_action.setEnabled(live and "stop" not in pending)
+        self.save_action.setEnabled(live and "save" not in pending)
+        self.snapshot_action.setEnabled(live and "snapshot" not in pending)
+        can_roll = live and "rollback" not in pending and self.checkpoint_list.count() > 0
+        self.rollback_action.setEnabled(can_roll)
+        self.rollback_button.setEnabled(can_roll)
+        self.inspect_button.setEnabled(self.checkpoint_list.count() > 0)
+        stage = session.state.stage if session is not None else None
+        for index, action in enumerate(self.stage_actions, start=1):
+            action.setEnabled(live and "stage" not in pending)
+            if action.isChecked() != (stage == index):
+                action.setChecked(stage == index)
+
+    def _show_error(self, message: str) -> None:
+        self.error_label.setText(message)
+        self.error_label.show()
+
+    def _fill_checkpoints(self) -> None:
+        self.checkpoint_list.clear()
+        if self.session is None:
+            return
+        for info in reversed(self.session.state.checkpoints):
+            metrics = "  ".join(f"{k} {v:.3g}" for k, v in list(info.metrics.items())[:2])
+            item = QListWidgetItem(f"{info.name}   step {info.step}   {metrics}".rstrip())
+            item.setData(Qt.ItemDataRole.UserRole, info.name)
+            self.checkpoint_list.addItem(item)
+        if self.checkpoint_list.count():
+            self.checkpoint_list.setCurrentRow(0)
+
+    # ---- controls ----------------------------------------------------------------------------------------
+
+    def send(self, command: str, argument: str | None = None) -> None:
+        if self.session is None:
+            return
+        self.session.state.add_log("info", f"sent {command}" + (f" {argument}" if argument else ""))
+        self.session.control.send(command, argument)
+        self._update_controls()
+
+    def toggle_pause(self) -> None:
+        if self.session is not None:
+            self.send("resume" if self.session.state.state == "paused" else "pause")
+
+    def switch_stage(self, stage: int) -> None:
+        self.send("stage", str(stage))
+        self._update_controls()  # the check mark moves when the trainer's stage event arrives
+
+    def selected_checkpoint(self) -> str | None:
+        item = self.checkpoint_list.currentItem()
+        return item.data(Qt.ItemDataRole.UserRole) if item is not None else None
+
+    def rollback_selected(self) -> None:
+        name = self.selected_checkpoint()
+        if name:
+            self.send("rollback", name)
+
+    def inspect_selected(self) -> None:
+        name = self.selected_checkpoint()
+        if name and self.session is not None:
+            self.tabs.setCurrentWidget(self.inspect)
+            self.inspect.open_checkpoint(self.session.run_dir / "checkpoints" / name)
+
+    def save_screenshot(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save screenshot", str(Path.home() / "amt-studio.png"), "PNG (*.png)"
+        )
+        if path:
+            self.grab().save(path)
+
+    # ---- settings ----------------------------------------------------------------------------------------
+
+    def recent_runs(self) -> list[str]:
+        value = self.settings.value("recent_runs", [])
+        return [value] if isinstance(value, str) else list(value or [])
+
+    def _remember_recent(self, run_dir: Path) -> None:
+        runs = [str(run_dir)] + [r for r in self.recent_runs() if r != str(run_dir)]
+        self.settings.setValue("recent_runs", runs[:MAX_RECENT])
+        self._fill_recent_menu()
+
+    def _fill_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        for path in self.recent_runs():
+            self.recent_menu.addAction(path, lambda p=path: self.attach(Path(p)))
+        self.recent_menu.setEnabled(bool(self.recent_runs()))
+
+    def _restore_layout(self) -> None:
+        geometry = self.settings.value("window/geometry")
+        state = self.settings.value("window/state")
+        splitter = self.settings.value("window/training_splitter")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        if state is not None:
+            self.restoreState(state)
+        if splitter is not None:
+            self.training_splitter.restoreState(splitter)
+
+    def save_layout(self) -> None:
+        self.settings.setValue("window/geometry", self.saveGeometry())
+        self.settings.setValue("window/state", self.saveState())
+        self.settings.setValue("window/training_splitter", self.training_splitter.saveState())
+        self.settings.sync()
+
+    # ---- closing -----------------------------------------------------------------------------------------
+
+    def ask_live_run(self) -> str:
+        """'stop', 'leave' (keep it training headless) or 'cancel'."""
+        box = QMessageBox(self)
+        box.setIcon(QMessageBox.Icon.Question)
+        box.setWindowTitle("A run is training")
+        box.setText("The run started from this window is still training.")
+        box.setInformativeText("Stop it (a checkpoint is saved first), or leave it running headless?")
+        stop = box.addButton("Stop run", QMessageBox.ButtonRole.DestructiveRole)
+        leave = box.addButton("Leave running", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.exec()
+        clicked = box.clickedButton()
+        return "stop" if clicked is stop else "leave" if clicked is leave else "cancel"
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
+        if self.session is not None and self.session.owns_live_process:
+            choice = self.ask_live_run()
+            if choice == "cancel":
+                event.ignore()
+                return
+            if choice == "stop":
+                self._stop_and_wait(self.session)
+            else:
+                self.session.state.add_log("info", f"left running headless: pid {self.session.process.popen.pid}")
+        self.save_layout()
+        self.timer.stop()
+        self.inspect.shutdown()
+        self.snapshots.shutdown()
+        if self.session is not None:
+            self.session.close()
+        event.accept()
+
+    def _stop_and_wait(self, session: RunSession, timeout_s: float = 30.0) -> None:
+        """Ask the trainer to stop; terminate it if it has not exited in time (closing must not hang)."""
+        session.control.send("stop")
+        deadline = time.monotonic() + timeout_s
+        while session.owns_live_process and time.monotonic() < deadline:
+            time.sleep(0.05)
+            session.poll()
+        if session.owns_live_process:
+            session.process.terminate()

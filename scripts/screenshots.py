@@ -1,0 +1,120 @@
+"""Screenshots of AMT Studio for the README: the training view and the checkpoint inspector.
+
+Trains a short real run (or uses --run-dir), opens it in the studio offscreen (no display needed), and saves
+docs/images/studio_training.png and docs/images/studio_inspect.png.
+
+    python scripts/screenshots.py                      # trains a short micro run first (about a minute on a CPU)
+    python scripts/screenshots.py --run-dir runs/cpu-1 # a run you already have
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run-dir", type=Path, help="an existing run directory (default: train a short one)")
+    parser.add_argument("--steps", type=int, default=90, help="length of the short run, in steps")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images", help="where the PNGs go")
+    parser.add_argument("--size", default="1600x1000", help="window size, WIDTHxHEIGHT")
+    parser.add_argument("--sample", type=int, default=1, help="the snapshot / inspector sample shown")
+    return parser.parse_args()
+
+
+def train_short_run(steps: int) -> Path:
+    """A micro run at 128 px with events often enough to fill the plots."""
+    run_dir = Path(tempfile.mkdtemp(prefix="amt-screenshots-")) / "micro-128"
+    third = max(steps // 3, 1)
+    argv = [
+        sys.executable, "-m", "amt_core", "train", "--preset", "micro", "--run-dir", str(run_dir),
+        "--data", "synth:live?seed=0&size=128&num=4096", "--val-data", "synth:live?seed=10000&size=128&num=16",
+        "--set", f"stages.0.steps={third}", "--set", f"stages.1.steps={third}", "--set", f"stages.2.steps={third}",
+        "--set", "trainer.snapshot_every=10", "--set", "trainer.diag_every=3", "--set", "trainer.ckpt_every=30",
+        "--set", "trainer.snapshot_samples=4",
+    ]  # fmt: skip
+    print(f"training {steps} steps into {run_dir} ...", flush=True)
+    subprocess.run(argv, check=True, cwd=ROOT)
+    return run_dir
+
+
+def main() -> int:
+    args = parse_args()
+    if not os.environ.get("DISPLAY"):
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    run_dir = args.run_dir or train_short_run(args.steps)
+    width, height = (int(v) for v in args.size.split("x"))
+
+    from PySide6.QtCore import QSettings  # noqa: TID251 (a GUI script)
+    from PySide6.QtGui import QIcon  # noqa: TID251
+    from PySide6.QtWidgets import QApplication  # noqa: TID251
+
+    from amt_studio.views.theme import apply_theme  # noqa: TID251
+    from amt_studio.window import MainWindow  # noqa: TID251
+
+    app = QApplication.instance() or QApplication([])
+    app.setWindowIcon(QIcon(str(ROOT / "packaging" / "icons" / "amt-studio.svg")))
+    apply_theme(app)
+    settings = QSettings(str(Path(tempfile.mkdtemp()) / "settings.ini"), QSettings.Format.IniFormat)
+    window = MainWindow(settings=settings, show_dialogs=False)
+    window.resize(width, height)
+    window.show()
+
+    def pump(condition, timeout_s: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not condition():
+            app.processEvents()
+            time.sleep(0.01)
+        if not condition():
+            raise SystemExit("screenshots: the studio did not get there in time")
+
+    session = window.attach(run_dir)
+    state = session.state
+    pump(
+        lambda: not session.source.has_unread() and state.state in ("finished", "stopped") and len(state.snapshots) > 0
+    )
+    for _ in range(40):  # let every curve appear (a few per refresh) and the latest snapshot load
+        window.tick()
+        app.processEvents()
+        time.sleep(0.02)
+    pump(lambda: window.snapshots.current is not None and window.snapshots.current_index == len(state.snapshots) - 1)
+    window.snapshots.sample.setValue(args.sample)
+    shown = (len(state.snapshots) - 1, args.sample)
+    pump(lambda: window.tick() is None and window.snapshots._shown == shown)
+    scene = window.snapshots.scene
+    scene.camera.orbit(-35, 12)  # a three-quarter view shows depth better than the image camera's
+    scene.camera.zoom(2.5)
+    scene.render_now()
+    app.processEvents()
+    args.out.mkdir(parents=True, exist_ok=True)
+    window.grab().save(str(args.out / "studio_training.png"))
+
+    window.tabs.setCurrentWidget(window.inspect)
+    panel = window.inspect
+    panel.open_checkpoint(state.checkpoints[-1].path)
+    pump(lambda: panel.inspector.model is not None and not panel.working)
+    panel.run_dataset()
+    pump(lambda: panel.data is not None and not panel.working)
+    panel.table.selectRow(args.sample)
+    panel.scene.camera.orbit(35, 12)
+    panel.scene.camera.zoom(2.0)
+    panel.scene.render_now()
+    for _ in range(5):
+        app.processEvents()
+    window.grab().save(str(args.out / "studio_inspect.png"))
+    print(f"wrote {args.out / 'studio_training.png'} and {args.out / 'studio_inspect.png'}")
+    session.close()
+    window.inspect.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+"""Shared pytest setup. Qt only: GUI tests run offscreen (or on the display that is there), never on a user's screen
+settings; nothing here touches tests that do not use Qt.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Before any QApplication exists: without a display, Qt's offscreen platform renders widgets in memory.
+    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+@pytest.fixture
+def qt_settings(tmp_path):
+    """A QSettings in a temporary INI file, so GUI tests never read or change the user's settings."""
+    from PySide6.QtCore import QSettings
+
+    return QSettings(str(tmp_path / "studio-settings.ini"), QSettings.Format.IniFormat)
