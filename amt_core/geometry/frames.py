@@ -85,6 +85,9 @@ def local_frames(joints: torch.Tensor) -> torch.Tensor:
     # The palm normal only counts where the palm itself is not degenerate.
     norms[0] = torch.where(palm_norm.unsqueeze(-2) > 1e-12, norms[0], torch.zeros_like(norms[0]))
     z_axis = _first_valid(candidates, norms, _MIN_PERP)
+    # A second Gram-Schmidt pass ("twice is enough"): in float32 one pass leaves z up to ~1e-5 off orthogonal when
+    # the reference was nearly parallel to x.
+    z_axis, _ = _normalize(z_axis - (z_axis * x_axis).sum(-1, keepdim=True) * x_axis)
     y_axis = torch.linalg.cross(z_axis, x_axis)
     rotation = torch.stack([x_axis, y_axis, z_axis], dim=-1)  # (..., 22, 3, 3)
     transform = torch.zeros(*rotation.shape[:-2], 4, 4, dtype=dtype, device=device)
