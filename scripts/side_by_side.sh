@@ -27,16 +27,29 @@ $AMT synth --out "$OUT/data/test" --num "$VAL_NUM" --seed 1 --size "$SIZE" --wor
 TRAIN="synth:$OUT/data/train"
 TEST="synth:$OUT/data/test"
 
-for MODEL in amt baseline; do
-  if [ "$MODEL" = amt ]; then MODEL_FLAG=(); else MODEL_FLAG=(--model baseline); fi
+# Both models train at the same time, one core and one torch thread each (THREADS), so machine load that comes
+# and goes during the run falls on both alike. PARALLEL=0 trains them one after the other instead.
+PARALLEL=${PARALLEL:-1}
+THREADS=${THREADS:-1}
+train_and_eval() {
+  local MODEL=$1 MODEL_FLAG=()
+  [ "$MODEL" = amt ] || MODEL_FLAG=(--model baseline)
   if [ ! -f "$OUT/$MODEL.json" ]; then
     rm -rf "${OUT:?}/$MODEL"
-    $AMT train --preset cpu "${MODEL_FLAG[@]}" --data "$TRAIN" --val-data "$TEST" --run-dir "$OUT/$MODEL" \
-      --batch-size "$BATCH" --max-time "$MINUTES" --set trainer.stage_by_time=true --set trainer.eval_every=0 \
-      --set trainer.num_workers=1
-    $AMT eval --ckpt "$OUT/$MODEL" --data "$TEST" --json "$OUT/$MODEL.json"
+    OMP_NUM_THREADS=$THREADS $AMT train --preset cpu "${MODEL_FLAG[@]}" --data "$TRAIN" --val-data "$TEST" \
+      --run-dir "$OUT/$MODEL" --batch-size "$BATCH" --max-time "$MINUTES" --set trainer.stage_by_time=true \
+      --set trainer.eval_every=0 --set trainer.num_workers=1 > "$OUT/$MODEL.log" 2>&1
+    OMP_NUM_THREADS=$THREADS $AMT eval --ckpt "$OUT/$MODEL" --data "$TEST" --json "$OUT/$MODEL.json" >> "$OUT/$MODEL.log" 2>&1
   fi
-done
+}
+if [ "$PARALLEL" = 1 ]; then
+  train_and_eval amt & amt_pid=$!
+  train_and_eval baseline & baseline_pid=$!
+  wait $amt_pid && wait $baseline_pid
+else
+  train_and_eval amt
+  train_and_eval baseline
+fi
 
 python - "$OUT" "$MINUTES" <<'PY' | tee "$OUT/table.md"
 import json, sys
