@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
+from dataset_drawing import blob_image, centroid, project
 
 from amt_core.commands.datasets import check, register_real_schemes
 from amt_core.data import open_dataset
@@ -21,26 +21,6 @@ from amt_core.objects.catalog import get_object
 W, H = 128, 96
 SEQS = 5  # sequences per subject (the real dataset has 100)
 RED, GREEN = 0, 1
-
-
-def blob_image(blobs: dict[int, np.ndarray], sigma: float = 1.5) -> Image.Image:
-    v, u = np.mgrid[0:H, 0:W].astype(np.float64)
-    image = np.zeros((H, W, 3))
-    for channel, (bu, bv) in blobs.items():
-        image[..., channel] = np.exp(-((u - bu) ** 2 + (v - bv) ** 2) / (2 * sigma**2))
-    return Image.fromarray((image * 255).round().astype(np.uint8))
-
-
-def centroid(channel: np.ndarray) -> np.ndarray:
-    weights = np.where(channel > 0.05, channel, 0.0)
-    v, u = np.nonzero(weights)
-    w = weights[v, u]
-    return np.array([(u * w).sum() / w.sum(), (v * w).sum() / w.sum()])
-
-
-def project(points: np.ndarray, K: np.ndarray) -> np.ndarray:
-    uvw = points @ K.T
-    return uvw[:, :2] / uvw[:, 2:]
 
 
 def intrinsics(camera: int) -> np.ndarray:
@@ -106,7 +86,7 @@ def dexycb(tmp_path_factory) -> dict:
             for c, serial in enumerate(SERIALS):
                 (seq / serial).mkdir()
                 uv = project(joints, intrinsics(c))
-                blob_image({RED: uv[0], GREEN: uv[4]}).save(
+                blob_image(W, H, {RED: uv[0], GREEN: uv[4]}, sigma=1.5).save(
                     seq / serial / "color_000000.jpg", quality=98, subsampling=0
                 )
                 seg = np.zeros((H, W), np.uint8)

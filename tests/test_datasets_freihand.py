@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from dataset_drawing import blob_image, centroid, project
 from PIL import Image
 
 from amt_core.commands.datasets import check, register_real_schemes
@@ -32,28 +33,6 @@ def hand_joints(seed: int, model: HandModel) -> tuple[np.ndarray, np.ndarray, tu
     with torch.no_grad():
         out = model(*(torch.tensor(x, dtype=torch.float32)[None] for x in (pose, shape, rot, trans)))
     return out.joints[0].double().numpy(), out.verts[0].double().numpy(), (pose, shape, rot, trans)
-
-
-def blob_image(width: int, height: int, blobs: dict[int, np.ndarray], sigma: float = 2.5) -> Image.Image:
-    """Black RGB image with a Gaussian blob per channel at a sub-pixel position (u, v), pixel centres at integers."""
-    v, u = np.mgrid[0:height, 0:width].astype(np.float64)
-    image = np.zeros((height, width, 3))
-    for channel, (bu, bv) in blobs.items():
-        image[..., channel] = np.exp(-((u - bu) ** 2 + (v - bv) ** 2) / (2 * sigma**2))
-    return Image.fromarray((image * 255).round().astype(np.uint8))
-
-
-def centroid(channel: np.ndarray) -> np.ndarray:
-    """(u, v) brightness-weighted centroid of an (H, W) channel, above a small floor."""
-    weights = np.where(channel > 0.05, channel, 0.0)
-    v, u = np.nonzero(weights)
-    w = weights[v, u]
-    return np.array([(u * w).sum() / w.sum(), (v * w).sum() / w.sum()])
-
-
-def project(points: np.ndarray, K: np.ndarray) -> np.ndarray:
-    uvw = points @ K.T
-    return uvw[:, :2] / uvw[:, 2:]
 
 
 @pytest.fixture(autouse=True)
@@ -82,7 +61,7 @@ def freihand(tmp_path_factory, hand_model) -> dict:
             K = np.array([[480.0 + 10 * i, 0.0, 111.5], [0.0, 482.0, 112.0], [0.0, 0.0, 1.0]])
             uv = project(joints, K)
             for version in range(versions):
-                image = blob_image(SIZE, SIZE, {RED: uv[0], GREEN: uv[12]})
+                image = blob_image(SIZE, SIZE, {RED: uv[0], GREEN: uv[12]}, sigma=2.5)
                 image.save(
                     root / set_name / "rgb" / f"{i + N * version:08d}.jpg", quality=98, subsampling=0
                 )  # no chroma subsampling: blobs keep their place

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import roma
 import torch
-from PIL import Image
+from dataset_drawing import blob_image, centroid, project
 
 from amt_core.commands.datasets import check, register_real_schemes
 from amt_core.data import open_dataset
@@ -24,26 +24,6 @@ W, H = 320, 240
 GL = np.array([1.0, -1.0, -1.0])  # OpenGL <-> OpenCV: negate y and z
 RED, GREEN = 0, 1
 K = np.array([[300.0, 0.0, 159.5], [0.0, 301.0, 120.5], [0.0, 0.0, 1.0]])
-
-
-def blob_image(blobs: dict[int, np.ndarray], sigma: float = 2.0) -> Image.Image:
-    v, u = np.mgrid[0:H, 0:W].astype(np.float64)
-    image = np.zeros((H, W, 3))
-    for channel, (bu, bv) in blobs.items():
-        image[..., channel] = np.exp(-((u - bu) ** 2 + (v - bv) ** 2) / (2 * sigma**2))
-    return Image.fromarray((image * 255).round().astype(np.uint8))
-
-
-def centroid(channel: np.ndarray) -> np.ndarray:
-    weights = np.where(channel > 0.05, channel, 0.0)
-    v, u = np.nonzero(weights)
-    w = weights[v, u]
-    return np.array([(u * w).sum() / w.sum(), (v * w).sum() / w.sum()])
-
-
-def project(points: np.ndarray, K: np.ndarray) -> np.ndarray:
-    uvw = points @ K.T
-    return uvw[:, :2] / uvw[:, 2:]
 
 
 def gl_hand(seed: int, model: HandModel) -> dict:
@@ -61,7 +41,7 @@ def gl_hand(seed: int, model: HandModel) -> dict:
 def write_frame(root, split, seq, frame, meta, blobs, ext) -> None:
     for sub in ("rgb", "meta"):
         (root / split / seq / sub).mkdir(parents=True, exist_ok=True)
-    image = blob_image(blobs)
+    image = blob_image(W, H, blobs, sigma=2.0)
     if ext == "jpg":
         image.save(root / split / seq / "rgb" / f"{frame}.jpg", quality=98, subsampling=0)
     else:
