@@ -261,8 +261,10 @@ def test_a_batch_without_any_target_gives_no_nan_and_a_usable_graph():
     joints = (out.joints3d + 0.01).requires_grad_()
     out = dataclasses.replace(out, joints3d=joints)
     result = make_loss()(out, batch, epoch=60.0)
-    # only the batch-level terms remain; every target-based term is absent rather than zero-filled
-    assert set(result.terms) <= {"kl", "diversity"}
+    # every target-based term averaged over no sample: count 0, value 0, no contribution (decided on the device)
+    target_terms = set(result.terms) - {"kl", "diversity"}
+    assert target_terms and all(int(result.counts[name]) == 0 for name in target_terms)
+    assert all(float(result.terms[name]) == 0.0 for name in target_terms)
     assert torch.isfinite(result.total)
     result.total.backward()
     assert joints.grad is not None and torch.isfinite(joints.grad).all()
@@ -404,6 +406,19 @@ def test_diversity_penalises_collapse_and_not_a_spread_like_the_truth():
     assert float(T.diversity(gt, gt, ratio=0.5, min_std=0.01)) == 0.0
     assert float(T.diversity(gt, None, ratio=0.5, min_std=0.01)) == 0.0  # std 3 cm > 1 cm
     assert float(T.diversity(0.001 * gt, None, ratio=0.5, min_std=0.01)) > 0.005
+
+
+def test_masked_diversity_equals_diversity_of_the_valid_samples_only():
+    gen = torch.Generator().manual_seed(1)
+    gt = 0.03 * torch.randn(8, 21, 3, generator=gen)
+    pred = 0.01 * torch.randn(8, 21, 3, generator=gen)
+    valid = torch.tensor([True, False, True, True, False, True, False, True])
+    masked = T.diversity(pred, gt, ratio=0.5, min_std=0.01, weights=valid)
+    torch.testing.assert_close(masked, T.diversity(pred[valid], gt[valid], ratio=0.5, min_std=0.01))
+    # fewer than two valid samples: the whole batch's spread is held to min_std, as without ground truth
+    one = torch.zeros(8, dtype=torch.bool)
+    one[3] = True
+    torch.testing.assert_close(T.diversity(pred, gt, 0.5, 0.01, weights=one), T.diversity(pred, None, 0.5, 0.01))
 
 
 def test_schedule_matches_the_seed():

@@ -112,9 +112,12 @@ class LossResult:
     total: torch.Tensor
     """() the weighted sum, part of the autograd graph (zero, still differentiable, when no term applies)."""
     terms: dict[str, torch.Tensor]
-    """Unweighted value of each term that applied, detached, () each."""
+    """Unweighted value of each active term the output can be scored on, detached, () each: the mean over the
+    samples that have its target, 0 when none has (then `counts` says 0)."""
     weights: dict[str, float]
     """The weight each reported term got (base weight x schedule x multipliers)."""
+    counts: dict[str, torch.Tensor] = field(default_factory=dict)
+    """() how many samples each term averaged over, on the device (read it at a host check, not every step)."""
 
 
 class AMTLoss(nn.Module):
@@ -297,24 +300,27 @@ class AMTLoss(nn.Module):
         weights = self.term_weights(epoch)
         active = {name for name, weight in weights.items() if weight > 0}
         per_sample = self._per_sample_terms(output, batch, active)
-        if mix is not None and bool((mix.lam < 1).any()):  # an identity pairing (lam 1 everywhere) changes nothing
+        if mix is not None:  # no host test of lam < 1: an identity pairing mixes to the same terms
             other = self._per_sample_terms(output, permute_batch(batch, mix.index), active)
             per_sample = {name: mix_per_sample(value, other[name], mix.lam) for name, value in per_sample.items()}
+        # Masked means without host syncs: which terms have samples is known only on the device, so every term is
+        # kept, and one without samples contributes 0 (and no gradient) through the clamped count.
         values: dict[str, torch.Tensor] = {}
-        if per_sample:
-            counts = torch.stack([valid.sum() for _, valid in per_sample.values()]).tolist()  # one host sync
-            for (name, (loss, valid)), count in zip(per_sample.items(), counts):
-                if count > 0:
-                    values[name] = torch.where(valid, loss, 0.0).sum() / count
+        counts: dict[str, torch.Tensor] = {}
+        for name, (loss, valid) in per_sample.items():
+            counts[name] = valid.sum()
+            values[name] = torch.where(valid, loss, 0.0).sum() / counts[name].clamp(min=1)
         values.update(self._batch_terms(output, batch, active))
 
         total = output.joints3d.float().sum() * 0.0  # keeps `total` in the graph when no term applies
         for name, value in values.items():
             total = total + weights[name] * value
+        batch_size = torch.tensor(output.joints3d.shape[0], device=output.joints3d.device)
         return LossResult(
             total=total,
             terms={name: value.detach() for name, value in values.items()},
             weights={name: weights[name] for name in values},
+            counts={name: counts.get(name, batch_size) for name in values},
         )
 
     def _objects_for(self, device: torch.device) -> ObjectTables:
@@ -331,7 +337,7 @@ class AMTLoss(nn.Module):
         self._hand_terms(out, targets, active, result)
         geometry = {"obj_points", "obj_rot", "obj_box", "obj_heatmap", "penetration", "attraction", "equilibrium"}
         objects = None  # built (from the catalog) only when a term has an object to look up
-        if active & geometry and bool(targets.has_object.any()):
+        if active & geometry:  # the tables are cached per device; a batch without objects masks every row out
             objects = self._objects_for(targets.device)
             targets.restrict_classes(objects.num_classes)
         self._object_terms(out, targets, active, objects, result)
@@ -481,15 +487,12 @@ class AMTLoss(nn.Module):
         values: dict[str, torch.Tensor] = {}
         if "kl" in active and out.kl is not None:
             values["kl"] = out.kl.float().mean()
-        if "diversity" in active:
+        if "diversity" in active and out.joints3d.shape[0] >= 2:
             joints = out.joints3d.float()
             valid = batch["valid"]["joints3d"].to(joints.device).bool()
+            gt = batch["joints3d"].to(joints.device).float()
             cfg = self.config
-            if int(valid.sum()) >= 2:
-                gt = batch["joints3d"].to(joints.device).float()[valid]
-                values["diversity"] = T.diversity(joints[valid], gt, cfg.diversity_ratio, cfg.diversity_min_std)
-            elif joints.shape[0] >= 2:
-                values["diversity"] = T.diversity(joints, None, cfg.diversity_ratio, cfg.diversity_min_std)
+            values["diversity"] = T.diversity(joints, gt, cfg.diversity_ratio, cfg.diversity_min_std, weights=valid)
         return values
 
 

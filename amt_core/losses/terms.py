@@ -87,8 +87,7 @@ def object_points(
     pred = transform_points(pred_rot, pred_trans, points)  # (B, P, 3)
     gt = transform_points(gt_rot, gt_trans, points)
     add = torch.linalg.vector_norm(pred - gt, dim=-1).mean(dim=-1)
-    if not bool(symmetric.any()):
-        return add
+    # ADD-S for every row, also when no sample is symmetric: testing that would sync the host each step.
     add_s = torch.cdist(pred, gt).amin(dim=-1).mean(dim=-1)
     return torch.where(symmetric, add_s, add)
 
@@ -322,7 +321,12 @@ def equilibrium(
 
 
 def diversity(
-    pred_joints: torch.Tensor, gt_joints: torch.Tensor | None, ratio: float, min_std: float, eps: float = 1e-8
+    pred_joints: torch.Tensor,
+    gt_joints: torch.Tensor | None,
+    ratio: float,
+    min_std: float,
+    eps: float = 1e-8,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Hinge on the spread of predictions across the batch (the seed's collapse defence).
 
@@ -334,16 +338,35 @@ def diversity(
     Args:
         pred_joints: (B, 21, 3) metres, B >= 2.
         gt_joints: (B, 21, 3) metres for the same samples, or None.
+        weights: (B,) bool, the samples whose ground truth is valid (default: all). With two or more, both stds are
+            taken over them; with fewer, the prediction's std over the whole batch is held to `min_std`. Decided on
+            the device: no host sync.
 
     Returns:
         () mean shortfall, metres.
     """
     rel = pred_joints - pred_joints[:, :1]
-    std = torch.sqrt(rel.var(dim=0) + eps)  # (21, 3)
+    batch = pred_joints.shape[0]
+    if weights is None:
+        weights = torch.ones(batch, dtype=torch.bool, device=pred_joints.device)
+    if gt_joints is None:
+        weights = torch.zeros_like(weights)
+    count = weights.sum()
+    use_gt = count >= 2
+    w = torch.where(use_gt, weights.float(), 1.0)  # (B,) the samples the stds run over
+    std = torch.sqrt(_weighted_var(rel, w) + eps)  # (21, 3)
     if gt_joints is None:
         target = torch.full_like(std, min_std)
     else:
-        gt_rel = gt_joints - gt_joints[:, :1]
-        target = ratio * gt_rel.detach().std(dim=0)
+        gt_rel = (gt_joints - gt_joints[:, :1]).detach()
+        target = torch.where(use_gt, ratio * torch.sqrt(_weighted_var(gt_rel, w)), min_std)
     # The wrist is the origin of root-relative coordinates: its std is 0 for prediction and target alike.
     return F.relu(target - std)[1:].mean()
+
+
+def _weighted_var(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Unbiased variance over dim 0 of (B, ...) `x` restricted to the samples with weight 1 (w (B,) 0/1 floats)."""
+    w = w.view(-1, *([1] * (x.dim() - 1)))
+    n = w.sum()
+    mean = (w * x).sum(dim=0) / n.clamp(min=1)
+    return (w * (x - mean).square()).sum(dim=0) / (n - 1).clamp(min=1)

@@ -241,7 +241,8 @@ class Trainer:
                 total, terms, errors = self._forward_backward(batch)
                 break
             except RuntimeError as err:
-                if not (self.device.type == "cuda" and memory.is_oom(err) and self.micro_batch > 1):
+                dynamic = self.tc.dynamic_batch and self.device.type == "cuda"
+                if not (dynamic and memory.is_oom(err) and self.micro_batch > 1):
                     raise
                 self.optimizer.zero_grad(set_to_none=True)
                 memory.release_memory()
@@ -392,6 +393,8 @@ class Trainer:
         self._loader_iter = None
 
     def _forward_backward(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """Forward and backward over the micro-batches; returns the loss, the terms (with `count:NAME` entries: how
+        many samples each term saw) and the per-sample errors, all on the device."""
         size = batch["image"].shape[0]
         starts = list(range(0, size, self.micro_batch))
         total = torch.zeros((), device=self.device)
@@ -413,6 +416,8 @@ class Trainer:
             total = total + loss_value.detach().float() * share
             for name, value in result.terms.items():
                 terms[name] = terms.get(name, 0) + value.detach().float() * share
+            for name, count in getattr(result, "counts", {}).items():
+                terms[f"count:{name}"] = terms.get(f"count:{name}", 0) + count
             errors.append(parts.per_sample_error(output, chunk))
         return total, terms, torch.cat(errors)
 
@@ -486,8 +491,8 @@ class Trainer:
     # ------------------------------------------------------------------ host checks
 
     def _new_window(self) -> dict:
-        return {"steps": 0, "loss": 0.0, "terms": {}, "images": 0, "time": time.monotonic(), "step_time": 0.0,
-                "last_loss": None, "last_ips": None}  # fmt: skip
+        return {"steps": 0, "loss": 0.0, "terms": {}, "term_steps": {}, "images": 0, "time": time.monotonic(),
+                "step_time": 0.0, "last_loss": None, "last_ips": None}  # fmt: skip
 
     def check(self) -> bool:
         """Read the buffered step results (one host sync): record skipped steps, catch explosions, feed mining.
@@ -501,7 +506,7 @@ class Trainer:
         ok = torch.stack([p["ok"] for p in pending]).cpu().tolist()
         losses = torch.stack([p["loss"].float() for p in pending]).cpu().tolist()
         norms = torch.stack([p["norms"] for p in pending]).cpu()
-        terms = [{k: float(v) for k, v in p["terms"].items()} for p in pending]
+        terms = [_host_terms(p["terms"]) for p in pending]
         errors = [p["errors"].cpu().tolist() for p in pending]
         window = self._window
         for i, entry in enumerate(pending):
@@ -522,8 +527,10 @@ class Trainer:
             window["steps"] += 1
             window["loss"] += losses[i]
             window["step_time"] += entry["time"]
-            for name, value in terms[i].items():
-                window["terms"][name] = window["terms"].get(name, 0.0) + value
+            for name, (value, seen) in terms[i].items():
+                if seen:  # a term without samples in this step is absent from it, not a zero
+                    window["terms"][name] = window["terms"].get(name, 0.0) + value
+                    window["term_steps"][name] = window["term_steps"].get(name, 0) + 1
             self.plan.record_errors(entry["indices"], errors[i])
         window["images"] += len(pending) * self.config.batch_size
         norms_by_group: dict[str, float] = {}
@@ -553,11 +560,11 @@ class Trainer:
         loss = w["loss"] / w["steps"]
         self.events.emit(
             "metrics", self.step, stage=self.stage + 1, epoch=self.epoch(), loss=loss,
-            terms={k: v / w["steps"] for k, v in w["terms"].items()}, lr=self.current_lrs(), images_per_s=ips,
+            terms={k: v / w["term_steps"][k] for k, v in w["terms"].items()}, lr=self.current_lrs(), images_per_s=ips,
             step_time_s=w["step_time"] / w["steps"], memory=memory.memory_mb(self.device), skipped_total=self.skipped,
             lr_scale=self.lr_scale, micro_batch=self.micro_batch, train_time_s=self.train_time_s,
         )  # fmt: skip
-        self._tb_scalars(loss, w["terms"], w["steps"], ips)
+        self._tb_scalars(loss, {k: v / w["term_steps"][k] for k, v in w["terms"].items()}, ips)
         self._window = self._new_window()
         self._window["last_loss"], self._window["last_ips"] = loss, ips
 
@@ -858,13 +865,23 @@ class Trainer:
             return
         self._tb = SummaryWriter(str(self.run.path / "tb"))
 
-    def _tb_scalars(self, loss: float, terms: dict, steps: int, ips: float) -> None:
+    def _tb_scalars(self, loss: float, terms: dict[str, float], ips: float) -> None:
         if self._tb is None:
             return
         self._tb.add_scalar("loss/total", loss, self.step)
         for name, value in terms.items():
-            self._tb.add_scalar(f"loss/{name}", value / steps, self.step)
+            self._tb.add_scalar(f"loss/{name}", value, self.step)
         self._tb.add_scalar("images_per_s", ips, self.step)
+
+
+def _host_terms(terms: dict[str, torch.Tensor]) -> dict[str, tuple[float, bool]]:
+    """A step's device-side terms as {name: (value, had samples)}, in one transfer."""
+    if not terms:
+        return {}
+    names = list(terms)
+    values = torch.stack([terms[n].float() for n in names]).cpu().tolist()
+    table = dict(zip(names, values))
+    return {n: (v, table.get(f"count:{n}", 1.0) > 0) for n, v in table.items() if not n.startswith("count:")}
 
 
 def _slice_batch(batch: Any, start: int, stop: int) -> Any:
