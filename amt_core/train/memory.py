@@ -1,11 +1,14 @@
-"""Memory: gradient checkpointing and, on CUDA, the largest micro-batch that fits (found at start and after OOM).
+"""Memory: gradient checkpointing, activation offloading to host memory and, on CUDA, the largest micro-batch that
+fits (found at start and after OOM).
 
 The global batch stays what the preset asked for: when a micro-batch smaller than the per-rank batch is needed,
-the trainer accumulates gradients over several micro-batches. On the CPU the search is a no-op.
+the trainer accumulates gradients over several micro-batches. On the CPU the search is a no-op. Per-block
+checkpointing policies live in `amt_core.train.checkpointing`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 from collections.abc import Callable
 
@@ -55,7 +58,10 @@ def find_micro_batch(try_batch: Callable[[int], None], batch: int, device: torch
                 raise
             release_memory()
             size //= 2
-    raise UserError("not even a batch of 1 fits in GPU memory; use a smaller preset or trainer.grad_checkpointing=true")
+    raise UserError(
+        "not even a batch of 1 fits in GPU memory; use --set trainer.checkpointing=full, "
+        "trainer.offload_activations=true or a smaller preset"
+    )
 
 
 def memory_mb(device: torch.device) -> dict[str, float]:
@@ -74,3 +80,16 @@ def memory_mb(device: torch.device) -> dict[str, float]:
     except OSError:
         rss = peak
     return {"rss_mb": rss, "peak_mb": peak}
+
+
+def offload_activations(enabled: bool, device: torch.device) -> contextlib.AbstractContextManager:
+    """The context the forward pass and loss run in: tensors saved for backward move to host memory, and back in
+    the backward pass (`torch.autograd.graph.save_on_cpu`); a no-op when not enabled.
+
+    Host buffers are pinned only with CUDA, so copies overlap compute. Inside a checkpointed block only the
+    checkpoint's own saved inputs are affected; selective checkpointing keeps its saved matmul outputs on the GPU.
+    Pinned host memory is the cost: about the activation memory of a step, per rank.
+    """
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autograd.graph.save_on_cpu(pin_memory=device.type == "cuda")
