@@ -131,36 +131,50 @@ def cpu() -> RunConfig:
     )
 
 
-def _dinov2(size: str, batch: int, grad_checkpointing: bool) -> RunConfig:
+def _dinov2(size: str, batch: int, checkpointing: str, img_size: int = 224, offload: bool = False) -> RunConfig:
+    suffix = "" if img_size == 224 else f"_{img_size}"
+    model = ModelSpec(name=f"amt_dinov2_{size}")
+    if img_size != 224:
+        model.overrides["backbone.img_size"] = img_size
     return RunConfig(
-        preset=f"dinov2_{size}",
-        model=ModelSpec(name=f"amt_dinov2_{size}"),
-        data=_synth(0, 224, 1_000_000),
-        val_data=_synth(0, 224, 1024, "val"),
+        preset=f"dinov2_{size}{suffix}",
+        model=model,
+        data=_synth(0, img_size, 1_000_000),
+        val_data=_synth(0, img_size, 1024, "val"),
         batch_size=batch,
         # The seed's 20/50/30 epochs, counted over 100k images so a synthetic "epoch" means the same at every size.
         stages=seed_stages(steps=(20 * 100_000 // batch, 50 * 100_000 // batch, 30 * 100_000 // batch),
                            warmup_steps=500, direct_terms_off=INDIRECT_TERMS, physics_terms=PHYSICS_TERMS),
-        trainer=TrainerConfig(device="cuda", precision="bf16", grad_checkpointing=grad_checkpointing, num_workers=8,
-                              log_every=20, diag_every=200, snapshot_every=500, eval_every=2000, eval_samples=1024,
-                              ckpt_every=2000),
+        trainer=TrainerConfig(device="cuda", precision="bf16", checkpointing=checkpointing, attention="auto",
+                              compile=False, offload_activations=offload, num_workers=8, log_every=20, diag_every=200,
+                              snapshot_every=500, eval_every=2000, eval_samples=1024, ckpt_every=2000),
     )  # fmt: skip
 
 
 def dinov2_s() -> RunConfig:
-    return _dinov2("s", 256, False)
+    return _dinov2("s", 256, "none")
 
 
 def dinov2_b() -> RunConfig:
-    return _dinov2("b", 192, False)
+    return _dinov2("b", 192, "none")
 
 
 def dinov2_l() -> RunConfig:
-    return _dinov2("l", 128, True)
+    return _dinov2("l", 128, "selective")
 
 
 def dinov2_g() -> RunConfig:
-    return _dinov2("g", 64, True)
+    return _dinov2("g", 64, "full")
+
+
+def dinov2_l_518() -> RunConfig:
+    """DINOv2-L at its native 518 px (1370 tokens): the memory-heavy case."""
+    return _dinov2("l", 32, "full", img_size=518)
+
+
+def dinov2_g_518() -> RunConfig:
+    """DINOv2-g at 518 px: the largest preset; saved activations wait in host memory for the backward pass."""
+    return _dinov2("g", 16, "full", img_size=518, offload=True)
 
 
 PRESETS: dict[str, Callable[[], RunConfig]] = {
@@ -170,6 +184,8 @@ PRESETS: dict[str, Callable[[], RunConfig]] = {
     "dinov2_b": dinov2_b,
     "dinov2_l": dinov2_l,
     "dinov2_g": dinov2_g,
+    "dinov2_l_518": dinov2_l_518,
+    "dinov2_g_518": dinov2_g_518,
 }
 
 

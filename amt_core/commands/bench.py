@@ -16,6 +16,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "synth": ("amt_core.synth.bench", "grasp + render + write images/s at 128 and 224 px"),
     "model": ("amt_core.models.bench", "forward and train-step images/s and bs-1 latency per preset, AMT vs baseline"),
     "train": ("amt_core.train.bench", "train-step throughput, peak memory, TFLOP/s and MFU per precision/attention"),
+    "fp8": ("amt_core.train.fp8_bench", "where FP8 beats bf16 on this GPU: Linear widths timed, threshold cached"),
     "studio": ("amt_studio.bench", "3D panel frames/s and event-loop stall percentiles while a run trains"),
 }
 
@@ -49,27 +50,37 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_table(name: str, result: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     rows = result.get("rows")
     if rows:
         table = Table(title=f"amt-core bench {name}")
-        columns = list(rows[0].keys())
+        columns = list(dict.fromkeys(key for row in rows for key in row))  # a row may add a column (error)
         for column in columns:
             table.add_column(column)
         for row in rows:
             table.add_row(*(_fmt(row.get(column)) for column in columns))
-        Console().print(table)
+        _console().print(table)
     extra = {k: v for k, v in result.items() if k != "rows"}
     if extra:
         table = Table(show_header=False)
         for key, value in extra.items():
             table.add_row(key, _fmt(value))
-        Console().print(table)
+        _console().print(table)
+
+
+def _console():
+    """A console as wide as the table needs when the output is a file or a pipe (rich assumes 80 columns there)."""
+    import sys
+
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=200)
 
 
 def _fmt(value) -> str:
+    if value is None:
+        return ""
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)

@@ -54,7 +54,30 @@ def collect() -> dict:
         "xformers": importlib.util.find_spec("xformers") is not None,
         "torchao": importlib.util.find_spec("torchao") is not None,
     }
-    return {"versions": versions, "device": device, "accelerators": accelerators}
+    return {"versions": versions, "device": device, "accelerators": accelerators, "speed": _speed(torch)}
+
+
+def _speed(torch) -> dict:
+    """What the GPU path would use here: attention `auto` at the presets' token counts, FP8, the bf16 peak."""
+    from amt_core.errors import UserError
+    from amt_core.models.attention import autotune, requested_mode
+    from amt_core.train.flops import bf16_peak_tflops
+    from amt_core.train.precision import check_precision
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    # DINOv2 at 224 px (16x16 patches + class token) and 518 px (37x37 + 1), ViT-L's 16 heads of 64
+    attention = {f"attention auto @ {n} tokens": autotune(n, 64, 16, dtype, device).reason for n in (257, 1370)}
+    forced = requested_mode()
+    if forced != "auto":
+        attention["attention forced ($AMT_ATTN)"] = forced
+    try:
+        check_precision("fp8", device)
+        fp8 = "available"
+    except UserError as err:
+        fp8 = str(err)
+    peak = bf16_peak_tflops(device)
+    return {**attention, "fp8": fp8, "bf16 peak TFLOP/s": peak if peak else "unknown (bench train --peak-tflops)"}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,5 +94,7 @@ def run(args: argparse.Namespace) -> int:
     table.add_row("device", ", ".join(f"{k}={v}" for k, v in info["device"].items()))
     for name, present in info["accelerators"].items():
         table.add_row(name, "importable" if present else "not installed")
+    for name, value in info["speed"].items():
+        table.add_row(name, str(value))
     Console().print(table)
     return 0

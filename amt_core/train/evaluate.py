@@ -22,11 +22,13 @@ def evaluate(
     max_samples: int = 0,
     num_workers: int = 0,
     on_batch: Callable[[int, int], None] | None = None,
+    fp8=None,
 ) -> dict[str, float | int | bool]:
     """Every metric of `MetricAccumulator` over the dataset (its first `max_samples` when > 0), in eval mode.
 
     Args:
         on_batch: called with (samples done, samples in all) after each batch (progress display).
+        fp8: the trainer's `Fp8Report` when its model has FP8 layers (Transformer Engine computes FP8 in its context).
     """
     from amt_core.metrics import MetricAccumulator
 
@@ -40,7 +42,7 @@ def evaluate(
     try:
         for batch in loader:
             batch = parts.to_device(batch, device)
-            with autocast(precision, device):
+            with autocast(precision, device, fp8):
                 output = model(batch)
             accumulator.update(output, batch)
             done += batch["image"].shape[0]

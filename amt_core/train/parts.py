@@ -59,8 +59,10 @@ def call_model(model: nn.Module, batch: dict, attention: bool = False):
     if not attention:
         return model(batch)
     from amt_core.models import record_attention
+    from amt_core.train.compile import run_eagerly
 
-    with record_attention(getattr(model, "module", model)):
+    # compiled blocks would replay graphs traced without the capture hooks
+    with record_attention(getattr(model, "module", model)), run_eagerly():
         return model(batch)
 
 

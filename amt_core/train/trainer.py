@@ -30,7 +30,9 @@ from amt_core.train import checkpoint as ckpt_io
 from amt_core.train import ddp, memory, parts
 from amt_core.train.control import ControlServer, PendingCommand
 from amt_core.train.events import EventWriter
+from amt_core.train.fp8 import load_weights, split_extra_state
 from amt_core.train.optim import build_optimizer
+from amt_core.train.parallelize import prepare_model
 from amt_core.train.precision import autocast, check_precision
 from amt_core.train.progress import ProgressView
 from amt_core.train.rundir import RunDir
@@ -128,8 +130,9 @@ class Trainer:
         self.loss_fn = loss if loss is not None else parts.build_loss(config.loss)
         self.module.to(self.device)
         self.loss_fn.to(self.device)
-        memory.set_grad_checkpointing(self.module, self.tc.grad_checkpointing)
-        self.model = ddp.wrap(self.module, self.dist, self.device, self.tc.find_unused_parameters)
+        # attention backend -> checkpointing -> compile -> FP8 -> DDP (amt_core.train.parallelize)
+        self.model, self.prepared = prepare_model(self.module, self.tc, self.device, self.dist)
+        self.attention_backend = self.prepared.attention
         self.optimizer, self.groups = build_optimizer(
             {"": self.module, "loss.": self.loss_fn}, config.optim, self.device
         )
@@ -408,8 +411,9 @@ class Trainer:
             sync = contextlib.nullcontext() if last or not self.dist.enabled else self.model.no_sync()
             chunk, mix = self._mixup(chunk, i)
             with sync:
-                with autocast(self.tc.precision, self.device):
-                    output = self.model(chunk)
+                with autocast(self.tc.precision, self.device, self.prepared.fp8):
+                    with memory.offload_activations(self.tc.offload_activations, self.device):
+                        output = self.model(chunk)
                     result = self.loss_fn(output, chunk, epoch, mix=mix)
                 loss_value = self._stage_total(result)
                 (loss_value * share).backward()
@@ -575,7 +579,8 @@ class Trainer:
         """Eval mode, no grad, and the training RNG streams untouched (so diagnostics never change a run)."""
         devices = [self.device] if self.device.type == "cuda" else []
         was_training = self.module.training
-        with torch.random.fork_rng(devices=devices), torch.no_grad(), autocast(self.tc.precision, self.device):
+        precision = autocast(self.tc.precision, self.device, self.prepared.fp8)
+        with torch.random.fork_rng(devices=devices), torch.no_grad(), precision:
             self.module.eval()
             try:
                 yield
@@ -640,7 +645,8 @@ class Trainer:
 
         with self._inference():
             metrics = evaluate(self.module, self.val_dataset(), self.device, batch_size=self.local_batch,
-                               precision=self.tc.precision, max_samples=self.tc.eval_samples)  # fmt: skip
+                               precision=self.tc.precision, max_samples=self.tc.eval_samples,
+                               fp8=self.prepared.fp8)  # fmt: skip
         self.events.emit("validation", self.step, metrics=metrics)
         return metrics
 
@@ -658,6 +664,7 @@ class Trainer:
                 for g in self.groups
             },  # fmt: skip
             "stage_lengths": self.stage_lengths,
+            "acceleration": self.prepared.to_dict(),
             "command": sys.argv,
             "pid": os.getpid(),
         }
@@ -687,8 +694,10 @@ class Trainer:
         """Write a checkpoint (rank 0) and its event; returns its name."""
         name = ckpt_io.checkpoint_name(self.step)
         if self.is_main:
-            path = ckpt_io.save_checkpoint(self.run.checkpoints, name, self.module.state_dict(), self.state_dict(),
-                                           self.run_info())  # fmt: skip
+            # TE keeps FP8 scaling metadata in `_extra_state` entries, which go with the training state
+            weights, extra = split_extra_state(self.module.state_dict())
+            path = ckpt_io.save_checkpoint(self.run.checkpoints, name, weights, {**self.state_dict(),
+                                           "fp8_extra_state": extra}, self.run_info())  # fmt: skip
             keep = tuple(ckpt_io.list_checkpoints(self.run.checkpoints)[:1])
             removed = ckpt_io.prune_checkpoints(self.run.checkpoints, self.tc.keep_checkpoints, keep=keep)
             self.events.emit("checkpoint", self.step, name=name, path=str(path.relative_to(self.run.path)),
@@ -700,7 +709,7 @@ class Trainer:
     def load(self, checkpoint: ckpt_io.Checkpoint, full: bool) -> None:
         """Restore weights and training state; `full` (resume) also restores the plan, RNGs and run counters."""
         try:
-            self.module.load_state_dict(checkpoint.weights)
+            load_weights(self.module, checkpoint.weights, checkpoint.state.get("fp8_extra_state"))
         except RuntimeError as err:
             problem = parts.state_dict_problem(err)
             raise UserError(f"checkpoint {checkpoint.path} does not fit this model ({problem})") from None

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from amt_core.errors import UserError
+from amt_core.models.attention import MODES as ATTENTION_MODES
+from amt_core.train.checkpointing import make_policy
+from amt_core.train.compile import MODES as compile_modes
+from amt_core.train.fp8 import Fp8Config
 from amt_core.train.precision import PRECISIONS
 
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 PROGRESS: tuple[str, ...] = ("auto", "rich", "log", "none")
+COMPILE_MODES: tuple[str, ...] = compile_modes
 
 
 @dataclass(kw_only=True)
@@ -24,9 +30,29 @@ class TrainerConfig:
     """Give each stage its share (by planned length) of max_time_s instead of its step count; the schedule follows
     wall time. For fixed-time comparisons; a resumed run then no longer repeats an uninterrupted one exactly."""
     precision: str = "fp32"
-    """fp32 or bf16 (autocast; parameters and optimizer state stay fp32)."""
+    """fp32, bf16 (autocast; parameters and optimizer state stay fp32) or fp8 (bf16 plus FP8 matmuls in the layers
+    large enough to gain from them; CUDA compute capability 8.9+ with Transformer Engine or torchao)."""
+    fp8_backend: str = "auto"
+    """FP8 library: auto (Transformer Engine when installed, else torchao), te or torchao."""
+    fp8_recipe: str = "auto"
+    """FP8 scaling recipe: auto, or te's delayed/current/mxfp8, or torchao's tensorwise/rowwise."""
+    fp8_min_dim: int = 0
+    """Convert a Linear to FP8 only when both its widths reach this (0: the threshold measured on this GPU by
+    `amt-core bench fp8`, else the published 1025)."""
+    attention: str = "auto"
+    """Attention backend for the whole model: auto (measured fastest on this GPU for the backbone's token count,
+    cached; sdpa on the CPU), fa3, fa2, sdpa, sdpa_cudnn, sdpa_flash, sdpa_efficient or math ($AMT_ATTN wins)."""
+    checkpointing: str = "none"
+    """Activation checkpointing policy: none, full (every transformer block), every:N, or selective (keep matmul
+    outputs, recompute the element-wise ops)."""
     grad_checkpointing: bool = False
-    """Activation checkpointing of the backbone blocks."""
+    """Older switch for checkpointing=full (kept so earlier configs load)."""
+    offload_activations: bool = False
+    """Keep saved activations in (pinned) host memory until the backward pass: for the largest presets."""
+    compile: bool = False
+    """torch.compile the backbone blocks and the heads (in place, lazily, after checkpointing, before FP8)."""
+    compile_mode: str = "default"
+    """torch.compile mode: default, reduce-overhead, max-autotune or max-autotune-no-cudagraphs."""
     dynamic_batch: bool = True
     """On CUDA, shrink the micro-batch to what fits (accumulating to the same global batch); no-op on the CPU."""
     num_workers: int = 0
@@ -63,6 +89,16 @@ class TrainerConfig:
             raise ValueError(f"TrainerConfig.device must be one of {DEVICES} (got {self.device!r})")
         if self.precision not in PRECISIONS:
             raise ValueError(f"TrainerConfig.precision must be one of {PRECISIONS} (got {self.precision!r})")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"TrainerConfig.compile_mode must be one of {COMPILE_MODES} (got {self.compile_mode!r})")
+        if self.attention not in ATTENTION_MODES:
+            raise ValueError(f"TrainerConfig.attention must be one of {ATTENTION_MODES} (got {self.attention!r})")
+        try:
+            make_policy(self.checkpointing)
+        except UserError as err:
+            raise ValueError(f"TrainerConfig.checkpointing: {err}") from None
+        # FP8's backend, recipe and threshold are checked by its own config
+        Fp8Config(backend=self.fp8_backend, recipe=self.fp8_recipe, min_dim=self.fp8_min_dim)
         if self.progress not in PROGRESS:
             raise ValueError(f"TrainerConfig.progress must be one of {PROGRESS} (got {self.progress!r})")
         for name in ("max_steps", "num_workers", "snapshot_every", "eval_every", "keep_checkpoints"):
