@@ -28,7 +28,7 @@ def test_rows_per_combination_with_flops_and_a_reason_for_what_cannot_run():
     ]
     measured, refused = rows[:2], rows[2:]
     for row in measured:
-        assert row["images_per_s"] > 0 and row["step_ms"] > 0 and row["peak_mb"] > 0
+        assert row["images_per_s"] > 0 and row["step_ms"] > 0 and row["rss_peak_mb"] > 0
         assert row["attn"] == "sdpa" and row["fp8"] == "-"
         # MFU is achieved FLOP/s over the given peak, and the FLOPs are the counted ones
         assert row["mfu"] == pytest.approx(row["tflops"] / 1.0)

@@ -155,11 +155,13 @@ def _measure(config, args: argparse.Namespace, flops_cache: dict, dataset) -> di
                 micro_batch=trainer.micro_batch,
                 images_per_s=images / seconds,
                 step_ms=1000 * seconds / args.steps,
-                peak_mb=memory_mb(device)["peak_mb"],
                 params_m=sum(p.numel() for p in trainer.module.parameters()) / 1e6,
                 fp8=_fp8_cell(trainer.prepared.fp8),
                 **timing,
             )
+            # CUDA: the allocator's peak since the timed steps began; CPU: the process's high-water mark of resident
+            # memory, which only grows, so in a table of several rows only the first row's figure is its own
+            result["peak_mb" if device.type == "cuda" else "rss_peak_mb"] = memory_mb(device)["peak_mb"]
             if not args.no_flops:
                 achieved = step_flops.total(config.batch_size) * args.steps / seconds
                 peak = args.peak_tflops or flop_count.bf16_peak_tflops(device)
