@@ -66,11 +66,11 @@ class SynthShardDataset(Dataset):
         root: the folder (holds synth.json and shard-*.safetensors).
         start, stop: the index range [start, stop) to expose (a held-out tail, for example).
         extras: include the synthetic-only fields (EXTRAS).
-        cache_shards: shards kept in memory per process.
+        cache_shards: shard files kept open per process (reads are per sample, memory-mapped).
     """
 
     def __init__(
-        self, root: str | Path, start: int = 0, stop: int | None = None, extras: bool = True, cache_shards: int = 2
+        self, root: str | Path, start: int = 0, stop: int | None = None, extras: bool = True, cache_shards: int = 32
     ) -> None:
         from amt_core.synth.shards import read_manifest, shard_is_complete
 
@@ -90,29 +90,54 @@ class SynthShardDataset(Dataset):
         if not 0 <= start <= stop <= self.manifest.num:
             raise UserError(f"range [{start}, {stop}) is outside the {self.manifest.num} samples of {self.root}")
         self.start, self.stop, self.extras = start, stop, extras
-        self._cache: dict[int, dict[str, np.ndarray]] = {}
+        self._cache: dict[int, object] = {}  # shard -> open safetensors handle
         self._cache_order: list[int] = []
         self._cache_size = max(1, cache_shards)
+        self._pid = os.getpid()
 
     def __len__(self) -> int:
         return self.stop - self.start
 
     def record(self, index: int) -> dict[str, np.ndarray]:
-        """The raw record (numpy arrays) of item `index`."""
-        from amt_core.synth.shards import read_shard, shard_path
+        """The raw record (numpy arrays) of item `index`.
+
+        Only that sample's bytes are read (a memory-mapped slice of each array), not its whole shard: a shuffled
+        plan touches a different shard at almost every item, and loading whole shards made reading ~50x slower.
+        """
+        from safetensors import SafetensorError
+
+        from amt_core.synth.shards import shard_path
 
         if not 0 <= index < len(self):
             raise IndexError(index)
         global_index = self.start + index
         shard = global_index // self.manifest.shard_size
+        offset = global_index - shard * self.manifest.shard_size
+        handle = self._handle(shard)
+        try:
+            return {key: handle.get_slice(key)[offset] for key in handle.keys()}
+        except SafetensorError as err:
+            path = shard_path(self.root, shard)
+            raise UserError(f"shard {path} does not read ({err}); run amt-core synth again on its folder") from err
+
+    def _handle(self, shard: int):
+        """An open safetensors handle of a shard; a few stay open per process (handles do not cross a fork)."""
+        from safetensors import safe_open
+
+        from amt_core.synth.shards import shard_path
+
+        if self._pid != os.getpid():
+            self._cache, self._cache_order, self._pid = {}, [], os.getpid()
         if shard not in self._cache:
-            arrays, _ = read_shard(shard_path(self.root, shard))
-            self._cache[shard] = arrays
+            path = shard_path(self.root, shard)
+            try:
+                self._cache[shard] = safe_open(str(path), framework="numpy")
+            except Exception as err:  # safetensors raises its own types for a truncated or foreign file
+                raise UserError(f"shard {path} does not read ({err}); run amt-core synth again on its folder") from err
             self._cache_order.append(shard)
             while len(self._cache_order) > self._cache_size:
                 self._cache.pop(self._cache_order.pop(0))
-        offset = global_index - shard * self.manifest.shard_size
-        return {key: value[offset] for key, value in self._cache[shard].items()}
+        return self._cache[shard]
 
     def __getitem__(self, index: int) -> dict:
         return record_to_sample(self.record(index), extras=self.extras)

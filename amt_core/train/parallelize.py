@@ -82,7 +82,14 @@ def prepare_model(
     Raises:
         UserError: a setting that cannot run here (a missing kernel, fp8 on the CPU, a bad policy).
     """
-    backend = set_attention_backend(module, tc.attention, device=device, dtype=kernel_dtype(tc.precision))
+    dtype = kernel_dtype(tc.precision)
+    # Under DDP rank 0 chooses (measuring when `auto`) and every rank takes its choice: near-tied timings must not
+    # give ranks different kernels.
+    backend = set_attention_backend(module, tc.attention, device=device, dtype=dtype) if dist.is_main else None
+    if dist.enabled:
+        backend = ddp.broadcast_object(backend, dist)
+        if not dist.is_main:
+            set_attention_backend(module, backend, device=device, dtype=dtype)
     prepared = Prepared(attention=backend, attention_reason=attention_backend_reason(module) or "",
                         checkpointing=checkpoint_spec(tc), offload_activations=tc.offload_activations)  # fmt: skip
     prepared.applied.append("attention")
