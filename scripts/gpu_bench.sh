@@ -63,7 +63,12 @@ EOF
     bench dinov2_l_518 --preset dinov2_l_518 --precision bf16 --attn sdpa,auto --compile on --max-batch --steps 5
     ;;
   pipeline)
-    bench dinov2_l-pipeline --preset dinov2_l --precision bf16 --compile on --pipeline --warmup 5 --steps 40
+    # live rendering cannot feed a GPU preset (about 6 images/s per core at 224 px): pre-rendered shards can
+    amt-core synth --out "$OUT/shards224" --num 4096 --seed 0 --size 224 --workers "$(($(nproc) - 2))"
+    amt-core bench data --data "synth:$OUT/shards224" --workers 4,8,12 --batch-size 128 --batches 8 --json \
+      | tee "$OUT/data.json"
+    bench dinov2_l-pipeline --preset dinov2_l --precision bf16 --compile on --pipeline --warmup 5 --steps 40 \
+      --set "data=synth:$OUT/shards224" --set trainer.num_workers=12
     ;;
   *)
     echo "gpu_bench: unknown phase '$phase'; use ceilings, core, sizes, large or pipeline" >&2

@@ -115,3 +115,35 @@ def test_stages_by_wall_time(tmp_path):
     metrics = events_of(tmp_path, "metrics")
     times = {e["stage"]: e["train_time_s"] for e in metrics}  # the last time seen in each stage
     assert times[1] < times[2] < times[3]
+
+
+def test_a_data_bound_run_says_so_once_and_every_metrics_event_has_the_wait(tmp_path):
+    # each sample takes 20 ms to load against a toy step of about a millisecond: the run is data-bound
+    config = toy_config(steps=(4, 4, 4), batch_size=4)
+    toy_trainer(tmp_path, config, dataset=ToyDataset(delay_s=0.02)).train()
+    metrics = events_of(tmp_path, "metrics")
+    assert metrics and all(0.0 <= m["data_share"] <= 1.0 and m["data_wait_s"] >= 0.0 for m in metrics)
+    assert max(m["data_share"] for m in metrics) > 0.5
+    warnings = [e for e in events_of(tmp_path, "anomaly") if e["what"] == "data_bound"]
+    assert len(warnings) == 1 and "amt-core synth" in warnings[0]["message"]
+
+
+def test_a_compute_bound_run_raises_no_data_warning(tmp_path):
+    import time
+
+    from test_train_toys import ToyModel
+
+    from amt_core.train import parts
+    from amt_core.train.trainer import Trainer
+
+    class SlowModel(ToyModel):  # 40 ms of "compute" per step against a loader that needs a few
+        def forward(self, batch):
+            time.sleep(0.04)
+            return super().forward(batch)
+
+    config = toy_config(steps=(4, 4, 4), batch_size=4)
+    Trainer(config, tmp_path, model=SlowModel(), loss=parts.build_loss(config.loss), dataset=ToyDataset(),
+            val_dataset=ToyDataset(8)).train()  # fmt: skip
+    metrics = events_of(tmp_path, "metrics")
+    assert metrics and max(m["data_share"] for m in metrics) < 0.25
+    assert not [e for e in events_of(tmp_path, "anomaly") if e["what"] == "data_bound"]

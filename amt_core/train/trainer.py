@@ -178,6 +178,7 @@ class Trainer:
         self._view: ProgressView | None = None
         self._tb = None
         self._last_ckpt_step = -1
+        self._data_bound_warned = False
 
     # ------------------------------------------------------------------ the loop
 
@@ -387,7 +388,9 @@ class Trainer:
                                 num_workers=self.tc.num_workers, pin_memory=self.device.type == "cuda",
                                 persistent_workers=False)  # fmt: skip
             self._loader_iter = iter(loader)
+        waited = time.monotonic()
         batch = next(self._loader_iter)
+        self._window["data_wait"] += time.monotonic() - waited
         epoch, position = self._batches.origins.popleft()
         self.plan.consumed(epoch, position)
         return batch
@@ -496,7 +499,7 @@ class Trainer:
 
     def _new_window(self) -> dict:
         return {"steps": 0, "loss": 0.0, "terms": {}, "term_steps": {}, "images": 0, "time": time.monotonic(),
-                "step_time": 0.0, "last_loss": None, "last_ips": None}  # fmt: skip
+                "step_time": 0.0, "data_wait": 0.0, "last_loss": None, "last_ips": None}  # fmt: skip
 
     def check(self) -> bool:
         """Read the buffered step results (one host sync): record skipped steps, catch explosions, feed mining.
@@ -562,10 +565,18 @@ class Trainer:
             return
         ips = w["images"] / elapsed
         loss = w["loss"] / w["steps"]
+        data_share = min(1.0, w["data_wait"] / elapsed)
+        if data_share > DATA_BOUND_SHARE and not self._data_bound_warned and self.step > self.tc.log_every:
+            self._data_bound_warned = True  # once a run: the figure itself is in every metrics event
+            message = (f"the trainer waited for data {100 * data_share:.0f}% of the time; pre-render shards "
+                       "(amt-core synth) and train on --data synth:DIR, or raise trainer.num_workers")  # fmt: skip
+            self.events.emit("anomaly", self.step, what="data_bound", data_share=data_share, action="none",
+                             message=message)  # fmt: skip
         self.events.emit(
             "metrics", self.step, stage=self.stage + 1, epoch=self.epoch(), loss=loss,
             terms={k: v / w["term_steps"][k] for k, v in w["terms"].items()}, lr=self.current_lrs(), images_per_s=ips,
-            step_time_s=w["step_time"] / w["steps"], memory=memory.memory_mb(self.device), skipped_total=self.skipped,
+            step_time_s=w["step_time"] / w["steps"], data_wait_s=w["data_wait"] / w["steps"], data_share=data_share,
+            memory=memory.memory_mb(self.device), skipped_total=self.skipped,
             lr_scale=self.lr_scale, micro_batch=self.micro_batch, train_time_s=self.train_time_s,
         )  # fmt: skip
         self._tb_scalars(loss, {k: v / w["term_steps"][k] for k, v in w["terms"].items()}, ips)
@@ -881,6 +892,10 @@ class Trainer:
         for name, value in terms.items():
             self._tb.add_scalar(f"loss/{name}", value, self.step)
         self._tb.add_scalar("images_per_s", ips, self.step)
+
+
+DATA_BOUND_SHARE = 0.25
+"""Above this share of wall time spent waiting for batches, the run is data-bound and says so (once)."""
 
 
 def _host_terms(terms: dict[str, torch.Tensor]) -> dict[str, tuple[float, bool]]:
