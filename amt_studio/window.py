@@ -322,7 +322,10 @@ class MainWindow(QMainWindow):
         self.status_stage.setText(f"stage {state.stage}" if state.stage else "stage –")
         total = f" / {state.max_steps}" if state.max_steps else ""
         self.status_step.setText(f"step {state.step}{total}")
-        self.status_speed.setText(f"{state.images_per_s:.1f} img/s" if state.images_per_s else "– img/s")
+        speed = f"{state.images_per_s:.1f} img/s" if state.images_per_s else "– img/s"
+        if state.data_share is not None:  # how much of that time went to waiting for batches
+            speed += f" · data wait {100 * state.data_share:.0f}%"
+        self.status_speed.setText(speed)
         self.status_eta.setText(f"ETA {_fmt_duration(state.eta_seconds())}" if state.is_live else "ETA –")
         self.status_device.setText(f"device {state.device or '–'}")
 

@@ -94,7 +94,17 @@ def write_run(run_dir: Path, steps: int = 20, collapse_at: int | None = None, cr
         memory = {"rss_mb": 500.0, "peak_mb": 510.0}
         total = sum(terms.values())
         events.append(
-            event("metrics", step, stage=1, loss=total, terms=terms, lr=lr, images_per_s=30.0 + step, memory=memory)
+            event(
+                "metrics",
+                step,
+                stage=1,
+                loss=total,
+                terms=terms,
+                lr=lr,
+                images_per_s=30.0 + step,
+                memory=memory,
+                data_share=0.01 * step,
+            )
         )
         std = 0.5 if collapse_at is not None and step >= collapse_at else 30.0
         grad = {"encoders": 0.5, "decoders": 5e3 if step == 7 else 1.0}
@@ -132,6 +142,7 @@ def test_run_state_from_events(tmp_path: Path) -> None:
     assert set(state.losses.names()) == {"total", "joints", "object", "kl"}
     assert np.allclose(state.losses["joints"].y, 1.0 / np.arange(1, 21))
     assert state.training["images_per_s"].last() == pytest.approx(50.0)
+    assert state.data_share == pytest.approx(0.2) and state.training["data_share"].last() == pytest.approx(0.2)
     assert state.training["lr/decoders"].last() == pytest.approx(1e-3) and "memory/rss_mb" in state.training
     assert len(state.snapshots) == 4 and [c.name for c in state.checkpoints] == ["step_00000010", "step_00000020"]
     assert {m.kind for m in state.markers} == {"checkpoint", "anomaly"}

@@ -87,6 +87,7 @@ class RunState:
         self.device = ""
         self.preset = ""
         self.images_per_s: float | None = None
+        self.data_share: float | None = None  # share of wall time the trainer waited for batches
         self.started_time: float | None = None
         self.last_time: float | None = None
         self.collapsed = False
@@ -233,6 +234,9 @@ class RunState:
         ips = event.get("images_per_s")
         if _is_number(ips):
             self.images_per_s = float(ips)
+        share = event.get("data_share")
+        if _is_number(share):
+            self.data_share = float(share)
         if self.state in ("idle", "starting"):
             self.state = "running"
         return new
