@@ -21,3 +21,17 @@ def qt_settings(tmp_path):
     from PySide6.QtCore import QSettings
 
     return QSettings(str(tmp_path / "studio-settings.ini"), QSettings.Format.IniFormat)
+
+
+@pytest.fixture(scope="module")
+def micro():
+    """amt_micro in eval mode, seeded, built on one thread (attention tests patch copies of it)."""
+    import torch
+
+    from amt_core.models import create_model
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield create_model("amt_micro").eval()
+    torch.set_num_threads(threads)

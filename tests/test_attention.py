@@ -204,17 +204,6 @@ def test_old_gpus_and_old_libraries_name_the_fix(monkeypatch):
 # ------------------------------------------------------------------------------------ one backend for the whole model
 
 
-@pytest.fixture(scope="module")
-def micro():
-    from amt_core.models import create_model
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield create_model("amt_micro").eval()
-    torch.set_num_threads(threads)
-
-
 def _micro_batch(batch: int = 2) -> dict:
     g = torch.Generator().manual_seed(0)
     K = torch.tensor([[77.0, 0.0, 32.0], [0.0, 77.0, 32.0], [0.0, 0.0, 1.0]])

@@ -13,7 +13,7 @@ import torch
 
 from amt_core.errors import UserError
 from amt_core.models import attention
-from amt_core.models.attention import Attention, AttentionShape, autotune, autotune_backend, set_attention_backend
+from amt_core.models.attention import Attention, AttentionShape, autotune, set_attention_backend
 
 CANDIDATES = ["sdpa_cudnn", "sdpa_flash", "sdpa_efficient", "sdpa"]
 TIMES = {"sdpa_cudnn": 0.31, "sdpa_flash": 0.25, "sdpa_efficient": 0.42, "sdpa": 0.27, "fa2": 0.22, "fa3": 0.2}
@@ -68,7 +68,7 @@ def test_cpu_resolves_to_sdpa_without_measuring(tmp_path):
     result = autotune(257, 64, 16, torch.float32, "cpu", timer=timer, cache_path=path)
     assert result.backend == "sdpa" and result.source == "cpu"
     assert result.reason == attention.CPU_REASON and "math the reference" in result.reason
-    assert autotune_backend(1370, 64, 16, torch.float32, torch.device("cpu"), timer=timer, cache_path=path) == "sdpa"
+    assert autotune(1370, 64, 16, torch.float32, torch.device("cpu"), timer=timer, cache_path=path).backend == "sdpa"
     assert timer.calls == [] and not path.exists()
 
 
@@ -167,7 +167,7 @@ def test_candidates_that_fail_are_left_out_and_nothing_measured_means_sdpa(fake_
 
 def test_default_candidates_are_the_cuda_backends_that_can_run_never_math(fake_gpu, tmp_path):
     timer = FakeTimer()
-    backend = autotune_backend(257, 64, 16, torch.bfloat16, "cuda", timer=timer, cache_path=tmp_path / "t.json")
+    backend = autotune(257, 64, 16, torch.bfloat16, "cuda", timer=timer, cache_path=tmp_path / "t.json").backend
     assert timer.backends == CANDIDATES  # no flash-attn packages on the stand-in GPU
     assert backend == "sdpa_flash"
     with pytest.raises(ValueError, match="autotune candidates"):
@@ -177,17 +177,6 @@ def test_default_candidates_are_the_cuda_backends_that_can_run_never_math(fake_g
 
 
 # ------------------------------------------------------------------------------------------- set_attention_backend
-
-
-@pytest.fixture(scope="module")
-def micro():
-    from amt_core.models import create_model
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield create_model("amt_micro").eval()
-    torch.set_num_threads(threads)
 
 
 def test_auto_measures_at_the_backbones_token_count_and_applies_everywhere(fake_gpu, micro):

@@ -597,23 +597,6 @@ def autotune(
     return result
 
 
-def autotune_backend(
-    tokens: int,
-    head_dim: int,
-    num_heads: int,
-    dtype: torch.dtype,
-    device: torch.device | str,
-    *,
-    batch: int = 8,
-    candidates: Iterable[str] | None = None,
-    timer: Timer | None = None,
-    cache_path: Path | str | None = None,
-) -> str:
-    """The backend `autotune` picks (see there): measured fastest on CUDA, `sdpa` on the CPU."""
-    options = dict(batch=batch, candidates=candidates, timer=timer, cache_path=cache_path)
-    return autotune(tokens, head_dim, num_heads, dtype, device, **options).backend
-
-
 # ---------------------------------------------------------------------------------------------- one backend per model
 
 
