@@ -24,14 +24,23 @@ def qt_settings(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def micro():
-    """amt_micro in eval mode, seeded, built on one thread (attention tests patch copies of it)."""
+def one_thread():
+    """One intra-op thread for a module's tests: the CPU is shared by parallel jobs, and two threads fighting for
+    two cores are slower than one."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def micro(one_thread):
+    """amt_micro in eval mode, seeded, on one thread (attention tests patch copies of it)."""
     import torch
 
     from amt_core.models import create_model
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     torch.manual_seed(0)
-    yield create_model("amt_micro").eval()
-    torch.set_num_threads(threads)
+    return create_model("amt_micro").eval()

@@ -17,13 +17,7 @@ EXPECTED |= {f"{kind}_dinov2_{s}" for kind in ("amt", "baseline") for s in ("l",
 SMALL = {"backbone.depth": 3, "backbone.img_size": 56}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The CPU is shared by parallel jobs; one intra-op thread is faster than two fighting for cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
