@@ -77,3 +77,83 @@ def test_the_run_config_records_the_transforms_in_order(tmp_path):
     assert recorded["attention"]["backend"] == "math"
     assert recorded["checkpointing"] == {"policy": "every:2", "blocks": 5}
     assert recorded["compiled"] == [] and recorded["fp8"] is None and recorded["ddp"] is False
+
+
+class _FakeGPU:
+    """A trainer whose steps run out of memory above `capacity` samples, as a CUDA allocator would."""
+
+    def __init__(self, capacity: int, micro_batch: int) -> None:
+        import types
+
+        import torch
+
+        self.capacity, self.micro_batch, self.tried = capacity, micro_batch, []
+        self.tc = types.SimpleNamespace(dynamic_batch=True)
+        self.device = torch.device("cpu")  # no CUDA calls: _sync and release_memory only act on CUDA
+        self.optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+
+    def train_step(self, batch: dict) -> None:
+        assert not self.tc.dynamic_batch  # the search must see the OOM, not a silently halved micro-batch
+        size = batch["image"].shape[0]
+        assert size == self.micro_batch and batch["index"].shape[0] == size
+        self.tried.append(size)
+        if size > self.capacity:
+            raise RuntimeError(f"CUDA out of memory. Tried to allocate {size} MiB")
+
+    def check(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("capacity", [1, 37, 64, 1000])
+def test_largest_batch_doubles_then_bisects_and_restores_the_trainer(capacity):
+    import torch
+
+    trainer = _FakeGPU(capacity, micro_batch=16)
+    batch = {"image": torch.zeros(4, 3, 2, 2), "index": torch.arange(4), "meta": ["a", "b", "c", "d"]}
+    found = bench._largest_batch(trainer, batch)
+    assert found <= capacity and found >= capacity - max(1, capacity // 16)
+    assert trainer.micro_batch == 16 and trainer.tc.dynamic_batch is True
+
+
+def test_largest_batch_passes_other_errors_through():
+    import torch
+
+    trainer = _FakeGPU(8, micro_batch=4)
+    trainer.train_step = lambda batch: (_ for _ in ()).throw(RuntimeError("shape mismatch"))
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        bench._largest_batch(trainer, {"image": torch.zeros(4, 1), "index": torch.arange(4)})
+
+
+def test_micro_batch_search_halves_on_out_of_memory_and_gives_up_in_one_line():
+    import torch
+
+    from amt_core.train.memory import find_micro_batch
+
+    tried = []
+
+    def attempt(size: int) -> None:
+        tried.append(size)
+        if size > 20:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    cuda = torch.device("cuda")  # only its type is read; nothing runs on a GPU
+    assert find_micro_batch(attempt, 128, cuda) == 16 and tried == [128, 64, 32, 16]
+    assert find_micro_batch(attempt, 128, torch.device("cpu")) == 128  # no search on the CPU
+    with pytest.raises(UserError, match="not even a batch of 1 fits in GPU memory; use --set trainer.checkpointing"):
+        find_micro_batch(lambda size: attempt(size + 100), 8, cuda)
+    with pytest.raises(ValueError):
+        find_micro_batch(lambda size: (_ for _ in ()).throw(ValueError("not an OOM")), 8, cuda)
+
+
+def test_speedups_are_against_the_bf16_row_with_the_same_settings():
+    rows = [
+        {"precision": "bf16", "attn": "sdpa", "compile": True, "ckpt": "none", "images_per_s": 100.0},
+        {"precision": "fp8", "attn": "sdpa", "compile": True, "ckpt": "none", "images_per_s": 90.0},
+        {"precision": "fp8", "attn": "sdpa", "compile": False, "ckpt": "none", "images_per_s": 80.0},
+        {"precision": "fp32", "attn": "sdpa", "compile": True, "ckpt": "none", "images_per_s": 25.0},
+        {"precision": "fp8", "attn": "fa3", "compile": True, "ckpt": "none", "error": "no FlashAttention-3"},
+    ]
+    bench._speedups_over_bf16(rows)
+    assert rows[1]["vs_bf16"] == pytest.approx(0.9)  # reported as it is, below 1 too
+    assert rows[3]["vs_bf16"] == pytest.approx(0.25)
+    assert "vs_bf16" not in rows[0] and "vs_bf16" not in rows[2] and "vs_bf16" not in rows[4]

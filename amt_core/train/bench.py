@@ -93,6 +93,7 @@ def run(args: argparse.Namespace) -> dict:
                     "trainer.grad_checkpointing=false"]  # fmt: skip
         config = apply_overrides(base, settings)
         rows.append(_row(config, args, flops_cache, dataset))
+    _speedups_over_bf16(rows)
     # figures shared by every row go beside the table
     common = {"preset": base.preset, "model": base.model.name}
     for key in ("device", "params_m", "gflop_per_image", "peak_tflops"):
@@ -105,6 +106,20 @@ def run(args: argparse.Namespace) -> dict:
         raise UserError(rows[0]["error"] + more)
     return {"rows": rows, **common,
             "images_per_s": max((row["images_per_s"] for row in measured), default=0.0)}  # fmt: skip
+
+
+def _speedups_over_bf16(rows: list[dict]) -> None:
+    """Each measured fp8 or fp32 row's images/s over the bf16 row with the same other settings (`vs_bf16`), as it is,
+    below 1 too."""
+
+    def settings(row):
+        return row["attn"], row["compile"], row["ckpt"]
+
+    bf16 = {settings(r): r["images_per_s"] for r in rows if r["precision"] == "bf16" and r.get("images_per_s")}
+    for row in rows:
+        reference = bf16.get(settings(row))
+        if row["precision"] != "bf16" and reference and row.get("images_per_s"):
+            row["vs_bf16"] = row["images_per_s"] / reference
 
 
 def _row(config, args: argparse.Namespace, flops_cache: dict, dataset) -> dict:
