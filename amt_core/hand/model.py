@@ -28,6 +28,17 @@ REQUIRED_KEYS = ("v_template", "f", "J_regressor", "weights", "kintree_table", "
 OPENHAND_FILES = {"right": "OPENHAND_RIGHT.npz", "left": "OPENHAND_LEFT.npz"}
 
 
+class _Parents:
+    """The kinematic tree as smplx's `batch_rigid_transform` uses it: `parents[1:]` gathers joints (a tensor on the
+    model's device), `parents[i]` indexes a Python list (a plain int: no device read), `parents.shape[0]` counts."""
+
+    def __init__(self, tensor: torch.Tensor, ints: tuple[int, ...]) -> None:
+        self.tensor, self.ints, self.shape = tensor, ints, tensor.shape
+
+    def __getitem__(self, index):
+        return self.ints[index] if isinstance(index, int) else self.tensor[index]
+
+
 @dataclass(kw_only=True)
 class HandOutput:
     """Posed hands, metres, in the frame of rot/trans."""
@@ -110,6 +121,7 @@ class HandModel(nn.Module):
         if tips.shape != (5,) or tips.min() < 0 or tips.max() >= num_verts:
             raise UserError(f"hand model file {self.path} has invalid fingertip_ids {tips.tolist()}; rebuild it")
         self.mano = self._make_mano(arrays, side == "right")
+        self._parent_ints = tuple(int(p) for p in self.mano.parents.tolist())  # read once, on the CPU
         self._fingertip_ids = tips
         self._faces = np.asarray(arrays["f"], dtype=np.int64)
         self.register_buffer("faces_tensor", torch.as_tensor(self._faces), persistent=False)
@@ -183,16 +195,23 @@ class HandModel(nn.Module):
         Returns:
             HandOutput with verts (B, V, 3) and joints (B, 21, 3), metres.
         """
+        from smplx.lbs import lbs
+
         batch = pose.shape[0]
         zeros = pose.new_zeros
-        out = self.mano(
-            betas=shape if shape is not None else zeros(batch, self.num_betas),
-            global_orient=rot if rot is not None else zeros(batch, 3),
-            hand_pose=pose,
-            transl=trans if trans is not None else zeros(batch, 3),
-        )
-        verts = out.vertices  # (B, V, 3)
-        joints = torch.cat([out.joints[:, :16], verts[:, self.fingertip_index]], dim=1)  # (B, 21, 3) MANO + tips
+        mano = self.mano
+        # smplx.MANO.forward's own steps (use_pca off, no joint mapper), with the kinematic tree handed to lbs as
+        # _Parents: smplx indexes a Python list with each parent, and a device tensor's element there would sync the
+        # host with the GPU 15 times a forward.
+        full_pose = torch.cat([rot if rot is not None else zeros(batch, 3), pose], dim=1) + mano.pose_mean
+        betas = shape if shape is not None else zeros(batch, self.num_betas)
+        parents = _Parents(mano.parents, self._parent_ints)
+        verts, mano_joints = lbs(betas, full_pose, mano.v_template, mano.shapedirs, mano.posedirs, mano.J_regressor,
+                                 parents, mano.lbs_weights, pose2rot=True)  # fmt: skip
+        if trans is not None:
+            verts = verts + trans[:, None]
+            mano_joints = mano_joints + trans[:, None]
+        joints = torch.cat([mano_joints[:, :16], verts[:, self.fingertip_index]], dim=1)  # (B, 21, 3) MANO + tips
         return HandOutput(verts=verts, joints=joints[:, self.project_index])
 
     def rest_joints(self, shape: torch.Tensor | None = None) -> torch.Tensor:
