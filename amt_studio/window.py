@@ -327,7 +327,8 @@ class MainWindow(QMainWindow):
             speed += f" · data wait {100 * state.data_share:.0f}%"
         self.status_speed.setText(speed)
         self.status_eta.setText(f"ETA {_fmt_duration(state.eta_seconds())}" if state.is_live else "ETA –")
-        self.status_device.setText(f"device {state.device or '–'}")
+        device = f"device {state.device or '–'}"
+        self.status_device.setText(f"{device} · {state.compute}" if state.compute else device)
 
     def _update_controls(self) -> None:
         """Controls show the trainer's confirmed state; a control waits while its command is in flight."""

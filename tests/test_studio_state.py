@@ -312,3 +312,22 @@ def test_attached_run_whose_trainer_vanished_is_marked_lost(tmp_path: Path, monk
     (run / "lock").write_text(json.dumps({"pid": 2**22 + 12345, "host": socket.gethostname()}))  # a dead one
     session.poll()
     assert session.state.state == "lost" and not session.state.is_live
+
+
+def test_status_names_how_the_run_computes(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    acceleration = {"attention": {"backend": "sdpa_flash", "reason": "auto: measured"},
+                    "compiled": ["backbone.vit.blocks.0"], "checkpointing": {"policy": "selective", "blocks": 24},
+                    "fp8": {"converted": ["a", "b"]}}  # fmt: skip
+    config = {"device": "cuda:0", "config": {"preset": "dinov2_l", "trainer": {"precision": "fp8"}, "stages": []},
+              "acceleration": acceleration}  # fmt: skip
+    (run_dir / "config.json").write_text(json.dumps(config))
+    state = RunState(run_dir)
+    state.load_config()
+    assert state.compute == "fp8 · attn sdpa_flash · compiled · ckpt selective · fp8 2 layers"
+    # a run directory from before the GPU path has no acceleration section: only the precision is known
+    config.pop("acceleration")
+    (run_dir / "config.json").write_text(json.dumps(config))
+    state.load_config()
+    assert state.compute == "fp8"

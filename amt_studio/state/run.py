@@ -88,6 +88,7 @@ class RunState:
         self.preset = ""
         self.images_per_s: float | None = None
         self.data_share: float | None = None  # share of wall time the trainer waited for batches
+        self.compute = ""  # precision, attention kernel, compile and checkpointing, from config.json
         self.started_time: float | None = None
         self.last_time: float | None = None
         self.collapsed = False
@@ -125,6 +126,7 @@ class RunState:
         if isinstance(planned, int | float) and planned > 0:
             self.max_steps = int(planned)
         self.preset = str(run_config.get("preset", ""))
+        self.compute = _compute_summary(trainer, self.config.get("acceleration"))
         self.status_changed.emit()
 
     # ---- events ------------------------------------------------------------------------------------------
@@ -360,3 +362,21 @@ def _find_key(tree: Any, names: tuple[str, ...]) -> Any:
 def _detail(event: dict[str, Any], keys: tuple[str, ...]) -> str:
     parts = [str(event[k]) for k in keys if event.get(k)]
     return f" ({', '.join(parts)})" if parts else ""
+
+
+def _compute_summary(trainer: dict, acceleration: Any) -> str:
+    """'bf16 · attn sdpa_flash · compiled · ckpt selective': how the run computes, for the status bar."""
+    parts = [str(trainer["precision"])] if trainer.get("precision") else []
+    if isinstance(acceleration, dict):
+        attention = acceleration.get("attention") or {}
+        if isinstance(attention, dict) and attention.get("backend"):
+            parts.append(f"attn {attention['backend']}")
+        if acceleration.get("compiled"):
+            parts.append("compiled")
+        checkpointing = acceleration.get("checkpointing") or {}
+        if isinstance(checkpointing, dict) and checkpointing.get("blocks"):
+            parts.append(f"ckpt {checkpointing.get('policy')}")
+        fp8 = acceleration.get("fp8")
+        if isinstance(fp8, dict) and fp8.get("converted") is not None:
+            parts.append(f"fp8 {len(fp8['converted'])} layers")
+    return " · ".join(parts)
