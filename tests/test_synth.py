@@ -167,10 +167,11 @@ def test_force_solver_pinch_and_slip():
     assert slip.force_residual == pytest.approx(0.3 * GRAVITY, rel=1e-3)
 
 
-def test_records_are_deterministic(world):
+def test_records_are_deterministic(world, monkeypatch):
     from amt_core.synth.world import World
 
     first = world.record(11, 5)
+    monkeypatch.setenv("AMT_GRASP_CACHE", "0")  # build the grasp again rather than read the one just cached
     again = World(world.config).record(11, 5)
     assert first.keys() == again.keys()
     for key in first:
@@ -178,3 +179,29 @@ def test_records_are_deterministic(world):
     other = world.record(12, 5)
     assert not np.array_equal(first["image"], other["image"])
     assert first["contact_points"].shape == (MAX_CONTACTS, 3)
+
+
+def test_grasp_bank_cache_round_trip_corruption_and_keys(world, tmp_path, monkeypatch):
+    import dataclasses
+
+    from amt_core.synth.bank_cache import GraspBankCache, fingerprint
+
+    cache = GraspBankCache(world.config.grasp, root=tmp_path)
+    key = (3, 2, 1)
+    assert cache.load(key) is None
+    grasp = world.bank_grasp(*key)
+    cache.store(key, grasp)
+    loaded = cache.load(key)
+    for name, value in dataclasses.asdict(grasp).items():
+        assert np.array_equal(getattr(loaded, name), value), name
+    assert not list(tmp_path.rglob("*.tmp*"))  # atomic writes leave nothing behind
+    # an entry that does not read is rebuilt, not trusted
+    next(tmp_path.rglob("3_2_1.npz")).write_bytes(b"not an npz")
+    assert cache.load(key) is None
+    # other grasp settings never read these entries
+    other = dataclasses.replace(world.config.grasp, **{dataclasses.fields(world.config.grasp)[0].name: 0.5})
+    assert fingerprint(other) != fingerprint(world.config.grasp)
+    monkeypatch.setenv("AMT_GRASP_CACHE", "0")
+    off = GraspBankCache(world.config.grasp, root=tmp_path / "off")
+    off.store(key, grasp)
+    assert off.load(key) is None and not (tmp_path / "off").exists()

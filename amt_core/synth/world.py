@@ -1,8 +1,9 @@
 """The synthetic hand-object world: one record (numpy arrays) per (seed, index), grasp + camera + render + labels.
 
 A record is a pure function of (seed, index), so shards, resumed runs and DataLoader workers all agree. Grasps come
-from a per-class bank whose entries are themselves pure functions of (seed, class, slot) and are memoized per
-process; each sample adds its own view, gravity, lighting, skin tone, background and distractors.
+from a per-class bank whose entries are themselves pure functions of (seed, class, slot), memoized per process and
+cached on disk for every process and run; each sample adds its own view, gravity, lighting, skin tone, background
+and distractors.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from amt_core.data.sample import MAX_CONTACTS
+from amt_core.synth.bank_cache import GraspBankCache
 from amt_core.synth.forces import ForceConfig, solve_contact_forces
 from amt_core.synth.grasp import Grasp, GraspConfig, GraspSynthesizer
 from amt_core.synth.render import (
@@ -150,6 +152,7 @@ class World:
         self.classes = self.grasps.classes
         self.renderer = Renderer(self.config.render)
         self._bank: dict[tuple[int, int, int], Grasp] = {}
+        self._disk_bank = GraspBankCache(self.config.grasp)  # shared by processes and runs (amt_core.synth.bank_cache)
         self._points: dict[int, np.ndarray] = {}
         self._normal_cache: dict[int, np.ndarray] = {}  # class id, or id() of a bank grasp (kept alive by the bank)
         self._distractors = [
@@ -186,8 +189,12 @@ class World:
         """Grasp `slot` of class `class_index` for `seed`: built on first use, then memoized (a pure function)."""
         key = (seed, class_index, slot)
         if key not in self._bank:
-            rng = np.random.default_rng([_BANK_STREAM, seed, class_index, slot])
-            self._bank[key] = self.grasps.grasp(class_index, rng)
+            grasp = self._disk_bank.load(key)
+            if grasp is None:
+                rng = np.random.default_rng([_BANK_STREAM, seed, class_index, slot])
+                grasp = self.grasps.grasp(class_index, rng)
+                self._disk_bank.store(key, grasp)
+            self._bank[key] = grasp
         return self._bank[key]
 
     def add_to_bank(self, key: tuple[int, int, int], grasp: Grasp) -> None:
