@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU measurements of docs/performance.md, in phases that each fit one 10-minute device call:
-#   scripts/gpu_bench.sh ceilings   the card's measured bf16 matmul rate and copy bandwidth, `amt-core info`
+#   scripts/gpu_bench.sh ceilings   the CUDA-only tests, the card's bf16 matmul rate and copy bandwidth, `amt-core info`
 #   scripts/gpu_bench.sh core       dinov2_l at 224 px: fp32 / bf16 / fp8, sdpa vs auto, eager vs compiled (MFU goal)
 #   scripts/gpu_bench.sh sizes      dinov2_s and dinov2_g: bf16 and fp8, compiled, with and without checkpointing
 #   scripts/gpu_bench.sh large      dinov2_l at 518 px (1370 tokens), the largest batch that fits, and FP8's threshold
@@ -30,6 +30,9 @@ for row in result["rows"]:
 case "$phase" in
   ceilings)
     amt-core info --json >"$OUT/info.json"
+    # the tests that skip without CUDA: every attention kernel against the math path, autotuning, FP8 conversion
+    python -m pytest -q -p no:cacheprovider tests/test_attention.py tests/test_attention_autotune.py tests/test_fp8.py \
+      tests/test_no_host_sync.py 2>&1 | tee "$OUT/gpu-tests.txt" | tail -5
     python - <<'EOF' | tee "$OUT/ceilings.txt"
 import torch
 device = torch.device("cuda")
