@@ -388,9 +388,13 @@ class Trainer:
                                 num_workers=self.tc.num_workers, pin_memory=self.device.type == "cuda",
                                 persistent_workers=False)  # fmt: skip
             self._loader_iter = iter(loader)
+            starting = True  # the first batch also waits for the workers to start: not the pipeline's pace
+        else:
+            starting = False
         waited = time.monotonic()
         batch = next(self._loader_iter)
-        self._window["data_wait"] += time.monotonic() - waited
+        if not starting:
+            self._window["data_wait"] += time.monotonic() - waited
         epoch, position = self._batches.origins.popleft()
         self.plan.consumed(epoch, position)
         return batch
