@@ -43,9 +43,8 @@ def run(args: argparse.Namespace) -> dict:
     if any(w < 0 for w in workers):
         raise UserError("--workers must be >= 0")
     dataset = parts.open_data(spec)
-    if len(dataset) < batch * (args.batches + 1):
-        raise UserError(f"{spec} has {len(dataset)} samples; it needs {batch * (args.batches + 1)} for "
-                        f"{args.batches + 1} batches of {batch}: lower --batches or --batch-size")  # fmt: skip
+    if len(dataset) < batch:  # the plan cycles through epochs, so a small dataset only has to hold one batch
+        raise UserError(f"{spec} has {len(dataset)} samples, fewer than one batch of {batch}: lower --batch-size")
     pin = torch.cuda.is_available()
     rows = []
     for count in workers:

@@ -48,6 +48,7 @@ _SCHEMES: dict[str, tuple[str, str, str]] = {
     "ho3d": ("amt_core.data.ho3d", "open_ho3d", "ho3d:PATH[:train|evaluation]"),
     "dexycb": ("amt_core.data.dexycb", "open_dexycb", "dexycb:PATH[:s0..s3[:train|val|test]]"),
     "mix": ("amt_core.data.mix", "open_mix", "mix:SPEC*W+SPEC*W (weighted mixture)"),
+    "noise": ("amt_core.data.noise", "open_noise", "noise:?size=PX&num=N (random content: throughput tests only)"),
 }
 
 
