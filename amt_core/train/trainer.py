@@ -570,7 +570,8 @@ class Trainer:
         ips = w["images"] / elapsed
         loss = w["loss"] / w["steps"]
         data_share = min(1.0, w["data_wait"] / elapsed)
-        if data_share > DATA_BOUND_SHARE and not self._data_bound_warned and self.step > self.tc.log_every:
+        data_bound = data_share > DATA_BOUND_SHARE and w["data_wait"] >= DATA_BOUND_MIN_S
+        if data_bound and not self._data_bound_warned and self.step > self.tc.log_every:
             self._data_bound_warned = True  # once a run: the figure itself is in every metrics event
             message = (f"the trainer waited for data {100 * data_share:.0f}% of the time; pre-render shards "
                        "(amt-core synth) and train on --data synth:DIR, or raise trainer.num_workers")  # fmt: skip
@@ -899,7 +900,10 @@ class Trainer:
 
 
 DATA_BOUND_SHARE = 0.25
-"""Above this share of wall time spent waiting for batches, the run is data-bound and says so (once)."""
+"""Above this share of wall time spent waiting for batches, the run is data-bound and says so (once)..."""
+DATA_BOUND_MIN_S = 1.0
+"""...provided the waits of one metrics window add up to this many seconds (a few milliseconds of a toy run's
+loader against its sub-millisecond steps are not worth a warning)."""
 
 
 def _host_terms(terms: dict[str, torch.Tensor]) -> dict[str, tuple[float, bool]]:
