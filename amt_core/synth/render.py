@@ -255,8 +255,9 @@ class Renderer:
         if cfg.shadows and len(points):
             origins = points + normals * 1e-4
             shadow_rays = np.concatenate([origins, np.broadcast_to(key_dir, origins.shape)], axis=1)
-            shadow = scene.cast_rays(o3d.core.Tensor(shadow_rays.astype(np.float32)), nthreads=cfg.threads)
-            occluded = np.isfinite(shadow["t_hit"].numpy())
+            # any hit will do: an occlusion test stops at the first one, a closest-hit cast searches on
+            shadow = scene.test_occlusions(o3d.core.Tensor(shadow_rays.astype(np.float32)), nthreads=cfg.threads)
+            occluded = shadow.numpy().astype(bool)
             lambert = np.where(occluded, 0.0, lambert)
         else:
             occluded = np.zeros(len(points), bool)
