@@ -146,7 +146,7 @@ def _measure(config, args: argparse.Namespace, flops_cache: dict, dataset) -> di
             trainer.start()
             device = trainer.device
             batch = trainer.next_batch()
-            result = {"device": str(device), "attn": trainer.attention_backend}
+            result = {"device": str(device), "attn": trainer.prepared.attention}
             if not args.no_flops:
                 key = (config.model.name, str(config.model.overrides))
                 if key not in flops_cache:

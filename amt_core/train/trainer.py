@@ -132,7 +132,6 @@ class Trainer:
         self.loss_fn.to(self.device)
         # attention backend -> checkpointing -> compile -> FP8 -> DDP (amt_core.train.parallelize)
         self.model, self.prepared = prepare_model(self.module, self.tc, self.device, self.dist)
-        self.attention_backend = self.prepared.attention
         self.optimizer, self.groups = build_optimizer(
             {"": self.module, "loss.": self.loss_fn}, config.optim, self.device
         )
@@ -242,7 +241,7 @@ class Trainer:
         t0 = time.monotonic()
         while True:
             try:
-                total, terms, errors = self._forward_backward(batch)
+                total, terms, counts, errors = self._forward_backward(batch)
                 break
             except RuntimeError as err:
                 dynamic = self.tc.dynamic_batch and self.device.type == "cuda"
@@ -268,6 +267,7 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self._pending.append({"step": self.step + 1, "indices": indices, "ok": ok, "loss": total, "terms": terms,
+                              "counts": counts,
                               "norms": norms, "errors": errors, "time": time.monotonic() - t0})  # fmt: skip
 
     def after_step(self) -> None:
@@ -402,13 +402,14 @@ class Trainer:
     def _restart_loader(self) -> None:
         self._loader_iter = None
 
-    def _forward_backward(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-        """Forward and backward over the micro-batches; returns the loss, the terms (with `count:NAME` entries: how
-        many samples each term saw) and the per-sample errors, all on the device."""
+    def _forward_backward(self, batch: dict) -> tuple[torch.Tensor, dict, dict, torch.Tensor]:
+        """Forward and backward over the micro-batches; returns the loss, the terms, how many samples each term saw,
+        and the per-sample errors, all on the device."""
         size = batch["image"].shape[0]
         starts = list(range(0, size, self.micro_batch))
         total = torch.zeros((), device=self.device)
         terms: dict[str, torch.Tensor] = {}
+        counts: dict[str, torch.Tensor] = {}
         errors = []
         epoch = self.epoch()
         for i, start in enumerate(starts):
@@ -428,9 +429,9 @@ class Trainer:
             for name, value in result.terms.items():
                 terms[name] = terms.get(name, 0) + value.detach().float() * share
             for name, count in getattr(result, "counts", {}).items():
-                terms[f"count:{name}"] = terms.get(f"count:{name}", 0) + count
+                counts[name] = counts.get(name, 0) + count
             errors.append(parts.per_sample_error(output, chunk))
-        return total, terms, torch.cat(errors)
+        return total, terms, counts, torch.cat(errors)
 
     def _mixup(self, chunk: dict, index: int):
         """MixUp drawn from a generator seeded by (seed, step, micro-batch): reproducible without saved state."""
@@ -517,7 +518,7 @@ class Trainer:
         ok = torch.stack([p["ok"] for p in pending]).cpu().tolist()
         losses = torch.stack([p["loss"].float() for p in pending]).cpu().tolist()
         norms = torch.stack([p["norms"] for p in pending]).cpu()
-        terms = [_host_terms(p["terms"]) for p in pending]
+        terms = [_host_terms(p["terms"], p["counts"]) for p in pending]
         errors = [p["errors"].cpu().tolist() for p in pending]
         window = self._window
         for i, entry in enumerate(pending):
@@ -906,14 +907,17 @@ DATA_BOUND_MIN_S = 1.0
 loader against its sub-millisecond steps are not worth a warning)."""
 
 
-def _host_terms(terms: dict[str, torch.Tensor]) -> dict[str, tuple[float, bool]]:
-    """A step's device-side terms as {name: (value, had samples)}, in one transfer."""
+def _host_terms(terms: dict[str, torch.Tensor], counts: dict[str, torch.Tensor]) -> dict[str, tuple[float, bool]]:
+    """A step's device-side terms as {name: (value, had samples)}, in one transfer (a term without a count: True)."""
     if not terms:
         return {}
     names = list(terms)
-    values = torch.stack([terms[n].float() for n in names]).cpu().tolist()
-    table = dict(zip(names, values))
-    return {n: (v, table.get(f"count:{n}", 1.0) > 0) for n, v in table.items() if not n.startswith("count:")}
+    values = torch.stack(
+        [terms[n].float() for n in names]
+        + [torch.as_tensor(counts.get(n, 1)).to(terms[n].device).float() for n in names]
+    )
+    table = values.cpu().tolist()
+    return {n: (table[i], table[len(names) + i] > 0) for i, n in enumerate(names)}
 
 
 def _slice_batch(batch: Any, start: int, stop: int) -> Any:
