@@ -88,13 +88,14 @@ def count_step_flops(model: nn.Module, loss_fn: nn.Module | None, batch: dict, e
     autocast; its gradients are cleared afterwards. Per-image FLOPs are the difference of the two counts.
     """
     from amt_core.models.attention import attention_backend_of, set_attention_backend
+    from amt_core.train.parts import slice_batch
 
     previous = attention_backend_of(model)
     set_attention_backend(model, "math")
     counts = []
     try:
         for size in (1, 2):
-            part = _first(batch, size)
+            part = slice_batch(batch, 0, size)
 
             def step(part=part):
                 output = model(part)
@@ -121,14 +122,3 @@ def mfu(flops_per_s: float, peak_tflops: float | None) -> float | None:
     if not peak_tflops:
         return None
     return flops_per_s / (peak_tflops * 1e12)
-
-
-def _first(batch, size: int):
-    """The first `size` samples of a collated batch (tensors with a batch dimension; the rest unchanged)."""
-    if isinstance(batch, torch.Tensor):
-        return batch[:size] if batch.dim() > 0 else batch
-    if isinstance(batch, dict):
-        return {key: _first(value, size) for key, value in batch.items()}
-    if isinstance(batch, list):
-        return batch[:size]
-    return batch

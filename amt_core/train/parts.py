@@ -54,6 +54,16 @@ def to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
+def slice_batch(batch: Any, start: int, stop: int) -> Any:
+    """Samples [start, stop) of a collated batch (nested dicts of tensors); tensors without a batch dimension and
+    anything else are kept whole."""
+    if isinstance(batch, torch.Tensor):
+        return batch[start:stop] if batch.ndim else batch
+    if isinstance(batch, dict):
+        return {k: slice_batch(v, start, stop) for k, v in batch.items()}
+    return batch
+
+
 def call_model(model: nn.Module, batch: dict, attention: bool = False):
     """The model's output for a batch; with `attention`, its attention maps are recorded into `output.attention`."""
     if not attention:

@@ -413,7 +413,7 @@ class Trainer:
         errors = []
         epoch = self.epoch()
         for i, start in enumerate(starts):
-            chunk = _slice_batch(batch, start, min(start + self.micro_batch, size))
+            chunk = parts.slice_batch(batch, start, min(start + self.micro_batch, size))
             share = chunk["image"].shape[0] / size
             last = i == len(starts) - 1
             sync = contextlib.nullcontext() if last or not self.dist.enabled else self.model.no_sync()
@@ -918,11 +918,3 @@ def _host_terms(terms: dict[str, torch.Tensor], counts: dict[str, torch.Tensor])
     )
     table = values.cpu().tolist()
     return {n: (table[i], table[len(names) + i] > 0) for i, n in enumerate(names)}
-
-
-def _slice_batch(batch: Any, start: int, stop: int) -> Any:
-    if isinstance(batch, torch.Tensor):
-        return batch[start:stop] if batch.ndim else batch
-    if isinstance(batch, dict):
-        return {k: _slice_batch(v, start, stop) for k, v in batch.items()}
-    return batch
