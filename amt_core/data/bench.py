@@ -22,12 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     import torch
-    from torch.utils.data import DataLoader
 
     from amt_core.errors import UserError
     from amt_core.presets import get_preset
     from amt_core.train import parts
-    from amt_core.train.sampler import BatchPlan, IndexedDataset, PlanBatches
+    from amt_core.train.sampler import BatchPlan, PlanBatches, plan_loader
 
     if args.batches < 1:
         raise UserError("--batches must be >= 1")
@@ -49,8 +48,7 @@ def run(args: argparse.Namespace) -> dict:
     rows = []
     for count in workers:
         plan = BatchPlan(len(dataset), batch, seed=0, rank=0, world_size=1)
-        loader = DataLoader(IndexedDataset(dataset), batch_sampler=PlanBatches(plan), num_workers=count,
-                            pin_memory=pin)  # fmt: skip
+        loader = plan_loader(dataset, PlanBatches(plan), count, pin)
         iterator = iter(loader)
         first = next(iterator)
         nbytes = sum(v.numel() * v.element_size() for v in first.values() if isinstance(v, torch.Tensor))

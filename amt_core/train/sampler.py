@@ -12,7 +12,7 @@ from collections import OrderedDict, deque
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 
 def _generator(*keys: int) -> torch.Generator:
@@ -154,3 +154,9 @@ class PlanBatches:
         for epoch, position, indices in self.plan.iterate():
             self.origins.append((epoch, position))
             yield indices
+
+
+def plan_loader(dataset: Dataset, batches: PlanBatches, num_workers: int, pin_memory: bool) -> DataLoader:
+    """The trainer's DataLoader: `batches` picks each batch's samples, which carry their `index`."""
+    return DataLoader(IndexedDataset(dataset), batch_sampler=batches, num_workers=num_workers, pin_memory=pin_memory,
+                      persistent_workers=False)  # fmt: skip

@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from amt_core.errors import UserError
 from amt_core.presets import RunConfig
@@ -36,7 +35,7 @@ from amt_core.train.parallelize import prepare_model
 from amt_core.train.precision import autocast, check_precision
 from amt_core.train.progress import ProgressView
 from amt_core.train.rundir import RunDir
-from amt_core.train.sampler import BatchPlan, IndexedDataset, PlanBatches
+from amt_core.train.sampler import BatchPlan, PlanBatches, plan_loader
 from amt_core.train.stability import SpikeDetector, process_gradients
 
 
@@ -384,9 +383,7 @@ class Trainer:
         """The next batch of the plan, with its `index` field; the plan position advances as it is consumed."""
         if self._loader_iter is None:
             self._batches = PlanBatches(self.plan)
-            loader = DataLoader(IndexedDataset(self.dataset), batch_sampler=self._batches,
-                                num_workers=self.tc.num_workers, pin_memory=self.device.type == "cuda",
-                                persistent_workers=False)  # fmt: skip
+            loader = plan_loader(self.dataset, self._batches, self.tc.num_workers, self.device.type == "cuda")
             self._loader_iter = iter(loader)
             starting = True  # the first batch also waits for the workers to start: not the pipeline's pace
         else:
