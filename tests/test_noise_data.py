@@ -52,3 +52,24 @@ print(json.dumps({{"ok": ok, "open3d": "open3d" in sys.modules}}))
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result == {"ok": True, "open3d": False}
+
+
+def test_bench_data_measures_the_trainers_loader():
+    import argparse
+
+    from amt_core.data import bench
+
+    def run(*argv):
+        parser = argparse.ArgumentParser()
+        bench.add_arguments(parser)
+        return bench.run(parser.parse_args(["--data", "noise:?size=32&num=40", "--batches", "2", *argv]))
+
+    result = run("--workers", "0", "--batch-size", "8")
+    (row,) = result["rows"]
+    assert row["workers"] == 0 and row["batch"] == 8 and row["images_per_s"] > 0
+    # one batch of 8 samples of 32 px: the image alone is 8 x 3 x 32 x 32 float32
+    assert row["mb_per_batch"] > 8 * 3 * 32 * 32 * 4 / 2**20
+    with pytest.raises(UserError, match="fewer than one batch of 64"):
+        run("--batch-size", "64")
+    with pytest.raises(UserError, match="--workers 'two'"):
+        run("--workers", "two")
