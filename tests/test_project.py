@@ -49,6 +49,11 @@ def test_info_reports_versions_device_and_accelerators(capsys):
         assert info["versions"][key], key
     assert info["device"]["type"] in ("cpu", "cuda")
     assert set(info["accelerators"]) >= {"flash_attn_3", "flash_attn_2", "transformer_engine", "xformers"}
+    speed = info["speed"]  # what the GPU path would use here: attention auto at the presets' token counts, FP8
+    assert {"attention auto @ 257 tokens", "attention auto @ 1370 tokens", "fp8", "bf16 peak TFLOP/s"} <= set(speed)
+    if info["device"]["type"] == "cpu":
+        assert speed["attention auto @ 257 tokens"].startswith("cpu: sdpa")
+        assert speed["fp8"].startswith("FP8 needs a CUDA GPU")
 
 
 def test_info_table_runs_as_a_command():
