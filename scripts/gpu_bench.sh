@@ -77,6 +77,10 @@ EOF
     amt bench fp8 --json >"$OUT/fp8-threshold.json" || true
     bench dinov2_l_518 --preset dinov2_l_518 --precision bf16 --attn sdpa,auto --compile on --max-batch --steps 5 \
       --set "data=noise:?size=518"
+    bench dinov2_g_518 --preset dinov2_g_518 --precision bf16 --checkpointing none,selective --steps 3 \
+      --set "data=noise:?size=518"
+    bench dinov2_g_518-offload --preset dinov2_g_518 --precision bf16 --checkpointing none --steps 3 \
+      --set "data=noise:?size=518" --set trainer.offload_activations=true
     ;;
   pipeline)
     # real shards through the trainer's loader (the carried 64 samples, cycled: reading and moving them costs what

@@ -478,3 +478,20 @@ def test_inductor_compile_with_selective_checkpointing_matches_eager(hand_layer)
     compile_model(model, backend="inductor")
     _assert_same_step(_train_step(model, _batch()), expected, atol=1e-4, zero_extra=True)
     _assert_same_step(_train_step(model, _batch()), expected, atol=1e-4, zero_extra=True)  # the cached graphs
+
+
+def test_saved_activations_shrink_with_checkpointing(amt):
+    batch = _batch()
+
+    def saved(spec: str, batch: dict = batch) -> int:
+        model = copy.deepcopy(amt).train()
+        model.backbone.set_grad_checkpointing(False)  # the fixture turns timm's own on
+        make_policy(spec).apply(model)
+        with memory.saved_activations(model) as found:
+            model(batch)
+        return found["bytes"]
+
+    none, selective, full = saved("none"), saved("selective"), saved("full")
+    assert 0 < full < selective < none
+    # activations grow with the batch; the weights layers save for their input gradients would not, and are left out
+    assert none / saved("none", _batch(batch=1)) > 1.8

@@ -174,6 +174,7 @@ def _measure(config, args: argparse.Namespace, flops_cache: dict, dataset) -> di
                 fp8=_fp8_cell(trainer.prepared.fp8),
                 **timing,
             )
+            result["act_mb_per_image"] = _saved_activations_per_image(trainer, batch)
             # CUDA: the allocator's peak since the timed steps began; CPU: the process's high-water mark of resident
             # memory, which only grows, so in a table of several rows only the first row's figure is its own
             result["peak_mb" if device.type == "cuda" else "rss_peak_mb"] = memory_mb(device)["peak_mb"]
@@ -213,6 +214,24 @@ def _count_flops(config, device, batch: dict):
     finally:
         del model, loss
         release_memory()
+
+
+def _saved_activations_per_image(trainer, batch: dict) -> float:
+    """MiB autograd keeps per image between a micro-batch's forward and backward, as the trainer runs it (policy,
+    precision), on the eager path: compiled graphs may keep less, and offloaded tensors sit in host memory."""
+    from amt_core.train import parts
+    from amt_core.train.compile import run_eagerly
+    from amt_core.train.memory import saved_activations
+    from amt_core.train.precision import autocast
+
+    size = min(trainer.micro_batch, batch["image"].shape[0])
+    chunk = parts.to_device(parts.slice_batch({k: v for k, v in batch.items() if k != "index"}, 0, size),
+                            trainer.device)  # fmt: skip
+    precision = autocast(trainer.tc.precision, trainer.device, trainer.prepared.fp8)
+    with run_eagerly(), precision, saved_activations(trainer.module) as saved:
+        output = trainer.module(chunk)
+    del output  # frees the graph and what it saved
+    return saved["bytes"] / 2**20 / size
 
 
 def _sync(device) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -93,3 +93,28 @@ def offload_activations(enabled: bool, device: torch.device) -> contextlib.Abstr
     if not enabled:
         return contextlib.nullcontext()
     return torch.autograd.graph.save_on_cpu(pin_memory=device.type == "cuda")
+
+
+@contextlib.contextmanager
+def saved_activations(model: nn.Module) -> Iterator[dict[str, int]]:
+    """Count the bytes autograd saves for the backward pass inside this block (each storage once, the model's
+    parameters and buffers left out): the activation memory a step holds between its forward and backward passes.
+
+    Device-independent, so it also shows on the CPU what checkpointing saves. Inside a checkpointed block the
+    checkpoint's own hooks take over, so what it recomputes is not counted, as it is not kept. Yields a dict whose
+    "bytes" entry grows as the forward pass runs.
+    """
+    owned = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
+    seen: set[tuple[int, int]] = set()
+    found = {"bytes": 0}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        key = (storage.data_ptr(), storage.nbytes())
+        if key[0] not in owned and key not in seen:
+            seen.add(key)
+            found["bytes"] += key[1]
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        yield found
