@@ -708,19 +708,19 @@ def _check_runs(backend: str, shape: AttentionShape, timer: Timer) -> None:
 
 def attention_backend_of(model: nn.Module) -> str | None:
     """The backend `set_attention_backend` chose for `model` (or the model a DDP wrapper holds), else None."""
-    for candidate in (model, getattr(model, "module", None)):
-        backend = getattr(candidate, "attention_backend", None) if candidate is not None else None
-        if isinstance(backend, str):
-            return backend
-    return None
+    return _chosen(model, "attention_backend")
 
 
 def attention_backend_reason(model: nn.Module) -> str | None:
     """Why `set_attention_backend` chose the backend of `model`, else None."""
+    return _chosen(model, "attention_backend_reason")
+
+
+def _chosen(model: nn.Module, name: str) -> str | None:
     for candidate in (model, getattr(model, "module", None)):
-        reason = getattr(candidate, "attention_backend_reason", None) if candidate is not None else None
-        if isinstance(reason, str):
-            return reason
+        value = getattr(candidate, name, None) if candidate is not None else None
+        if isinstance(value, str):
+            return value
     return None
 
 

@@ -1,5 +1,5 @@
-"""Memory: gradient checkpointing, activation offloading to host memory and, on CUDA, the largest micro-batch that
-fits (found at start and after OOM).
+"""Memory: activation offloading to host memory, the activation bytes a step keeps, and, on CUDA, the largest
+micro-batch that fits (found at start and after OOM).
 
 The global batch stays what the preset asked for: when a micro-batch smaller than the per-rank batch is needed,
 the trainer accumulates gradients over several micro-batches. On the CPU the search is a no-op. Per-block
@@ -16,16 +16,6 @@ import torch
 from torch import nn
 
 from amt_core.errors import UserError
-
-
-def set_grad_checkpointing(model: nn.Module, enabled: bool) -> None:
-    """Switch activation checkpointing of the model's backbone blocks (timm's `set_grad_checkpointing`)."""
-    setter = getattr(model, "set_grad_checkpointing", None)
-    if setter is None:
-        if enabled:
-            raise UserError(f"{type(model).__name__} has no gradient checkpointing; drop trainer.grad_checkpointing")
-        return
-    setter(enabled)
 
 
 def is_oom(err: BaseException) -> bool:
