@@ -1,15 +1,19 @@
 """`amt-core`: the headless command line (train, eval, predict, synth, ctl, bench, info, import-mano, ...).
 
-Each command lives in `amt_core.commands.<name>` with `add_arguments(parser)` and `run(args) -> int`. Command
-modules import heavy packages (torch, open3d) inside `run`, so `amt-core --help` stays fast. A `UserError` is
-printed as one line and exits with code 2.
+Each command lives in `amt_core.commands.<name>` with `add_arguments(parser)` and `run(args) -> int`. A command's
+module is imported and its arguments added only when that command is parsed (some list presets, which imports
+torch), so `amt-core --help` and `amt-core ctl ...` never import torch. A `UserError` is printed as one line and exits
+with code 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 from amt_core import __version__
 from amt_core.errors import UserError
@@ -28,24 +32,57 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class LazyParser(argparse.ArgumentParser):
+    """A sub-command parser whose arguments are added (by `fill`) only when that sub-command is parsed."""
+
+    def __init__(self, *args, fill: Callable[[argparse.ArgumentParser], None] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._fill = fill
+
+    def parse_known_args(self, args=None, namespace=None):  # noqa: ANN001, ANN201 (argparse's signature)
+        if self._fill is not None:
+            fill, self._fill = self._fill, None
+            fill(self)
+        return super().parse_known_args(args, namespace)
+
+
+def module_exists(name: str) -> bool:
+    """Whether a module file exists, found without importing its parent packages (which may import torch)."""
+    top, *parts = name.split(".")
+    spec = importlib.util.find_spec(top)
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    for location in spec.submodule_search_locations:
+        base = Path(location).joinpath(*parts)
+        if base.with_suffix(".py").is_file() or (base / "__init__.py").is_file():
+            return True
+    return False
+
+
 def _available() -> dict[str, tuple[str, str]]:
     """Commands whose module exists (an issue not yet built leaves its command absent, not faked)."""
-    found = {}
-    for name, (module, help_text) in COMMANDS.items():
-        if importlib.util.find_spec(f"amt_core.commands.{module}") is not None:
-            found[name] = (module, help_text)
-    return found
+    return {
+        name: (module, help_text)
+        for name, (module, help_text) in COMMANDS.items()
+        if module_exists(f"amt_core.commands.{module}")
+    }
+
+
+def _fill_command(module: str) -> Callable[[argparse.ArgumentParser], None]:
+    def fill(cmd: argparse.ArgumentParser) -> None:
+        mod = importlib.import_module(f"amt_core.commands.{module}")
+        mod.add_arguments(cmd)
+        cmd.set_defaults(_run=mod.run)
+
+    return fill
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="amt-core", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"amt-core {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=LazyParser)
     for name, (module, help_text) in _available().items():
-        mod = importlib.import_module(f"amt_core.commands.{module}")
-        cmd = sub.add_parser(name, help=help_text, description=help_text)
-        mod.add_arguments(cmd)
-        cmd.set_defaults(_run=mod.run)
+        sub.add_parser(name, help=help_text, description=help_text, fill=_fill_command(module))
     return parser
 
 

@@ -1,15 +1,17 @@
 """`amt-core bench NAME`: benchmarks that print their figures (a table, or one JSON object with --json).
 
 Each benchmark is a module with `add_arguments(parser)` and `run(args) -> dict`; the dict's figures include
-`images_per_s` where that makes sense. Benchmarks whose module is not built yet are absent from the list.
+`images_per_s` where that makes sense. Benchmarks whose module is not built yet are absent from the list. A
+benchmark's module (torch, Qt) is imported only when that benchmark is parsed, so listing them is fast.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import json
+
+from amt_core.cli import LazyParser, module_exists
 
 # bench name -> (module, one-line help)
 BENCHES: dict[str, tuple[str, str]] = {
@@ -22,23 +24,21 @@ BENCHES: dict[str, tuple[str, str]] = {
 }
 
 
-def _module_exists(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:
-        return False
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="bench", metavar="NAME", required=True)
-    for name, (module, help_text) in BENCHES.items():
-        if not _module_exists(module):
-            continue
+def _fill_bench(module: str):
+    def fill(bench: argparse.ArgumentParser) -> None:
         mod = importlib.import_module(module)
-        bench = sub.add_parser(name, help=help_text, description=help_text)
         bench.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
         mod.add_arguments(bench)
         bench.set_defaults(_bench_module=mod)
+
+    return fill
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="bench", metavar="NAME", required=True, parser_class=LazyParser)
+    for name, (module, help_text) in BENCHES.items():
+        if module_exists(module):
+            sub.add_parser(name, help=help_text, description=help_text, fill=_fill_bench(module))
 
 
 def run(args: argparse.Namespace) -> int:

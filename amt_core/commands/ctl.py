@@ -13,7 +13,8 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the run directory of a live trainer")
-    parser.add_argument("command", metavar="COMMAND", help="pause|resume|stop|save|snapshot|status|stage|rollback")
+    # dest differs from "command": that name holds the amt-core command ("ctl"), which error lines print
+    parser.add_argument("ctl_command", metavar="COMMAND", help="pause|resume|stop|save|snapshot|status|stage|rollback")
     parser.add_argument("arg", nargs="?", metavar="ARG", help="the stage number or the checkpoint name")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the trainer's confirmation")
     parser.add_argument("--json", action="store_true", help="print the trainer's reply as JSON")
@@ -22,10 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from amt_core.train.control import ControlClient
 
-    reply = ControlClient(args.run_dir, timeout_s=args.timeout).send(args.command, args.arg)
+    reply = ControlClient(args.run_dir, timeout_s=args.timeout).send(args.ctl_command, args.arg)
     if args.json:
         print(json.dumps(reply))
     else:
         details = ", ".join(f"{k} {v}" for k, v in reply.items() if k != "ok")
-        print(f"{args.command}: done" + (f" ({details})" if details else ""))
+        print(f"{args.ctl_command}: done" + (f" ({details})" if details else ""))
     return 0
