@@ -13,6 +13,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("run_dir", nargs="?", type=Path, help="a run directory to attach to (live or finished)")
     parser.add_argument("--inspect", type=Path, metavar="CKPT", help="open a checkpoint in the inspector")
+    parser.add_argument(
+        "--first-paint", action="store_true",
+        help="print the seconds from launch to the window's first paint, then quit (what bench studio measures)",
+    )  # fmt: skip
     return parser
 
 
@@ -33,7 +37,20 @@ def main(argv: list[str] | None = None) -> int:
         app.setWindowIcon(QIcon(str(icon)))
     apply_theme(app)
     window = MainWindow()
+    window.warm_up = not args.first_paint  # quitting while Open3D loads would print its allocator report
     window.show()
+    if args.first_paint:
+        from PySide6.QtCore import QTimer
+
+        def report() -> None:
+            if window.first_paint_s is None:
+                QTimer.singleShot(5, report)
+                return
+            print(f"first_paint_s {window.first_paint_s:.3f}", flush=True)
+            app.quit()
+
+        QTimer.singleShot(0, report)
+        return app.exec()
     if args.run_dir is not None:
         window.attach(args.run_dir)
     if args.inspect is not None:

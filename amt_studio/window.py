@@ -4,6 +4,7 @@ run dock (checkpoints, roll back), the log dock and the status bar. Events are d
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -42,6 +43,17 @@ POLL_INTERVAL_MS = 50
 """Event drain period (20 Hz)."""
 MAX_RECENT = 10
 ORGANIZATION, APPLICATION = "amt-studio", "AMT Studio"
+_IMPORTED = time.monotonic()
+
+
+def process_age_s() -> float:
+    """Seconds since this process started (Linux /proc; elsewhere since this module was imported)."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.monotonic() - _IMPORTED
 
 
 def _fmt_duration(seconds: float | None) -> str:
@@ -55,7 +67,14 @@ def _fmt_duration(seconds: float | None) -> str:
     )
 
 
-def _warm_catalog() -> None:
+def _warm_up() -> None:
+    """Import the heavy modules (torch, Open3D, trimesh) and build the object catalog (meshes for the 3D panel) in the
+    background after the window has painted, so a first snapshot or the New-run dialog rarely waits for them."""
+    import open3d  # noqa: F401
+
+    import amt_core.presets  # noqa: F401 (torch)
+    import amt_studio.render.primitives  # noqa: F401 (trimesh)
+    import amt_studio.render.raycast  # noqa: F401
     from amt_core.objects.catalog import catalog
 
     catalog()
@@ -118,14 +137,27 @@ class MainWindow(QMainWindow):
         self.notifier.raised.connect(lambda n: self._show_error(n.message))
         self._update_controls()
 
-        # The object catalog (meshes for the 3D panel) takes about a second to build: build it before it is needed.
-        threading.Thread(target=_warm_catalog, name="amt-catalog", daemon=True).start()
+        self.warm_up = True
+        """Import torch and Open3D in the background once the window has painted."""
+        self.first_paint_s: float | None = None
+        """Seconds from the process's start to the window's first paint (set once, by paintEvent)."""
         self.timer = QTimer(self)
         self.timer.setInterval(POLL_INTERVAL_MS)
         self.timer.timeout.connect(self.tick)
         self.timer.start()
         self.resize(1500, 920)
         self._restore_layout()
+
+    def paintEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        super().paintEvent(event)
+        if self.first_paint_s is None:
+            self.first_paint_s = process_age_s()
+            # Heavy imports start only now: importing torch holds the GIL for seconds and would delay this paint.
+            if self.warm_up:
+                QTimer.singleShot(100, self._start_warm_up)
+
+    def _start_warm_up(self) -> None:
+        threading.Thread(target=_warm_up, name="amt-warm-up", daemon=True).start()
 
     # ---- construction ------------------------------------------------------------------------------------
 

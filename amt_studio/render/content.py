@@ -10,7 +10,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from amt_core.joints import BONES, FINGER_COLORS, finger_of
-from amt_studio.render import primitives
 from amt_studio.state.snapshot import SnapshotData
 
 PRED_HAND_RGB = (0.96, 0.62, 0.36)
@@ -49,6 +48,8 @@ def _layer(name: str, verts: np.ndarray, faces: np.ndarray, rgb: np.ndarray | tu
 
 def skeleton_layer(name: str, joints: np.ndarray, shade: float = 1.0) -> MeshLayer:
     """Joints as spheres and bones as cylinders, coloured by finger (the wrist is grey)."""
+    from amt_studio.render import primitives  # trimesh: imported on first use, not before the window paints
+
     sv, sf = primitives.spheres(joints, JOINT_RADIUS_M)
     parents = np.array([b[0] for b in BONES])
     children = np.array([b[1] for b in BONES])
@@ -95,6 +96,8 @@ def object_mesh_for(snapshot: SnapshotData, class_id: int) -> tuple[np.ndarray, 
 
 def snapshot_layers(snapshot: SnapshotData, index: int, visible: set[str] | None = None) -> list[MeshLayer]:
     """The layers of sample `index` of a snapshot; `visible` (default all of LAYERS) picks which are built."""
+    from amt_studio.render import primitives
+
     visible = set(LAYERS) if visible is None else visible
     layers: list[MeshLayer] = []
     faces = snapshot.hand_faces

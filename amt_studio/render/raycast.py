@@ -1,7 +1,8 @@
 """`RaycastRenderer`: Open3D's Embree ray casting and numpy Lambert shading; about 10 ms for 512x512 on 2 cores.
 
 `set_layers` rebuilds the ray-casting scene (only when the content changes); `render` casts one ray per pixel from
-an `OrbitCamera` and shades the hits with a headlight, returning RGB and, per pixel, which layer it shows.
+an `OrbitCamera` and shades the hits with a headlight, returning RGB and, per pixel, which layer it shows. Open3D is
+imported when the first content arrives (importing it takes seconds; the window paints before).
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import open3d as o3d
 
 from amt_studio.render.camera import OrbitCamera
 from amt_studio.render.content import MeshLayer
@@ -33,7 +33,7 @@ class RaycastRenderer:
 
     def __init__(self) -> None:
         self.layers: list[MeshLayer] = []
-        self._scene = o3d.t.geometry.RaycastingScene()
+        self._scene = None  # an Open3D RaycastingScene once there is content
         self._face_rgb = np.zeros((1, 3), dtype=np.float32)  # all layers' face colours, concatenated
         self._face_offset = np.zeros(1, dtype=np.int64)  # by geometry id
         self._layer_of_geometry = np.zeros(1, dtype=np.int32)
@@ -41,6 +41,8 @@ class RaycastRenderer:
 
     def set_layers(self, layers: list[MeshLayer]) -> None:
         """Rebuild the scene from these layers (empty layers are skipped)."""
+        import open3d as o3d
+
         self.layers = list(layers)
         scene = o3d.t.geometry.RaycastingScene()
         colours, offsets, layer_ids = [], [], []
@@ -82,6 +84,14 @@ class RaycastRenderer:
 
     def render(self, camera: OrbitCamera, width: int, height: int, intrinsic: np.ndarray | None = None) -> Frame:
         """Cast rays from `camera` (pinhole `intrinsic`, default from its field of view) and shade the hits."""
+        if self._scene is None:  # nothing to show yet
+            return Frame(
+                rgb=self._background_image(width, height).astype(np.uint8),
+                layer_index=np.full((height, width), -1, dtype=np.int32),
+                depth=np.full((height, width), np.inf, dtype=np.float32),
+            )
+        import open3d as o3d
+
         K = camera.intrinsic(width, height) if intrinsic is None else intrinsic
         rays = o3d.t.geometry.RaycastingScene.create_rays_pinhole(
             intrinsic_matrix=o3d.core.Tensor(K), extrinsic_matrix=o3d.core.Tensor(camera.extrinsic()),

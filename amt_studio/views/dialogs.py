@@ -1,4 +1,8 @@
-"""Dialogs: a new run (preset, data, stage plan, run directory) and choosing what to do with a live run on close."""
+"""Dialogs: a new run (preset, data, stage plan, run directory) and choosing what to do with a live run on close.
+
+The presets (which import torch) are read when the dialog opens, never when the window module is imported; presets
+that need a device this machine lacks (CUDA) are not offered.
+"""
 
 from __future__ import annotations
 
@@ -18,23 +22,41 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from amt_core.presets import get_preset, list_presets
 from amt_studio.session import trainer_argv
 
 DEFAULT_RUNS_DIR = Path.home() / "amt-runs"
 
 
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA device (torch is imported here, when a dialog needs the answer)."""
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def runnable_presets(has_cuda: bool) -> list[str]:
+    """Presets this machine can run: those whose trainer device is 'cuda' only where CUDA is available."""
+    from amt_core.presets import get_preset, list_presets
+
+    return [name for name in list_presets() if has_cuda or get_preset(name).trainer.device != "cuda"]
+
+
 class NewRunDialog(QDialog):
     """Collects a trainer command line; `argv()` and `run_dir()` give the result."""
 
-    def __init__(self, parent: QWidget | None = None, runs_dir: Path = DEFAULT_RUNS_DIR) -> None:
+    def __init__(
+        self, parent: QWidget | None = None, runs_dir: Path = DEFAULT_RUNS_DIR, has_cuda: bool | None = None
+    ) -> None:
         super().__init__(parent)
+        self.has_cuda = cuda_available() if has_cuda is None else has_cuda
         self.setWindowTitle("New training run")
         self.setMinimumWidth(520)
         form = QFormLayout(self)
         self.preset = QComboBox()
-        self.preset.addItems(list_presets())
-        self.preset.setCurrentText("cpu")
+        self.preset.addItems(runnable_presets(self.has_cuda))
+        self.preset.setCurrentText("dinov2_s" if self.has_cuda else "cpu")
+        if not self.has_cuda:
+            self.preset.setToolTip("GPU presets (dinov2_*) are hidden: torch sees no CUDA device on this machine")
         self.data = QLineEdit()
         self.data.setPlaceholderText("preset's data, e.g. synth:live?seed=0&size=128")
         self.stage_steps = [QSpinBox() for _ in range(3)]
@@ -71,6 +93,8 @@ class NewRunDialog(QDialog):
         self._preset_changed(self.preset.currentText())
 
     def _preset_changed(self, name: str) -> None:
+        from amt_core.presets import get_preset
+
         config = get_preset(name)
         self.data.setPlaceholderText(config.data)
         for box, stage in zip(self.stage_steps, config.stages):

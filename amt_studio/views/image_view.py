@@ -5,12 +5,10 @@ in the inspector, an attention map over the image.
 from __future__ import annotations
 
 import numpy as np
-import torch
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QImage, QPainter, QPen
 from PySide6.QtWidgets import QWidget
 
-from amt_core.geometry.camera import project_to_image
 from amt_core.joints import BONES, FINGER_COLORS, finger_of
 from amt_studio.render.content import confidence_rgb, object_mesh_for
 from amt_studio.state.snapshot import SnapshotData
@@ -21,6 +19,10 @@ BOX_EDGES = ((0, 1), (0, 2), (0, 4), (1, 3), (1, 5), (2, 3), (2, 6), (3, 7), (4,
 
 def project(points: np.ndarray, K: np.ndarray) -> np.ndarray:
     """(N, 3) camera-frame metres -> (N, 2) pixels (the project's one projection function)."""
+    import torch  # loaded in the background at start; never before the window paints
+
+    from amt_core.geometry.camera import project_to_image
+
     return project_to_image(
         torch.as_tensor(points, dtype=torch.float64), torch.as_tensor(K, dtype=torch.float64)
     ).numpy()

@@ -26,7 +26,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from amt_studio.inspector import Inspector, LoadedModel, export_meshes
 from amt_studio.state.snapshot import SnapshotData
 from amt_studio.views.image_view import ImageOverlayView
 from amt_studio.views.notifier import Notifier
@@ -39,7 +38,7 @@ class InspectPanel(QWidget):
     def __init__(self, notifier: Notifier, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.notifier = notifier
-        self.inspector = Inspector()
+        self._inspector = None  # made on first use: amt_studio.inspector imports torch
         self.data: SnapshotData | None = None
         self.run_dir: Path | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="amt-inspect")
@@ -103,6 +102,14 @@ class InspectPanel(QWidget):
         self.current_index = 0
         self._update_buttons()
 
+    @property
+    def inspector(self):  # noqa: ANN201 (Inspector, imported lazily)
+        if self._inspector is None:
+            from amt_studio.inspector import Inspector
+
+            self._inspector = Inspector()
+        return self._inspector
+
     # ---- jobs on the worker thread -----------------------------------------------------------------------
 
     def _submit(self, what: str, fn: Callable[..., Any], done: Callable[[Any], None], *args: Any) -> None:
@@ -136,7 +143,7 @@ class InspectPanel(QWidget):
         return bool(self._jobs)
 
     def _update_buttons(self) -> None:
-        has_model = self.inspector.model is not None and not self.working
+        has_model = self._inspector is not None and self._inspector.model is not None and not self.working
         self.open_button.setEnabled(not self.working)
         self.load_button.setEnabled(has_model)
         self.images_button.setEnabled(has_model)
@@ -157,7 +164,7 @@ class InspectPanel(QWidget):
     def open_checkpoint(self, path: Path) -> None:
         self._submit("loading the checkpoint", self.inspector.load_checkpoint, self._loaded, path)
 
-    def _loaded(self, info: LoadedModel) -> None:
+    def _loaded(self, info) -> None:  # noqa: ANN001 (amt_studio.inspector.LoadedModel)
         stage = f", stage {info.stage}" if info.stage else ""
         self.model_label.setText(f"{info.name} · {info.path.name} (step {info.step}{stage})")
         if not self.spec.text():
@@ -222,6 +229,8 @@ class InspectPanel(QWidget):
             self.export(Path(folder))
 
     def export(self, folder: Path) -> list[Path]:
+        from amt_studio.inspector import export_meshes
+
         paths = export_meshes(self.data, self.current_index, folder)
         self.busy.setText(f"wrote {len(paths)} meshes to {folder}")
         return paths
