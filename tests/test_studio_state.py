@@ -119,7 +119,7 @@ def write_run(run_dir: Path, steps: int = 20, collapse_at: int | None = None, cr
             events.append(event("checkpoint", step, name=f"step_{step:08d}", path=f"checkpoints/step_{step:08d}"))
         if step == 12:
             events.append(event("anomaly", step, what="non_finite", action="skipped"))
-            events.append(event("rollback", step, checkpoint="step_00000010", from_step=12, reason="command"))
+            events.append(event("rollback", 10, checkpoint="step_00000010", from_step=12, reason="command"))
     if crash:
         events.append(
             event("error", steps, message="RuntimeError: boom", traceback="Traceback ...\nRuntimeError: boom")
@@ -145,7 +145,7 @@ def test_run_state_from_events(tmp_path: Path) -> None:
     assert state.data_share == pytest.approx(0.2) and state.training["data_share"].last() == pytest.approx(0.2)
     assert state.training["lr/decoders"].last() == pytest.approx(1e-3) and "memory/rss_mb" in state.training
     assert len(state.snapshots) == 4 and [c.name for c in state.checkpoints] == ["step_00000010", "step_00000020"]
-    assert {m.kind for m in state.markers} == {"checkpoint", "anomaly"}
+    assert {m.kind for m in state.markers} == {"checkpoint", "anomaly", "rollback"}
     assert state.collapsed and state.pred_std["pred"].last() == pytest.approx(0.0005)
     assert COLLAPSE_STD_M == 0.01
     assert any("rolled back to step_00000010" in line.text for line in state.log)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,14 @@ from amt_studio.state.snapshot import SnapshotTimeline
 
 # Prediction std (metres) below which the model is treated as collapsed to a constant (the seed's failure: 0.0003).
 COLLAPSE_STD_M = 0.01
+# Hysteresis of the collapse warning: it is raised after this many readings in a row below COLLAPSE_STD_M, and
+# cleared after as many in a row above COLLAPSE_CLEAR_STD_M, so a std hovering at the line does not flap it.
+COLLAPSE_READINGS = 3
+COLLAPSE_CLEAR_STD_M = 0.012
+# "Not learning" (the trainer's anomaly) is cleared after this many validations in a row beat the mean-pose reference.
+LEARNING_READINGS = 2
+# Steps/s for the ETA are measured over this many recent metrics events of the live branch.
+PACE_WINDOW = 30
 # Gradient norms above / below these (per parameter group) are flagged as exploding / vanishing.
 GRAD_EXPLODE = 1e3
 GRAD_VANISH = 1e-7
@@ -49,20 +58,22 @@ class LogLine:
 
 @dataclass(kw_only=True)
 class Marker:
-    """A point on the time axis that every plot shows (a checkpoint or an anomaly)."""
+    """A point on the run's time axis (a checkpoint, an anomaly or a rollback), drawn on the plots' event lane."""
 
     step: int
     kind: str
-    """'checkpoint' or 'anomaly'."""
+    """'checkpoint', 'anomaly' or 'rollback'."""
     label: str
+    time: float = float("nan")
 
 
 class RunState:
     """A run's state; `ingest` a batch of events, views connect to the signals.
 
     Signals: `metrics_changed(new_names: set[str])`, `diagnostics_changed(new_names)`, `snapshot_added(index)`,
-    `checkpoints_changed()`, `status_changed()` (state, stage, step, device), `marker_added(Marker)`,
-    `log_added(LogLine)`, `error_raised(message, traceback)`, `collapse_changed(bool)`.
+    `snapshots_reset()` (a rollback dropped abandoned snapshots), `checkpoints_changed()`, `status_changed()` (state,
+    stage, step, device), `marker_added(Marker)`, `log_added(LogLine)`, `error_raised(message, traceback)`,
+    `collapse_changed(bool)`, `banners_changed()` (collapse or not learning), `rolled_back(step)`.
     """
 
     def __init__(self, run_dir: Path | str | None = None) -> None:
@@ -92,12 +103,22 @@ class RunState:
         self.started_time: float | None = None
         self.last_time: float | None = None
         self.collapsed = False
+        self._collapse_streak = 0
+        self.not_learning: str | None = None
+        """The trainer's "not learning" message while validation is no better than a constant, else None."""
+        self._learning_streak = 0
+        self.rollbacks: list[tuple[int, int]] = []
+        """(checkpoint step, step rolled back from) of every rollback, in order."""
+        self._pace: deque[tuple[float, int]] = deque(maxlen=PACE_WINDOW)  # (time, step) of recent metrics events
         self.error: tuple[str, str] | None = None
         self.events_seen = 0
 
         self.metrics_changed = Signal()
         self.diagnostics_changed = Signal()
         self.snapshot_added = Signal()
+        self.snapshots_reset = Signal()
+        self.banners_changed = Signal()
+        self.rolled_back = Signal()
         self.checkpoints_changed = Signal()
         self.status_changed = Signal()
         self.marker_added = Signal()
@@ -145,10 +166,10 @@ class RunState:
             self.started_time = when if self.started_time is None else self.started_time
             self.last_time = when
             if kind == "metrics":
-                new_metrics |= self._on_metrics(event, step)
+                new_metrics |= self._on_metrics(event, step, when)
                 metrics_seen = status_seen = True
             elif kind == "diagnostics":
-                new_diag |= self._on_diagnostics(event, step)
+                new_diag |= self._on_diagnostics(event, step, when)
                 diag_seen = True
             elif kind == "snapshot":
                 self._on_snapshot(event, step)
@@ -160,6 +181,7 @@ class RunState:
                 status_seen = True
             elif kind == "state":
                 self.state = str(event.get("state", self.state))
+                self._pace.clear()  # a pause is not training time
                 self.device = str(event.get("device", self.device) or self.device)
                 if "max_steps" in event and event["max_steps"]:
                     self.max_steps = int(event["max_steps"])
@@ -171,12 +193,17 @@ class RunState:
                 if event.get("message"):
                     what += f": {event['message']}"
                 label = what + (f" → {action}" if action else "")
-                self._add_marker(Marker(step=step, kind="anomaly", label=label))
+                self._add_marker(Marker(step=step, kind="anomaly", label=label, time=when))
                 self._log(when, "warning", f"anomaly: {label}", step)
+                if event.get("what") == "not_learning":
+                    self.not_learning = str(event.get("message") or "not better than a constant yet")
+                    self._learning_streak = 0
+                    self.banners_changed.emit()
             elif kind == "rollback":
                 target = str(event.get("checkpoint", "?"))
                 label = f"rolled back to {target}" + (f" ({event['reason']})" if event.get("reason") else "")
-                self._add_marker(Marker(step=step, kind="anomaly", label=label))
+                self._on_rollback(step, int(event.get("from_step", step) or step))
+                self._add_marker(Marker(step=step, kind="rollback", label=label, time=when))
                 self._log(when, "warning", label + f", from step {event.get('from_step', '?')}", step)
                 status_seen = True
             elif kind == "command":
@@ -191,8 +218,9 @@ class RunState:
             elif kind == "validation":
                 metrics = event.get("metrics", {}) or {}
                 for name, value in _flat_numbers(metrics):
-                    if self.validation.append(name, step, value):
+                    if self.validation.append(name, step, value, when):
                         new_metrics.add(f"val/{name}")
+                self._on_validation(metrics)
                 shown = ", ".join(f"{k} {v:.4g}" for k, v in _flat_numbers(metrics)[:4])
                 self._log(when, "info", f"validation: {shown}", step)
                 metrics_seen = True
@@ -213,15 +241,16 @@ class RunState:
         if status_seen or events:
             self.status_changed.emit()
 
-    def _on_metrics(self, event: dict[str, Any], step: int) -> set[str]:
+    def _on_metrics(self, event: dict[str, Any], step: int, when: float) -> set[str]:
         new: set[str] = set()
+        self._pace.append((when, step))
         losses = event.get("terms", event.get("losses"))
         total = event.get("loss")
-        if _is_number(total) and self.losses.append("total", step, float(total)):
+        if _is_number(total) and self.losses.append("total", step, float(total), when):
             new.add("loss/total")
         if isinstance(losses, dict):
             for term, value in _flat_numbers(losses):
-                if self.losses.append(term, step, value):
+                if self.losses.append(term, step, value, when):
                     new.add(f"loss/{term}")
         for key, value in event.items():
             if key in _META_KEYS or key in ("losses", "loss", "terms"):
@@ -229,7 +258,7 @@ class RunState:
             if key == "memory_bytes" and _is_number(value):
                 key, value = "memory_mb", float(value) / 2**20
             for name, number in _flat_numbers({key: value}):
-                if self.training.append(name, step, number):
+                if self.training.append(name, step, number, when):
                     new.add(name)
         if "stage" in event and event["stage"] is not None:
             self.stage = int(event["stage"])
@@ -243,18 +272,18 @@ class RunState:
             self.state = "running"
         return new
 
-    def _on_diagnostics(self, event: dict[str, Any], step: int) -> set[str]:
+    def _on_diagnostics(self, event: dict[str, Any], step: int, when: float) -> set[str]:
         new: set[str] = set()
         for key, scale, name in (("pred_std_mm", 1e-3, "pred"), ("pred_std", 1.0, "pred"),
                                  ("gt_std_mm", 1e-3, "gt"), ("gt_std", 1.0, "gt")):  # fmt: skip
             value = event.get(key)
-            if _is_number(value) and self.pred_std.append(name, step, float(value) * scale):
+            if _is_number(value) and self.pred_std.append(name, step, float(value) * scale, when):
                 new.add(f"std/{name}")
         for name, value in _flat_numbers(event.get("attention_entropy", {}) or {}):
-            if self.attention_entropy.append(name, step, value):
+            if self.attention_entropy.append(name, step, value, when):
                 new.add(f"entropy/{name}")
         for name, value in _flat_numbers(event.get("grad_norm", {}) or {}):
-            if self.grad_norm.append(name, step, value):
+            if self.grad_norm.append(name, step, value, when):
                 new.add(f"grad/{name}")
             flag = "exploding" if value > GRAD_EXPLODE or not math.isfinite(value) else None
             flag = flag or ("vanishing" if value < GRAD_VANISH else None)
@@ -265,14 +294,43 @@ class RunState:
             else:
                 self.grad_flags.pop(name, None)
         if "pred" in self.pred_std:
-            collapsed = bool(event.get("collapsed", (self.pred_std["pred"].last() or 0.0) < COLLAPSE_STD_M))
-            if collapsed != self.collapsed:
-                self.collapsed = collapsed
-                level = "warning" if collapsed else "info"
-                text = "prediction std below 0.01 m: the model is collapsing" if collapsed else "prediction std ok"
+            std = self.pred_std["pred"].last() or 0.0
+            if not self.collapsed:
+                low = bool(event.get("collapsed", std < COLLAPSE_STD_M))
+                self._collapse_streak = self._collapse_streak + 1 if low else 0
+            else:
+                self._collapse_streak = self._collapse_streak + 1 if std > COLLAPSE_CLEAR_STD_M else 0
+            if self._collapse_streak >= COLLAPSE_READINGS:
+                self._collapse_streak = 0
+                self.collapsed = not self.collapsed
+                level = "warning" if self.collapsed else "info"
+                text = "prediction std below 0.01 m: the model is collapsing" if self.collapsed else "prediction std ok"
                 self._log(self.last_time or 0.0, level, text, step)
-                self.collapse_changed.emit(collapsed)
+                self.collapse_changed.emit(self.collapsed)
+                self.banners_changed.emit()
         return new
+
+    def _on_validation(self, metrics: dict[str, Any]) -> None:
+        """Clear "not learning" once validations in a row beat the mean-pose reference."""
+        error, reference = metrics.get("mpjpe_mm"), metrics.get("ref_mean_pose_mpjpe_mm")
+        if self.not_learning is None or not (_is_number(error) and _is_number(reference)):
+            return
+        self._learning_streak = self._learning_streak + 1 if error < reference else 0
+        if self._learning_streak >= LEARNING_READINGS:
+            self.not_learning = None
+            self._learning_streak = 0
+            self.banners_changed.emit()
+
+    def _on_rollback(self, step: int, from_step: int) -> None:
+        """The run continues from `step`: what came after it is an abandoned branch (kept, drawn faded)."""
+        self.rollbacks.append((step, from_step))
+        for group in (self.losses, self.training, self.pred_std, self.attention_entropy, self.grad_norm,
+                      self.validation):  # fmt: skip
+            group.abandon_after(step)
+        if self.snapshots.drop_after(step):
+            self.snapshots_reset.emit()
+        self._pace.clear()
+        self.rolled_back.emit(step)
 
     def _on_snapshot(self, event: dict[str, Any], step: int) -> None:
         rel = event.get("path", event.get("file"))
@@ -295,7 +353,7 @@ class RunState:
         self.checkpoints = [c for c in self.checkpoints if c.name not in removed]
         self.checkpoints.append(CheckpointInfo(name=name, path=path, step=step, time=when, metrics=metrics))
         reason = event.get("reason")
-        self._add_marker(Marker(step=step, kind="checkpoint", label=name))
+        self._add_marker(Marker(step=step, kind="checkpoint", label=name, time=when))
         self._log(when, "info", f"checkpoint {name}" + (f" ({reason})" if reason else ""), step)
         self.checkpoints_changed.emit()
 
@@ -315,13 +373,14 @@ class RunState:
         self._log(time.time(), level, text, None)
 
     def eta_seconds(self) -> float | None:
-        """Seconds left at the recent pace, when the planned number of steps is known."""
-        if self.max_steps is None or self.started_time is None or self.last_time is None or self.step <= 0:
+        """Seconds left at the recent pace (steps/s over the last metrics events of the live branch, paused time and
+        rolled-back steps left out), when the planned number of steps is known."""
+        if self.max_steps is None or len(self._pace) < 2:
             return None
-        elapsed = self.last_time - self.started_time
-        if elapsed <= 0:
+        (t0, s0), (t1, s1) = self._pace[0], self._pace[-1]
+        if t1 <= t0 or s1 <= s0:
             return None
-        return max(0.0, (self.max_steps - self.step) * elapsed / self.step)
+        return max(0.0, (self.max_steps - self.step) * (t1 - t0) / (s1 - s0))
 
     @property
     def is_live(self) -> bool:

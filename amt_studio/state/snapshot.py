@@ -166,6 +166,13 @@ class SnapshotTimeline:
         self.entries.sort(key=lambda e: e[0])
         return self.entries.index((step, path))
 
+    def drop_after(self, step: int) -> int:
+        """Forget snapshots past `step` (a rollback abandoned them); returns how many."""
+        keep = [entry for entry in self.entries if entry[0] <= step]
+        dropped = len(self.entries) - len(keep)
+        self.entries = keep
+        return dropped
+
     def step_of(self, index: int) -> int:
         return self.entries[index][0]
 
