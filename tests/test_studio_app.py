@@ -74,9 +74,9 @@ def test_attach_to_headless_run_and_steer_it(qtbot, window, headless_run) -> Non
     state = session.state
     assert session.process is None  # watched, not owned: closing the window leaves it alone
     qtbot.waitUntil(lambda: len(state.snapshots) >= 1 and len(state.losses.names()) > 0, timeout=WAIT_MS)
-    qtbot.waitUntil(lambda: window.snapshots.current is not None and bool(window.plots.loss.curves), timeout=10_000)
+    qtbot.waitUntil(lambda: window.snapshots.current is not None and bool(window.plots.curves_of("loss")), timeout=10_000)
     # Plots are fed from the events; the 3D panel shows the predicted hand.
-    assert len(window.plots.loss.curves["total"].getData()[0]) >= 1
+    assert len(window.plots.curve("loss", "total").getData()[0]) >= 1
     assert window.snapshots.current is not None
     qtbot.waitUntil(lambda: (window.snapshots.scene.frame.layer_index == 0).any(), timeout=10_000)
     assert hand_on_image_camera(window.snapshots.current) > 0.95
@@ -155,10 +155,10 @@ def test_start_a_run_from_the_ui_and_stop_it_on_close(qtbot, window, tmp_path) -
     first = window.snapshots.current
     qtbot.waitUntil(lambda: window.snapshots.current is not first, timeout=WAIT_MS)  # follows the latest
     assert window.snapshots.slider.maximum() == len(state.snapshots) - 1 >= 1
-    curve = window.plots.loss.curves["total"]
+    curve = window.plots.curve("loss", "total")
     before = len(curve.getData()[0])
     qtbot.waitUntil(lambda: len(curve.getData()[0]) > before, timeout=WAIT_MS)  # the same curve, fed new points
-    assert window.plots.loss.curves["total"] is curve
+    assert window.plots.curve("loss", "total") is curve
     assert max(window.tick_ms) < 1000
     asked = []
     window.ask_live_run = lambda: asked.append(1) or "stop"
@@ -205,11 +205,15 @@ def test_replay_a_finished_run(qtbot, window, tmp_path) -> None:
     qtbot.waitUntil(lambda: state.state == "finished", timeout=10_000)
     plots = window.plots
     qtbot.waitUntil(lambda: not plots._dirty, timeout=10_000)  # one plot fed per tick, round robin
-    assert set(plots.loss.curves) == {"total", "joints", "object", "kl"}
-    assert np.allclose(10 ** plots.loss.curves["joints"].getData()[1], 1.0 / np.arange(1, 21))  # a log10 axis
-    assert plots.collapse_shown and plots.warning.isVisibleTo(window)
+    assert set(plots.curves_of("loss")) == {"total", "joints", "object", "kl"}
+    live_steps = np.array([s for s in range(1, 21) if s not in (11, 12)])  # rolled back from 12 to 10 at step 12
+    x, y = plots.curve("loss", "joints").getData()
+    assert np.array_equal(x, live_steps) and np.allclose(10**y, 1.0 / live_steps)  # a log10 axis
+    assert np.array_equal(plots.ghost("loss", "joints").getData()[0][:3], [10, 11, 12])  # the abandoned branch
+    assert plots.collapse_shown and "collapsing" in plots.banner.text()
     assert len(plots.grad_flags.data) == 1  # the exploding gradient at step 7
-    assert len(plots.markers) == 4 * len(plots.plots)  # 2 checkpoints, 1 anomaly, 1 rollback on every plot
+    lane = {kind: len(scatter.data) for kind, scatter in plots.lane_marks.items()}
+    assert lane == {"checkpoint": 2, "anomaly": 1, "rollback": 1}  # marks on one lane, not lines on every plot
     assert window.checkpoint_list.count() == 2 and not window.rollback_action.isEnabled()  # finished: no controls
     # The timeline: go back to the first snapshot, then follow the latest again.
     slider = window.snapshots.slider

@@ -95,8 +95,23 @@ class SnapshotPanel(QWidget):
         self.scene.set_sample(None)
         self.image.set_sample(None)
         state.snapshot_added.connect(lambda _i: self._on_added())
+        state.snapshots_reset.connect(self._on_reset)
         if len(state.snapshots):
             self._on_added()
+
+    def _on_reset(self) -> None:
+        """A rollback dropped the snapshots past its step: show the newest one left (the abandoned step goes)."""
+        self._shown = None
+        if len(self.state.snapshots):
+            self.follow.setChecked(True)
+            self._on_added()
+        else:
+            self.wanted = None
+            self.current, self.current_index = None, -1
+            self.slider.setRange(0, 0)
+            self.step_label.setText("no snapshot yet")
+            self.scene.set_sample(None)
+            self.image.set_sample(None)
 
     def _on_added(self) -> None:
         count = len(self.state.snapshots)
