@@ -1,5 +1,6 @@
-"""The studio's main window: toolbar controls, the training tab (snapshot views and plots), the inspector tab, the
-run dock (checkpoints, roll back), the log dock and the status bar. Events are drained on a 20 Hz timer.
+"""The studio's main window: the start page (what to do first, known runs with live ones marked), the training tab
+(snapshot views and plots, with other runs overlaid for comparison), the inspector tab, the run dock (checkpoints,
+roll back), the log dock, the status bar and a Help menu listing the shortcuts. Events are drained on a 20 Hz timer.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QPushButton,
     QSplitter,
+    QStackedWidget,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -30,18 +32,20 @@ from PySide6.QtWidgets import (
 
 from amt_core.errors import UserError
 from amt_studio.session import RunSession
+from amt_studio.state.registry import discover_runs
 from amt_studio.state.run import RunState
 from amt_studio.views import theme
-from amt_studio.views.dialogs import NewRunDialog
+from amt_studio.views.dialogs import DEFAULT_RUNS_DIR, NewRunDialog
 from amt_studio.views.inspect import InspectPanel
 from amt_studio.views.log_view import LogView
 from amt_studio.views.notifier import Notifier
 from amt_studio.views.plots import PlotsPanel
+from amt_studio.views.start_page import StartPage
 from amt_studio.views.training import SnapshotPanel
 
 POLL_INTERVAL_MS = 50
 """Event drain period (20 Hz)."""
-MAX_RECENT = 10
+MAX_RECENT = 20
 ORGANIZATION, APPLICATION = "amt-studio", "AMT Studio"
 _IMPORTED = time.monotonic()
 
@@ -83,12 +87,18 @@ def _warm_up() -> None:
 class MainWindow(QMainWindow):
     """One window, one run at a time (a new run or an attached one replaces the current one)."""
 
-    def __init__(self, settings: QSettings | None = None, show_dialogs: bool = True) -> None:
+    def __init__(
+        self, settings: QSettings | None = None, show_dialogs: bool = True, runs_dir: Path = DEFAULT_RUNS_DIR
+    ) -> None:
         super().__init__()
         self.setWindowTitle("AMT Studio")
         self.settings = settings or QSettings(ORGANIZATION, APPLICATION)
+        self.runs_dir = runs_dir
+        """Where New run puts runs by default; the start page lists the runs found there too."""
         self.notifier = Notifier(self, show_dialogs=show_dialogs)
         self.session: RunSession | None = None
+        self.overlays: dict[str, RunSession] = {}
+        """Runs overlaid on the plots for comparison, by label."""
         self.tick_ms: list[float] = []
         """Duration of each event-drain tick, milliseconds (the bench reads it)."""
 
@@ -99,9 +109,26 @@ class MainWindow(QMainWindow):
         splitter.addWidget(self.plots)
         splitter.setSizes([520, 760])
         self.training_splitter = splitter
+        self.training_empty = QLabel(
+            "No run yet.\n\nStart one with Run ▸ New run (Ctrl+N; the cpu preset learns in minutes here),\n"
+            "attach to a run directory (Ctrl+O), or pick a run on the Start page."
+        )
+        self.training_empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.training_empty.setObjectName("title")
+        self.training_stack = QStackedWidget()
+        self.training_stack.addWidget(self.training_empty)
+        self.training_stack.addWidget(splitter)
         self.inspect = InspectPanel(self.notifier)
+        self.start_page = StartPage(self.known_runs)
+        self.start_page.new_button.clicked.connect(self.new_run)
+        self.start_page.attach_button.clicked.connect(self.attach_dialog)
+        self.start_page.inspect_button.clicked.connect(self.inspect_dialog)
+        self.start_page.open_button.clicked.connect(self._open_selected_run)
+        self.start_page.compare_button.clicked.connect(self._compare_selected_run)
+        self.start_page.table.cellDoubleClicked.connect(lambda *_: self._open_selected_run())
         self.tabs = QTabWidget()
-        self.tabs.addTab(splitter, "Training")
+        self.tabs.addTab(self.start_page, "Start")
+        self.tabs.addTab(self.training_stack, "Training")
         self.tabs.addTab(self.inspect, "Inspect")
         self.setCentralWidget(self.tabs)
 
@@ -181,6 +208,10 @@ class MainWindow(QMainWindow):
     def _build_actions(self) -> None:
         self.new_action = self._action("New run…", self.new_run, "Ctrl+N", "start a training run")
         self.attach_action = self._action("Attach…", self.attach_dialog, "Ctrl+O", "watch a run directory")
+        self.compare_action = self._action(
+            "Compare with run…", self.compare_dialog, "Ctrl+Shift+O", "overlay another run's curves (dashed)"
+        )
+        self.clear_compare_action = self._action("Remove compared runs", self.clear_overlays)
         self.pause_action = self._action("Pause", self.toggle_pause, "Space", "pause or resume training")
         self.stop_action = self._action("Stop", lambda: self.send("stop"), "Ctrl+.", "stop training (saves first)")
         self.save_action = self._action("Save", lambda: self.send("save"), "Ctrl+S", "save a checkpoint now")
@@ -215,7 +246,7 @@ class MainWindow(QMainWindow):
         for action in self.stage_actions:
             toolbar.addAction(action)
         menu = self.menuBar().addMenu("&Run")
-        for action in (self.new_action, self.attach_action):
+        for action in (self.new_action, self.attach_action, self.compare_action, self.clear_compare_action):
             menu.addAction(action)
         self.recent_menu = menu.addMenu("Recent runs")
         menu.addSeparator()
@@ -235,7 +266,32 @@ class MainWindow(QMainWindow):
         view.addAction(self.run_dock.toggleViewAction())
         view.addAction(self._action("Reset 3D view", lambda: self.snapshots.scene.reset_view(), "Home"))
         view.addAction(self._action("Save screenshot…", self.save_screenshot, "Ctrl+Shift+S"))
+        view.addAction(self._action("Start page", lambda: self.tabs.setCurrentWidget(self.start_page), "Ctrl+Home"))
+        help_menu = self.menuBar().addMenu("&Help")
+        help_menu.addAction(self._action("Keyboard shortcuts", self.show_shortcuts, "F1"))
         self._fill_recent_menu()
+
+    def shortcuts(self) -> list[tuple[str, str]]:
+        """(shortcut, what it does) for every action that has one, in menu order."""
+        rows = []
+        for menu_action in self.menuBar().actions():
+            menu = menu_action.menu()
+            for action in menu.actions() if menu is not None else ():
+                if not action.shortcut().isEmpty():
+                    text = action.text().replace("&", "").rstrip("…")
+                    rows.append((action.shortcut().toString(), f"{text}: {action.toolTip().split(' (')[0]}"))
+        rows += [("drag / right-drag / wheel", "3D panel: orbit, pan, zoom (double-click: back to the image's view)"),
+                 ("right-click a plot", "plot menu: Export CSV…, axes, export as image")]  # fmt: skip
+        return rows
+
+    def show_shortcuts(self) -> None:
+        rows = "".join(f"<tr><td><b>{key}</b></td><td>&nbsp;&nbsp;{what}</td></tr>" for key, what in self.shortcuts())
+        box = QMessageBox(self)
+        box.setWindowTitle("Keyboard shortcuts")
+        box.setText(f"<table>{rows}</table>")
+        box.setModal(False)
+        box.show()
+        self.shortcuts_box = box
 
     def _build_status_bar(self) -> None:
         bar = self.statusBar()
@@ -252,7 +308,7 @@ class MainWindow(QMainWindow):
     # ---- runs --------------------------------------------------------------------------------------------
 
     def new_run(self) -> None:
-        dialog = NewRunDialog(self)
+        dialog = NewRunDialog(self, runs_dir=self.runs_dir)
         if dialog.exec() != QDialog.DialogCode.Accepted:
             return
         self.start_run(dialog.argv(), dialog.run_dir())
@@ -273,6 +329,52 @@ class MainWindow(QMainWindow):
         folder = QFileDialog.getExistingDirectory(self, "Attach to a run directory", str(Path.home()))
         if folder:
             self.attach(Path(folder))
+
+    def inspect_dialog(self) -> None:
+        self.tabs.setCurrentWidget(self.inspect)
+        self.inspect._open_dialog()
+
+    def _open_selected_run(self) -> None:
+        run_dir = self.start_page.selected_run()
+        if run_dir is not None:
+            self.attach(run_dir)
+
+    def _compare_selected_run(self) -> None:
+        run_dir = self.start_page.selected_run()
+        if run_dir is not None:
+            self.add_overlay(run_dir)
+
+    def compare_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Overlay another run's curves", str(self.runs_dir))
+        if folder:
+            self.add_overlay(Path(folder))
+
+    def add_overlay(self, run_dir: Path) -> RunSession | None:
+        """Overlay another run (read from its events; never steered) on the plots, dashed, for comparison."""
+        try:
+            overlay = RunSession.attach(run_dir)
+        except UserError as err:
+            self.notifier.error("Cannot compare", str(err))
+            return None
+        if self.session is not None and overlay.run_dir == self.session.run_dir:
+            self.notifier.error("Cannot compare", f"{overlay.run_dir.name} is the run shown; pick another run")
+            overlay.close()
+            return None
+        label = overlay.run_dir.name
+        if label in self.overlays:
+            self.overlays.pop(label).close()
+        self.overlays[label] = overlay
+        overlay.poll()
+        self.plots.add_overlay(label, overlay.state)
+        if self.session is not None:
+            self.tabs.setCurrentWidget(self.training_stack)
+        return overlay
+
+    def clear_overlays(self) -> None:
+        for label, overlay in list(self.overlays.items()):
+            self.plots.remove_overlay(label)
+            overlay.close()
+        self.overlays.clear()
 
     def attach(self, run_dir: Path) -> RunSession | None:
         """Watch a run directory: a live headless run, or a finished run replayed from its events."""
@@ -319,6 +421,8 @@ class MainWindow(QMainWindow):
         )
         self.setWindowTitle(f"AMT Studio — {session.run_dir.name}")
         self._remember_recent(session.run_dir)
+        self.training_stack.setCurrentIndex(1)
+        self.tabs.setCurrentWidget(self.training_stack)
         self._fill_checkpoints()
         self._update_controls()
 
@@ -337,6 +441,11 @@ class MainWindow(QMainWindow):
             for result in results:
                 if not result.ok:
                     self.notifier.error(f"Command '{result.command}' failed", result.message)
+            for overlay in self.overlays.values():
+                try:
+                    overlay.poll()
+                except Exception as err:  # an overlay's bad event must not stop the main run's updates
+                    self.notifier.exception("Reading a compared run failed", err)
             self.plots.refresh()
             self.snapshots.refresh()
             for signal in (session.state.snapshot_added, session.state.metrics_changed, session.state.log_added):
@@ -358,7 +467,10 @@ class MainWindow(QMainWindow):
         if state.data_share is not None:  # how much of that time went to waiting for batches
             speed += f" · data wait {100 * state.data_share:.0f}%"
         self.status_speed.setText(speed)
-        self.status_eta.setText(f"ETA {_fmt_duration(state.eta_seconds())}" if state.is_live else "ETA –")
+        if state.state == "paused":
+            self.status_eta.setText("ETA – (paused)")
+        else:
+            self.status_eta.setText(f"ETA {_fmt_duration(state.eta_seconds())}" if state.is_live else "ETA –")
         device = f"device {state.device or '–'}"
         self.status_device.setText(f"{device} · {state.compute}" if state.compute else device)
 
@@ -447,7 +559,18 @@ class MainWindow(QMainWindow):
     def _remember_recent(self, run_dir: Path) -> None:
         runs = [str(run_dir)] + [r for r in self.recent_runs() if r != str(run_dir)]
         self.settings.setValue("recent_runs", runs[:MAX_RECENT])
+        self.settings.sync()  # on disk now: a window that crashes later still finds the run it started
         self._fill_recent_menu()
+        self.start_page.refresh()
+
+    def known_runs(self) -> list[Path]:
+        """Run directories the start page lists: recent ones (started or attached here), then those in runs_dir."""
+        paths = [Path(p) for p in self.recent_runs()]
+        seen = {p.resolve() for p in paths}
+        for path in discover_runs(self.runs_dir):
+            if path.resolve() not in seen:
+                paths.append(path)
+        return paths
 
     def _fill_recent_menu(self) -> None:
         self.recent_menu.clear()
@@ -502,8 +625,11 @@ class MainWindow(QMainWindow):
         self.timer.stop()
         self.inspect.shutdown()
         self.snapshots.shutdown()
+        self.start_page.timer.stop()
         if self.session is not None:
             self.session.close()
+        for overlay in self.overlays.values():
+            overlay.close()
         event.accept()
 
     def _stop_and_wait(self, session: RunSession, timeout_s: float = 30.0) -> None:

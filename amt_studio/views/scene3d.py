@@ -56,6 +56,7 @@ class Scene3DView(QWidget):
         self._pending.setInterval(0)
         self._pending.timeout.connect(self.render_now)
         self.caption = ""
+        self.empty_text = "3D view: the hand and object of the latest snapshot appear here"
 
     # ---- content -----------------------------------------------------------------------------------------
 
@@ -154,10 +155,9 @@ class Scene3DView(QWidget):
         if self.caption:
             painter.setPen(QColor("#8a90a0"))
             painter.drawText(10, self.height() - 10, self.caption)
-        if self.frame_times_ms:
-            text = f"{self.frame_times_ms[-1]:.0f} ms · {self.render_size()[0]}×{self.render_size()[1]}"
+        if not present:
             painter.setPen(QColor("#6a7080"))
-            painter.drawText(self.width() - 130, self.height() - 10, text)
+            painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, self.empty_text)
 
     # ---- mouse -------------------------------------------------------------------------------------------
 
