@@ -610,8 +610,9 @@ class PlotsPanel(QWidget):
                         ("abandoned", (series.x[series.dead], series.y[series.dead] * scale, series.t[series.dead],
                                        series.y[series.dead] * scale)),
                     ):  # fmt: skip
-                        for values in zip(bx, by, bt, bs):
-                            writer.writerow([label, name, branch, int(values[0]), *(f"{v:.9g}" for v in values[1:])])
+                        for step, value, when, smoothed in zip(bx, by, bt, bs):
+                            numbers = (f"{v:.9g}" for v in (when, value, smoothed))
+                            writer.writerow([label, name, branch, int(step), *numbers])
                             rows += 1
         return rows
 
