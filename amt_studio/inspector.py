@@ -120,14 +120,21 @@ class Inspector:
             data.pred_contact_conf = out.contact_conf.double().numpy() if out.contact_conf is not None else None
             data.pred_contact_forces = out.contact_forces.double().numpy() if out.contact_forces is not None else None
         data.attention = image_attention(out.attention, batch["image"].shape[-2:])
-        if all("joints3d" in s and bool(s.get("valid", {}).get("joints3d", False)) for s in samples):
+        # Ground truth per sample: a sample without an object (or an image file, without anything) is flagged
+        # invalid rather than dropping the truth of every other sample in the batch.
+        valid = {
+            flag: np.array([bool(s.get("valid", {}).get(flag, False)) for s in samples])
+            for flag in ("joints3d", "hand_verts", "obj")
+        }
+        if valid["joints3d"].any():
             data.gt_joints3d = torch.stack([s["joints3d"] for s in samples]).double().numpy()
-        if all(bool(s.get("valid", {}).get("hand_verts", False)) for s in samples):
+        if valid["hand_verts"].any():
             data.gt_hand_verts = torch.stack([s["hand_verts"] for s in samples]).double().numpy()
-        if all(bool(s.get("valid", {}).get("obj", False)) for s in samples):
+        if valid["obj"].any():
             data.gt_obj_class = torch.stack([s["obj_class"] for s in samples]).numpy()
             data.gt_obj_rot = torch.stack([s["obj_rot"] for s in samples]).double().numpy()
             data.gt_obj_trans = torch.stack([s["obj_trans"] for s in samples]).double().numpy()
+        data.valid = {flag: flags for flag, flags in valid.items() if flags.any()}
         return data
 
 

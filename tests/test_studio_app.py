@@ -74,7 +74,9 @@ def test_attach_to_headless_run_and_steer_it(qtbot, window, headless_run) -> Non
     state = session.state
     assert session.process is None  # watched, not owned: closing the window leaves it alone
     qtbot.waitUntil(lambda: len(state.snapshots) >= 1 and len(state.losses.names()) > 0, timeout=WAIT_MS)
-    qtbot.waitUntil(lambda: window.snapshots.current is not None and bool(window.plots.curves_of("loss")), timeout=10_000)
+    qtbot.waitUntil(
+        lambda: window.snapshots.current is not None and bool(window.plots.curves_of("loss")), timeout=10_000
+    )
     # Plots are fed from the events; the 3D panel shows the predicted hand.
     assert len(window.plots.curve("loss", "total").getData()[0]) >= 1
     assert window.snapshots.current is not None
@@ -132,10 +134,33 @@ def test_inspect_a_checkpoint(qtbot, window, headless_run, tmp_path) -> None:
     assert data.attention is not None and panel.image.attention is not None and data.attention.shape[0] == 8
     qtbot.waitUntil(lambda: panel.scene.frame is not None and (panel.scene.frame.layer_index >= 0).any(), timeout=5000)
     assert hand_on_image_camera(data, 2) > 0.95
+    # The comparison is complete: the true object in 3D, its error and class in the table.
+    with_object = [i for i in range(8) if data.has("obj", i) and data.gt_obj_class[i] >= 0]
+    assert with_object, "the synthetic samples hold objects"
+    row = with_object[0]
+    panel.table.selectRow(row)
+    assert panel.current_index == row
+    qtbot.waitUntil(lambda: "gt object" in [layer.name for layer in panel.scene.renderer.layers], timeout=5000)
+    headers = [panel.table.horizontalHeaderItem(c).text() for c in range(panel.table.columnCount())]
+    assert headers[3:] == ["object mm", "class", "true class"]
+    assert float(panel.table.item(row, 3).text()) >= 0.0 and panel.table.item(row, 5).text() not in ("–", "")
+    # The camera is framed on the hand, whatever the predicted object does.
+    hand = np.concatenate([layer.verts for layer in panel.scene.renderer.layers if "object" not in layer.name])
+    assert np.allclose(panel.scene.camera.target, (hand.min(0) + hand.max(0)) / 2.0, atol=0.02)
+    everything = np.concatenate([layer.verts for layer in panel.scene.renderer.layers])
+    assert np.ptp(everything, axis=0).max() > np.ptp(hand, axis=0).max()  # the object reaches further out
+    # The attention overlay is visible (inferno colour map, min to max) and its strength follows the slider.
+    rgba = panel.image.attention_rgba()
+    assert rgba is not None and np.ptp(rgba[..., :3].astype(int), axis=(0, 1)).max() > 100
+    assert rgba[..., 3].max() == pytest.approx(0.65 * 255, abs=2)
+    panel.attention_strength.setValue(100)
+    assert panel.image.attention_rgba()[..., 3].max() == 255
     panel.table.selectRow(2)
     assert panel.current_index == 2
     written = panel.export(tmp_path / "meshes")
-    assert any("pred_hand" in p.name for p in written) and all(p.stat().st_size > 1000 for p in written)
+    import trimesh
+
+    assert any("pred_hand" in p.name for p in written) and all(len(trimesh.load(p).faces) > 0 for p in written)
     image = tmp_path / "photo.png"
     from PIL import Image
 
@@ -143,6 +168,7 @@ def test_inspect_a_checkpoint(qtbot, window, headless_run, tmp_path) -> None:
     panel.run_images([image])
     qtbot.waitUntil(lambda: panel.data is not data and not panel.working, timeout=WAIT_MS)
     assert panel.data.num_samples == 1 and panel.data.gt_joints3d is None and panel.table.item(0, 1).text() == "–"
+    assert panel.table.item(0, 0).text() == "photo.png" and panel.scene.caption.startswith("photo.png")
 
 
 def test_start_a_run_from_the_ui_and_stop_it_on_close(qtbot, window, tmp_path) -> None:

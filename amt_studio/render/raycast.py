@@ -66,9 +66,9 @@ class RaycastRenderer:
         self._face_offset = np.asarray(offsets or [0], dtype=np.int64)
         self._layer_of_geometry = np.asarray(layer_ids or [-1], dtype=np.int32)
 
-    def bounds(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """(min, max) corners over all layers, or None when empty."""
-        verts = [layer.verts for layer in self.layers if len(layer.verts)]
+    def bounds(self, names: tuple[str, ...] | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+        """(min, max) corners over all layers (or those named), or None when there are none."""
+        verts = [layer.verts for layer in self.layers if len(layer.verts) and (names is None or layer.name in names)]
         if not verts:
             return None
         stacked = np.concatenate(verts)

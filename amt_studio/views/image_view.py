@@ -4,6 +4,8 @@ in the inspector, an attention map over the image.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QImage, QPainter, QPen
@@ -28,6 +30,14 @@ def project(points: np.ndarray, K: np.ndarray) -> np.ndarray:
     ).numpy()
 
 
+@functools.lru_cache(maxsize=1)
+def attention_lut() -> np.ndarray:
+    """(256, 3) float RGB 0-255 of the inferno colour map (dark purple ... yellow)."""
+    import pyqtgraph as pg
+
+    return pg.colormap.get("inferno").getLookupTable(nPts=256, alpha=False).astype(np.float32)
+
+
 def object_box_corners(verts: np.ndarray, rot: np.ndarray, trans: np.ndarray) -> np.ndarray:
     """(8, 3) corners of the object's own-frame bounding box placed at (rot, trans)."""
     lo, hi = verts.min(0), verts.max(0)
@@ -45,6 +55,8 @@ class ImageOverlayView(QWidget):
         self.index = 0
         self._image: QImage | None = None
         self.attention: np.ndarray | None = None  # (h, w) in [0, 1]
+        self.attention_strength = 0.65
+        """Opacity of the attention overlay at the map's maximum, 0-1 (the inspector's slider)."""
         self.show_pred = self.show_gt = self.show_object = self.show_contacts = True
         self.caption = ""
 
@@ -62,6 +74,10 @@ class ImageOverlayView(QWidget):
 
     def set_attention(self, attention: np.ndarray | None) -> None:
         self.attention = attention
+        self.update()
+
+    def set_attention_strength(self, strength: float) -> None:
+        self.attention_strength = float(np.clip(strength, 0.0, 1.0))
         self.update()
 
     def _image_rect(self) -> QRectF:
@@ -107,15 +123,21 @@ class ImageOverlayView(QWidget):
         painter.drawText(int(target.x()) + 8, int(target.bottom()) - 8, self.caption or legend)
         painter.end()
 
-    def _paint_attention(self, painter: QPainter, target: QRectF) -> None:
-        """Attention as a heat overlay; its opacity follows the map's contrast, so a near-uniform map stays faint."""
+    def attention_rgba(self) -> np.ndarray | None:
+        """(h, w, 4) uint8: the attention map from its minimum to its maximum on the inferno colour map, opaque in
+        proportion to the value and to `attention_strength` (the overlay the image view paints)."""
+        if self.attention is None:
+            return None
         att = np.asarray(self.attention, dtype=np.float32)
         low, high = float(att.min()), float(att.max())
         relative = (att - low) / max(high - low, 1e-12)
-        contrast = min(1.0, 2.0 * (high - low) / max(high, 1e-12))
-        rgb = confidence_rgb(relative.reshape(-1)).reshape(*att.shape, 3)
-        alpha = relative[..., None] ** 1.5 * 160.0 * contrast
-        rgba = np.ascontiguousarray(np.concatenate([rgb * 255, alpha], axis=-1).astype(np.uint8))
+        rgb = attention_lut()[np.clip((relative * 255).astype(int), 0, 255)]
+        alpha = (0.25 + 0.75 * relative[..., None]) * 255.0 * self.attention_strength
+        return np.ascontiguousarray(np.concatenate([rgb, alpha], axis=-1).astype(np.uint8))
+
+    def _paint_attention(self, painter: QPainter, target: QRectF) -> None:
+        rgba = self.attention_rgba()
+        att = self.attention
         h, w = att.shape
         overlay = QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
         painter.drawImage(target, overlay)

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
+    QSlider,
     QSpinBox,
     QSplitter,
     QTableWidget,
@@ -63,6 +64,12 @@ class InspectPanel(QWidget):
         self.attention_box = QCheckBox("attention")
         self.attention_box.setChecked(True)
         self.attention_box.toggled.connect(lambda _on: self._show_sample(self.current_index))
+        self.attention_strength = QSlider(Qt.Orientation.Horizontal)
+        self.attention_strength.setRange(0, 100)
+        self.attention_strength.setValue(65)
+        self.attention_strength.setFixedWidth(90)
+        self.attention_strength.setToolTip("attention overlay strength (inferno colour map, min to max of the map)")
+        self.attention_strength.valueChanged.connect(lambda v: self.image.set_attention_strength(v / 100.0))
         self.export_button = QPushButton("Export meshes…")
         self.export_button.clicked.connect(self._export_dialog)
         self.shot_button = QPushButton("Screenshot…")
@@ -74,14 +81,14 @@ class InspectPanel(QWidget):
         top.addStretch(1)
         second = QHBoxLayout()
         for widget in (self.spec, self.start, self.load_button, self.images_button, self.attention_box,
-                       self.export_button, self.shot_button, self.busy):  # fmt: skip
+                       self.attention_strength, self.export_button, self.shot_button, self.busy):  # fmt: skip
             second.addWidget(widget)
         second.setStretch(0, 1)
 
         self.scene = Scene3DView()
         self.image = ImageOverlayView()
-        self.table = QTableWidget(0, 5)
-        self.table.setHorizontalHeaderLabels(["sample", "MPJPE mm", "PA-MPJPE mm", "object mm", "class"])
+        self.table = QTableWidget(0, 6)
+        self.table.setHorizontalHeaderLabels(["sample", "MPJPE mm", "PA-MPJPE mm", "object mm", "class", "true class"])
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)
@@ -100,6 +107,9 @@ class InspectPanel(QWidget):
         layout.addLayout(second)
         layout.addWidget(views, 1)
         self.current_index = 0
+        self.labels: list[str] = []
+        """What each row is: a dataset index, or an image file's name."""
+        self.image.set_attention_strength(self.attention_strength.value() / 100.0)
         self._update_buttons()
 
     @property
@@ -176,7 +186,7 @@ class InspectPanel(QWidget):
         def job() -> SnapshotData:
             return self.inspector.predict(self.inspector.dataset_samples(spec, start, SAMPLES_PER_LOAD))
 
-        self._submit("running the model", job, self._show)
+        self._submit("running the model", job, lambda data: self._show(data, [str(start + i) for i in range(8)]))
 
     def _images_dialog(self) -> None:
         files, _ = QFileDialog.getOpenFileNames(self, "Open images", str(Path.home()), "Images (*.png *.jpg *.jpeg)")
@@ -187,21 +197,24 @@ class InspectPanel(QWidget):
         def job() -> SnapshotData:
             return self.inspector.predict([self.inspector.image_sample(p) for p in paths])
 
-        self._submit("running the model", job, self._show)
+        self._submit("running the model", job, lambda data: self._show(data, [Path(p).name for p in paths]))
 
-    def _show(self, data: SnapshotData) -> None:
+    def _show(self, data: SnapshotData, labels: list[str]) -> None:
         self.data = data
+        self.labels = labels
+        self.scene._camera_set = False  # frame the new content
         errors = data.sample_errors_mm()
         pa = _pa_errors_mm(data)
         obj = _object_errors_mm(data)
         self.table.setRowCount(data.num_samples)
         for row in range(data.num_samples):
             cells = [
-                str(self.start.value() + row),
-                f"{errors[row]:.1f}" if errors is not None else "–",
-                f"{pa[row]:.1f}" if pa is not None else "–",
-                f"{obj[row]:.1f}" if obj is not None else "–",
+                labels[row] if row < len(labels) else str(row),
+                f"{errors[row]:.1f}" if errors is not None and np.isfinite(errors[row]) else "–",
+                f"{pa[row]:.1f}" if pa is not None and data.has("joints3d", row) else "–",
+                f"{obj[row]:.1f}" if obj is not None and np.isfinite(obj[row]) else "–",
                 _class_cell(data, row),
+                _true_class_cell(data, row),
             ]
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
@@ -217,7 +230,11 @@ class InspectPanel(QWidget):
             return
         self.current_index = index
         errors = self.data.sample_errors_mm()
-        self.scene.caption = f"sample {index}" + (f" · MPJPE {errors[index]:.1f} mm" if errors is not None else "")
+        label = self.labels[index] if index < len(self.labels) else f"sample {index}"
+        label = label if not label.isdigit() else f"sample {label}"
+        detail = f" · MPJPE {errors[index]:.1f} mm" if errors is not None and np.isfinite(errors[index]) else ""
+        self.scene.caption = label + detail
+        self.image.caption = f"{label}   solid: predicted   dashed: true"
         self.scene.set_sample(self.data, index)
         self.image.set_sample(self.data, index)
         if not self.attention_box.isChecked():
@@ -254,9 +271,11 @@ def _pa_errors_mm(data: SnapshotData) -> np.ndarray | None:
 
 
 def _object_errors_mm(data: SnapshotData) -> np.ndarray | None:
+    """(S,) distance between the predicted and the true object centre, millimetres; NaN where no true object."""
     if data.pred_obj_trans is None or data.gt_obj_trans is None:
         return None
-    return np.linalg.norm(data.pred_obj_trans - data.gt_obj_trans, axis=-1) * 1000.0
+    errors = np.linalg.norm(data.pred_obj_trans - data.gt_obj_trans, axis=-1) * 1000.0
+    return np.where([data.has("obj", i) for i in range(len(errors))], errors, np.nan)
 
 
 def _class_cell(data: SnapshotData, row: int) -> str:
@@ -266,6 +285,16 @@ def _class_cell(data: SnapshotData, row: int) -> str:
     pred = int(data.pred_obj_class[row]) if data.pred_obj_class is not None else None
     gt = int(data.gt_obj_class[row]) if data.gt_obj_class is not None else None
     name = names[pred] if pred is not None and 0 <= pred < len(names) else "–"
-    if gt is None:
+    if gt is None or not data.has("obj", row):
         return name
     return f"{name} ✓" if pred == gt else f"{name} ✗"
+
+
+def _true_class_cell(data: SnapshotData, row: int) -> str:
+    from amt_core.objects.catalog import class_names
+
+    if data.gt_obj_class is None or not data.has("obj", row):
+        return "–"
+    gt = int(data.gt_obj_class[row])
+    names = class_names()
+    return names[gt] if 0 <= gt < len(names) else "none"

@@ -27,6 +27,7 @@ from amt_studio.render.content import (
 from amt_studio.render.raycast import Frame, RaycastRenderer
 from amt_studio.state.snapshot import SnapshotData
 
+HAND_LAYERS = ("pred hand", "gt hand", "pred skeleton", "gt skeleton")
 MAX_RENDER_PX = 512
 """Frames are rendered at the widget's size up to this many pixels a side, then scaled to fit."""
 
@@ -89,8 +90,9 @@ class Scene3DView(QWidget):
         self.set_layers(snapshot_layers(self.snapshot, index, self.visible_layers))
 
     def reset_view(self) -> None:
-        """Look from the image camera at the content's centre (the view that matches the input image)."""
-        bounds = self.renderer.bounds()
+        """Look from the image camera at the hand (the view that matches the input image), or at all the content
+        when there is no hand: a far or oversized predicted object does not shrink the hand to a speck."""
+        bounds = self.renderer.bounds(HAND_LAYERS) or self.renderer.bounds()
         if bounds is None:
             return
         self.camera.look_from_image_camera(
