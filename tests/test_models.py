@@ -12,6 +12,7 @@ from amt_core.models import AMTOutput, create_model, list_models, model_config, 
 
 EXPECTED = {f"{kind}_{size}" for kind in ("amt", "baseline") for size in ("micro", "cpu", "dinov2_s", "dinov2_b")}
 EXPECTED |= {f"{kind}_dinov2_{s}" for kind in ("amt", "baseline") for s in ("l", "g")}
+EXPECTED |= {"cnn_micro", "cnn_cpu"}  # the plain CNN reference of the side-by-side
 
 # Tiny overrides so the DINOv2 variants build and run in a test (same family and width, 3 blocks, 56 px).
 SMALL = {"backbone.depth": 3, "backbone.img_size": 56}
@@ -63,12 +64,12 @@ def test_registry_lists_every_variant():
 def test_forward_backward(name, hand_layer):
     torch.manual_seed(0)
     # Stochastic depth off: a dropped residual branch legitimately gets no gradient on a batch of two.
-    no_drop_path = {"backbone.drop_path": 0.0}
+    no_drop_path = {} if name.startswith("cnn") else {"backbone.drop_path": 0.0}
     if name.startswith("amt"):
         no_drop_path |= {f"{part}.block.drop_path": 0.0 for part in ("hand", "refine", "object", "contact")}
     model = _build(name, hand_layer, **no_drop_path)
     model.train()
-    size = model.config.backbone.img_size
+    size = model.config.backbone.img_size if hasattr(model.config, "backbone") else 64
     batch = _batch(size)
     out = model(batch)
     assert isinstance(out, AMTOutput)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from timm.layers import PatchEmbed
 from torch import nn
 
 from amt_core.errors import UserError
@@ -62,6 +63,17 @@ class BackboneConfig:
     """Channels of the feature maps and width of the global token handed to the heads."""
     grad_checkpointing: bool = False
     """Recompute block activations in the backward pass (saves memory, costs time)."""
+    layer_scale: float | None = None
+    """LayerScale init of the scratch ViT's blocks, > 0, or None for none. DINOv2 uses 1e-5 because it starts from
+    pretrained weights; from scratch 1e-5 mutes every block (and the class token sees no patch) for hundreds of
+    steps, which measured as the largest single cause of the micro model not memorising (docs/learning.md)."""
+    stem: str = "conv"
+    """Patch embedding of the scratch ViT: "conv" (a stack of 3x3 stride-2 convolutions, Xiao et al. 2021, "Early
+    convolutions help transformers see better") or "patch" (one patch-sized linear projection, as DINOv2). The conv
+    stem trains much faster from scratch (docs/learning.md); DINOv2 variants keep their pretrained patch embedding."""
+    global_pool: str = "token+avg"
+    """The global token handed to the heads: "token" (the class token), "avg" (mean of the patch tokens) or
+    "token+avg" (both, concatenated before the projection)."""
     weights: str | None = None
     """Local pretrained weights file (.pth official DINOv2 or timm .safetensors) applied by the model factory."""
 
@@ -85,6 +97,14 @@ class BackboneConfig:
             if len(layers) != 3 or list(layers) != sorted(layers) or layers[0] < 1:
                 raise ValueError(f"BackboneConfig.feature_layers must be 3 increasing depths >= 1, got {layers}")
             self.feature_layers = layers
+        if self.stem not in ("conv", "patch"):
+            raise ValueError(f"BackboneConfig.stem must be 'conv' or 'patch', got {self.stem!r}")
+        if self.stem == "conv" and self.variant == "scratch" and self.patch_size & (self.patch_size - 1):
+            raise ValueError(f"BackboneConfig.stem 'conv' needs a power-of-two patch_size, got {self.patch_size}")
+        if self.global_pool not in ("token", "avg", "token+avg"):
+            raise ValueError(f"BackboneConfig.global_pool must be token, avg or token+avg, got {self.global_pool!r}")
+        if self.layer_scale is not None and not self.layer_scale > 0:
+            raise ValueError(f"BackboneConfig.layer_scale must be > 0 or None, got {self.layer_scale}")
         if self.freeze_blocks is not None and self.freeze_blocks < 0:
             raise ValueError(f"BackboneConfig.freeze_blocks must be >= 0, got {self.freeze_blocks}")
 
@@ -109,6 +129,27 @@ class BackboneFeatures:
     """Backbone attention probabilities by block, only while recording."""
 
 
+def conv_stem(in_chans: int, embed_dim: int, patch_size: int) -> nn.Sequential:
+    """3x3 stride-2 convolutions (GroupNorm, GELU) down to 1/patch_size, then a 1x1 projection to `embed_dim`."""
+    layers: list[nn.Module] = []
+    steps = int(math.log2(patch_size))
+    width = in_chans
+    for i in range(steps):
+        out = max(16, embed_dim >> (steps - 1 - i))
+        layers += [nn.Conv2d(width, out, 3, stride=2, padding=1, bias=False), nn.GroupNorm(1, out), nn.GELU()]
+        width = out
+    layers.append(nn.Conv2d(width, embed_dim, 1))
+    return nn.Sequential(*layers)
+
+
+class ConvStemEmbed(PatchEmbed):
+    """timm's PatchEmbed with its patch projection replaced by `conv_stem` (same grid, padding and output format)."""
+
+    def __init__(self, *args, in_chans: int = 3, embed_dim: int = 768, **kwargs):
+        super().__init__(*args, in_chans=in_chans, embed_dim=embed_dim, **kwargs)
+        self.proj = conv_stem(in_chans, embed_dim, self.patch_size[0])
+
+
 def _build_vit(config: BackboneConfig) -> nn.Module:
     import timm
     from timm.models.vision_transformer import VisionTransformer
@@ -127,7 +168,8 @@ def _build_vit(config: BackboneConfig) -> nn.Module:
             embed_dim=config.embed_dim,
             depth=config.depth or 12,
             num_heads=config.num_heads,
-            init_values=1e-5,
+            init_values=config.layer_scale,
+            **({"embed_layer": ConvStemEmbed} if config.stem == "conv" else {}),
             **common,
         )
     extra = {"depth": config.depth} if config.depth is not None else {}
@@ -155,7 +197,8 @@ class Backbone(nn.Module):
         self.feature_indices = [layer - 1 for layer in layers] if pyramid else [depth - 1]
         width = self.vit.embed_dim
         out = config.out_dim
-        self.global_proj = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, out))
+        pooled = 2 * width if config.global_pool == "token+avg" else width
+        self.global_proj = nn.Sequential(nn.LayerNorm(pooled), nn.Linear(pooled, out))
         if pyramid:
             self._build_pyramid(width, out)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -225,13 +268,13 @@ class Backbone(nn.Module):
         outputs = [outputs[unique.index(i)] for i in self.feature_indices]
         patch = float(self.patch_size)
         if not self.pyramid:
-            (_, prefix) = outputs[-1]
+            (deep_map, prefix) = outputs[-1]
             return BackboneFeatures(
                 maps=(),
                 strides=(),
                 fused=None,
                 stride=patch,
-                global_token=self.global_proj(prefix[:, 0]),
+                global_token=self._global_token(deep_map, prefix),
                 attention=attention,
             )
         (shallow, _), (middle, _), (deep, prefix) = outputs
@@ -244,9 +287,19 @@ class Backbone(nn.Module):
             strides=(patch / 2, patch, patch),
             fused=fused,
             stride=patch,
-            global_token=self.global_proj(prefix[:, 0]),
+            global_token=self._global_token(deep, prefix),
             attention=attention,
         )
+
+    def _global_token(self, deep: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
+        """(B, C) from the last depth's (B, C_vit, h, w) patch map and (B, P, C_vit) prefix tokens."""
+        pool = self.config.global_pool
+        if pool == "token":
+            return self.global_proj(prefix[:, 0])
+        average = deep.mean(dim=(2, 3))
+        if pool == "avg":
+            return self.global_proj(average)
+        return self.global_proj(torch.cat([prefix[:, 0], average], dim=-1))
 
     def _attach_attention_capture(self, store: dict[str, torch.Tensor]) -> list:
         """Forward hooks on each block's public `attn.qkv` Linear that compute the softmax probabilities."""

@@ -3,7 +3,8 @@
 Sizes: `micro` (tests: a 64 px scratch ViT, a full train step in a fraction of a second on a CPU), `cpu` (a
 DINOv2-style ViT of width 192, depth 12, patch 16, trained from scratch at 128 px), `dinov2_s|b|l|g` (the DINOv2
 backbones at 224 px, pretrained weights from `backbone.weights`). Each size exists as `amt_<size>` and as
-`baseline_<size>` on the same backbone. Overrides are dotted keys into the variant's Config (`refine.steps=4`,
+`baseline_<size>` on the same backbone; `cnn_micro` and `cnn_cpu` are a plain CNN regressor (`models.cnn`), the
+reference the side-by-side holds both to. Overrides are dotted keys into the variant's Config (`refine.steps=4`,
 `backbone.weights=/path/dinov2_vits14_pretrain.pth`); an unknown key is an error naming it. The factory (not the
 model) builds the hand layer, reads the class count from the object catalog and loads backbone weights.
 """
@@ -23,6 +24,7 @@ from amt_core.models.amt import AMT, AMTConfig
 from amt_core.models.attention import Attention
 from amt_core.models.backbone import Backbone, BackboneConfig, load_backbone_weights
 from amt_core.models.baseline import Baseline, BaselineConfig
+from amt_core.models.cnn import CNNConfig, PlainCNN
 from amt_core.models.contact_head import ContactHead
 from amt_core.models.hand_encoder import HandEncoder
 from amt_core.models.layers import Block
@@ -69,8 +71,14 @@ def baseline_config(size: str) -> BaselineConfig:
     return BaselineConfig(backbone=backbone, hidden=max(64, 2 * backbone.out_dim))
 
 
+def cnn_config(size: str) -> CNNConfig:
+    """The plain CNN of a size: a reference regressor that shares nothing with AMT but the root placement."""
+    return CNNConfig(width=16 if size == "micro" else 32)
+
+
 _REGISTRY: dict[str, tuple[str, str]] = {
-    f"{kind}_{size}": (kind, size) for kind in ("amt", "baseline") for size in SIZES
+    **{f"{kind}_{size}": (kind, size) for kind in ("amt", "baseline") for size in SIZES},
+    **{f"cnn_{size}": ("cnn", size) for size in ("micro", "cpu")},
 }
 
 
@@ -137,7 +145,7 @@ def apply_overrides(config: Any, overrides: dict[str, Any], prefix: str = "") ->
         raise UserError(f"invalid model override: {err}") from None
 
 
-def model_config(name: str, **overrides: Any) -> AMTConfig | BaselineConfig:
+def model_config(name: str, **overrides: Any) -> AMTConfig | BaselineConfig | CNNConfig:
     """The resolved configuration of a registered model with overrides (dotted keys) applied."""
     if name not in _REGISTRY:
         raise UserError(f"unknown model '{name}'; choose one of {', '.join(list_models())}")
@@ -148,8 +156,10 @@ def model_config(name: str, **overrides: Any) -> AMTConfig | BaselineConfig:
             from amt_core.objects import num_classes
 
             overrides = {**overrides, "object.num_classes": num_classes()}
-    else:
+    elif kind == "baseline":
         config = baseline_config(size)
+    else:
+        config = cnn_config(size)
     return apply_overrides(config, overrides)
 
 
@@ -171,6 +181,8 @@ def create_model(name: str, *, hand_layer: nn.Module | None = None, **overrides:
 
             hand_layer = HandModel()
         model: nn.Module = AMT(config, hand_layer)
+    elif isinstance(config, CNNConfig):
+        return PlainCNN(config)
     else:
         model = Baseline(config)
     if config.backbone.weights:
