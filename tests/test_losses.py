@@ -150,7 +150,7 @@ def make_loss(**config) -> AMTLoss:
 
 
 ALL_TERMS = (
-    "joints3d joints2d coarse refine_steps mano_pose mano_shape mano_rot mano_trans hand_verts "
+    "joints3d root joints2d coarse refine_steps mano_pose mano_shape mano_rot mano_trans hand_verts "
     "obj_points obj_rot obj_trans obj_class obj_present obj_box obj_heatmap "
     "contact contact_points contact_conf forces penetration attraction equilibrium kl diversity"
 ).split()
@@ -163,12 +163,18 @@ def _shift_object_into_hand(out: AMTOutput) -> AMTOutput:
     return dataclasses.replace(out, obj_trans=verts[:, NUM_CONTACTS + 1] + 0.0 * out.obj_trans)
 
 
+# (21, 1): 0 at the wrist, 1 elsewhere; the pose terms are root-relative, so a change must move the fingers
+FINGERS = torch.cat([torch.zeros(1), torch.ones(20)]).view(21, 1)
+
 # term -> a change of the perfect output that must make the term positive
 PERTURB = {
-    "joints3d": lambda o: dataclasses.replace(o, joints3d=o.joints3d + 0.01),
+    "joints3d": lambda o: dataclasses.replace(o, joints3d=o.joints3d + 0.01 * FINGERS),
+    "root": lambda o: dataclasses.replace(o, joints3d=o.joints3d + 0.01),
     "joints2d": lambda o: dataclasses.replace(o, joints2d=o.joints2d + 2.0),
-    "coarse": lambda o: dataclasses.replace(o, joints3d_coarse=o.joints3d_coarse + 0.01),
-    "refine_steps": lambda o: dataclasses.replace(o, joints3d_steps=(o.joints3d + 0.02, o.joints3d, o.joints3d)),
+    "coarse": lambda o: dataclasses.replace(o, joints3d_coarse=o.joints3d_coarse + 0.01 * FINGERS),
+    "refine_steps": lambda o: dataclasses.replace(
+        o, joints3d_steps=(o.joints3d + 0.02 * FINGERS, o.joints3d, o.joints3d)
+    ),
     "mano_pose": lambda o: dataclasses.replace(o, hand_pose=o.hand_pose + 0.1),
     "mano_shape": lambda o: dataclasses.replace(o, hand_shape=o.hand_shape + 0.1),
     "mano_rot": lambda o: dataclasses.replace(o, hand_rot=o.hand_rot + 0.1),
@@ -276,7 +282,7 @@ def test_a_baseline_output_with_only_joints_is_scored_on_joints_only():
     joints = (full.joints3d + 0.01).requires_grad_()
     out = AMTOutput(joints3d=joints, joints2d=full.joints2d)
     result = make_loss()(out, batch, epoch=60.0)
-    assert set(result.terms) == {"joints3d", "joints2d", "diversity"}
+    assert set(result.terms) == {"joints3d", "root", "joints2d", "diversity"}
     result.total.backward()
     assert torch.isfinite(joints.grad).all() and joints.grad.abs().sum() > 0
 
@@ -285,10 +291,11 @@ def test_terms_average_only_over_samples_that_have_the_field():
     batch = make_batch()
     out = dataclasses.replace(perfect_output(batch), joints3d_coarse=batch["joints3d"] + 0.0)
     error = torch.tensor([0.01, 0.03, 0.05, 0.07])
-    out.joints3d_coarse[:, :, 0] += error[:, None]  # every joint of sample b off by error[b] along x
+    out.joints3d_coarse[:, 1:, 0] += error[:, None]  # every joint but the wrist of sample b off by error[b] along x
     batch["valid"]["joints3d"] = torch.tensor([True, False, True, False])
     result = make_loss()(out, batch, epoch=60.0)
-    assert float(result.terms["coarse"]) == pytest.approx((0.01 + 0.05) / 2, rel=1e-5)
+    # prior-weighted over 21 joints: the wrist (weight 1 of 23.5) has no root-relative error
+    assert float(result.terms["coarse"]) == pytest.approx((0.01 + 0.05) / 2 * 22.5 / 23.5, rel=1e-5)
 
 
 def test_obj_class_ignores_class_minus_one_and_invalid_objects():
@@ -515,8 +522,11 @@ def test_mixup_mixes_each_target_based_term():
     # independent check on joints3d at the initial weights (1): prior-weighted mean distance against both targets
     prior = torch.ones(21)
     prior[list(FINGERTIPS)] = 1.5
-    d_own = (out.joints3d - batch["joints3d"]).norm(dim=-1)
-    d_other = (out.joints3d - batch["joints3d"][index]).norm(dim=-1)
+    def relative(joints):
+        return joints - joints[:, :1]
+
+    d_own = (relative(out.joints3d) - relative(batch["joints3d"])).norm(dim=-1)
+    d_other = (relative(out.joints3d) - relative(batch["joints3d"][index])).norm(dim=-1)
     manual = ((lam[:, None] * d_own + (1 - lam[:, None]) * d_other) * prior).sum(-1) / prior.sum()
     assert float(mixed.terms["joints3d"]) == pytest.approx(float(manual.mean()), rel=1e-5)
     # lam = 1 everywhere is no mixing at all
@@ -532,11 +542,14 @@ def test_mixup_skips_samples_whose_partner_lacks_the_field():
     out = PERTURB["joints3d"](perfect_output(batch))
     loss = make_loss()
     mix = MixInfo(index=torch.tensor([1, 0, 3, 2]), lam=torch.tensor([0.5, 0.5, 0.5, 0.5]))
-    own = (out.joints3d - batch["joints3d"]).norm(dim=-1).mean(dim=-1)  # the joints are all off by the same
-    other = (out.joints3d - batch["joints3d"][mix.index]).norm(dim=-1)
+    def relative(joints):
+        return joints - joints[:, :1]
+
     prior = torch.ones(21)
     prior[list(FINGERTIPS)] = 1.5
-    other = (other * prior).sum(dim=-1) / prior.sum()
+    own = (relative(out.joints3d) - relative(batch["joints3d"])).norm(dim=-1)
+    other = (relative(out.joints3d) - relative(batch["joints3d"][mix.index])).norm(dim=-1)
+    own, other = ((d * prior).sum(dim=-1) / prior.sum() for d in (own, other))
     result = loss(out, batch, epoch=60.0, mix=mix)
     # samples 0 and 1 are paired with an unlabelled sample: only 2 and 3 count
     expected = (0.5 * own + 0.5 * other)[2:].mean()
