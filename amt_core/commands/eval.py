@@ -1,7 +1,10 @@
 """`amt-core eval --ckpt PATH --data SPEC [--json FILE]`: every metric of a checkpoint on a dataset.
 
 Prints a table and, with --json, writes the metrics (mpjpe_mm, pa_mpjpe_mm, auc_0_50, pred_std_mm, gt_std_mm,
-num_samples, and the object and contact metrics where the data has them) plus where they came from.
+num_samples, and the object and contact metrics where the data has them) plus where they came from. Beside the
+model, the trivial predictors are scored on the same samples: the training data's mean pose (stored in the
+checkpoint by the trainer) and all joints on the wrist (`ref_mean_pose_mpjpe_mm`, `ref_mean_pose_pa_mpjpe_mm`,
+`ref_wrist_mpjpe_mm`, `skill_mpjpe` = 1 - model / mean-pose reference).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     model, config, folder = parts.model_from_checkpoint(args.ckpt, device)
+    reference = parts.reference_pose_of(folder)
     spec = args.data or config.val_data
     dataset = parts.open_data(spec)
     precision = config.trainer.precision if device.type == "cuda" else "fp32"
@@ -45,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("evaluating", total=None)
         metrics = evaluate(model, dataset, device, batch_size=args.batch_size, precision=precision,
-                           max_samples=args.max_samples, num_workers=args.workers,
+                           max_samples=args.max_samples, num_workers=args.workers, reference_pose=reference,
                            on_batch=lambda done, total: progress.update(task, completed=done, total=total))  # fmt: skip
     _print_table(metrics, folder, spec)
     if args.json is not None:
@@ -66,4 +70,11 @@ def _print_table(metrics: dict, folder: Path, spec: str) -> None:
     table.add_column("value", justify="right")
     for key, value in metrics.items():
         table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    model, reference = metrics.get("mpjpe_mm"), metrics.get("ref_mean_pose_mpjpe_mm")
+    if model is not None and reference is not None:
+        verdict = "better than" if model < reference else "NOT better than"
+        source = "training data's" if metrics.get("ref_mean_pose_source") == "train" else "evaluated samples' own"
+        console.print(f"MPJPE {model:.1f} mm is {verdict} predicting the {source} mean pose ({reference:.1f} mm; "
+                      f"all joints on the wrist: {metrics.get('ref_wrist_mpjpe_mm', float('nan')):.1f} mm)")

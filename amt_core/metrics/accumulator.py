@@ -69,14 +69,23 @@ class MetricAccumulator:
     mesh and the object at its predicted pose (as the model would present the scene).
     """
 
-    def __init__(self, objects: ObjectTables | None = None, num_model_points: int = 1000) -> None:
+    def __init__(
+        self,
+        objects: ObjectTables | None = None,
+        num_model_points: int = 1000,
+        reference_pose: torch.Tensor | np.ndarray | None = None,
+    ) -> None:
         """Args:
         objects: object tables (model points, symmetries, diameters, SDFs); None builds them from the catalog the
             first time a batch has a supervised object.
         num_model_points: model points per class when building the tables here.
+        reference_pose: (21, 3) metres, the training data's mean root-relative pose, scored as a constant
+            prediction on the same samples (`ref_mean_pose_*`). None: the evaluated samples' own mean pose is used
+            (an oracle reference, a little lower), and `ref_mean_pose_source` says so.
         """
         self._objects = objects
         self._num_model_points = num_model_points
+        self._reference = None if reference_pose is None else root_relative(as_float64(reference_pose).cpu()[None])[0]
         self.reset()
 
     def reset(self) -> None:
@@ -114,6 +123,7 @@ class MetricAccumulator:
             self._gt_moments.add(root_relative(gt_joints[v]).reshape(int(v.sum()), -1))
             self._keep("joint_errors", joint_errors(pred_joints[v], gt_joints[v]))
             self._keep("pa_joint_errors", pa_joint_errors(pred_joints[v], gt_joints[v]))
+            self._keep("gt_relative", root_relative(gt_joints[v]))
         v = valid["joints2d"]
         if v.any():
             self._keep("reprojection_px", reprojection_errors(out.joints2d.cpu()[v], cpu["joints2d"][v]))
@@ -185,7 +195,7 @@ class MetricAccumulator:
         values = self._lists.get(name)
         return torch.cat(values) if values else None
 
-    def compute(self) -> dict[str, float | int | bool]:
+    def compute(self) -> dict[str, float | int | bool | str]:
         """The summary: plain numbers, ready for JSON.
 
         Keys (present when the data had what they need):
@@ -193,6 +203,10 @@ class MetricAccumulator:
             mpjpe_mm, pa_mpjpe_mm: mean over samples;
             auc_0_50, pa_auc_0_50: area under the PCK curve over 0-50 mm (per joint), in [0, 1];
             pck_20mm, pa_pck_20mm: fraction of joints within 20 mm;
+            ref_mean_pose_mpjpe_mm, ref_mean_pose_pa_mpjpe_mm: the same errors of a constant prediction, the
+                training data's mean root-relative pose (`ref_mean_pose_source` "train"; "eval_set" when no training
+                mean was given and the evaluated samples' own mean stood in); ref_wrist_mpjpe_mm: all joints on the
+                wrist; skill_mpjpe: 1 - mpjpe_mm / ref_mean_pose_mpjpe_mm (0 is no better than a constant);
             pred_std_mm, gt_std_mm: the seed's collapse check over the whole set (mean over root-relative
                 coordinates of the std across samples); collapsed: pred_std_mm below 10 mm;
             reprojection_px: mean 2D joint error, pixels;
@@ -215,6 +229,7 @@ class MetricAccumulator:
             result[f"{prefix}mpjpe_mm"] = float(errors.mean()) * MM
             result[f"{prefix}auc_0_50"] = auc(pck_curve(errors, thresholds), thresholds)
             result[f"{prefix}pck_20mm"] = float((errors <= 0.02).double().mean())
+        result.update(self._references(result.get("mpjpe_mm")))
         pred_std = self._pred_moments.mean_std()
         if pred_std is not None:
             result["pred_std_mm"] = pred_std * MM
@@ -249,6 +264,26 @@ class MetricAccumulator:
         for layer, values in self._entropy.items():
             result[f"attn_entropy_norm.{layer}"] = float(np.mean(values))
         return {k: v for k, v in result.items() if not (isinstance(v, float) and math.isnan(v))}
+
+    def _references(self, model_mpjpe_mm: float | None) -> dict[str, float | str]:
+        """The trivial predictors on the same samples: the mean pose, all joints at the wrist, and the skill."""
+        gt = self._cat("gt_relative")
+        if gt is None:
+            return {}
+        source = "train" if self._reference is not None else "eval_set"
+        mean_pose = self._reference if self._reference is not None else gt.mean(dim=0)
+        constant = mean_pose.expand_as(gt)
+        ref_mpjpe = float(joint_errors(constant, gt).mean()) * MM
+        result: dict[str, float | str] = {
+            "ref_mean_pose_mpjpe_mm": ref_mpjpe,
+            "ref_mean_pose_pa_mpjpe_mm": float(pa_joint_errors(constant, gt).mean()) * MM,
+            "ref_mean_pose_source": source,
+            # all 21 joints on the wrist: the root-relative error is each joint's distance from the wrist
+            "ref_wrist_mpjpe_mm": float(torch.linalg.vector_norm(gt, dim=-1).mean()) * MM,
+        }
+        if model_mpjpe_mm is not None and ref_mpjpe > 0:
+            result["skill_mpjpe"] = 1.0 - model_mpjpe_mm / ref_mpjpe
+        return result
 
     def pck(self, procrustes: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """The PCK curve over 0-50 mm: (thresholds in mm, fraction of joints within each), numpy float64."""

@@ -23,19 +23,22 @@ def evaluate(
     num_workers: int = 0,
     on_batch: Callable[[int, int], None] | None = None,
     fp8=None,
-) -> dict[str, float | int | bool]:
+    reference_pose: torch.Tensor | None = None,
+) -> dict[str, float | int | bool | str]:
     """Every metric of `MetricAccumulator` over the dataset (its first `max_samples` when > 0), in eval mode.
 
     Args:
         on_batch: called with (samples done, samples in all) after each batch (progress display).
         fp8: the trainer's `Fp8Report` when its model has FP8 layers (Transformer Engine computes FP8 in its context).
+        reference_pose: (21, 3) metres, the training data's mean root-relative pose, scored beside the model
+            (`ref_mean_pose_*`); None: the evaluated samples' own mean pose stands in.
     """
     from amt_core.metrics import MetricAccumulator
 
     if max_samples and max_samples < len(dataset):
         dataset = Subset(dataset, range(max_samples))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    accumulator = MetricAccumulator()
+    accumulator = MetricAccumulator(reference_pose=reference_pose)
     was_training = model.training
     model.eval()
     done = 0

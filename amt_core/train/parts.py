@@ -103,6 +103,21 @@ def state_dict_problem(err: RuntimeError) -> str:
     return lines[1] if len(lines) > 1 else (lines[0] if lines else type(err).__name__)
 
 
+def reference_pose_of(folder) -> torch.Tensor | None:
+    """(21, 3) metres: the training data's mean root-relative pose a checkpoint's trainer saw, or None (an older
+    checkpoint, or one written before the first step)."""
+    import json
+
+    from amt_core.train.checkpoint import CONFIG_FILE, resolve_checkpoint
+
+    try:
+        meta = json.loads((resolve_checkpoint(folder) / CONFIG_FILE).read_text())
+        pose = meta.get("reference_pose")
+        return None if pose is None else torch.tensor(pose, dtype=torch.float64).reshape(21, 3)
+    except (OSError, ValueError, RuntimeError, AttributeError):
+        return None
+
+
 def model_from_checkpoint(path: str, device: torch.device):
     """The model a checkpoint holds, rebuilt from its stored config, in eval mode on `device`.
 

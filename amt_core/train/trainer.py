@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from amt_core.errors import UserError
+from amt_core.metrics.reference import MeanPose
 from amt_core.presets import RunConfig
 from amt_core.train import checkpoint as ckpt_io
 from amt_core.train import ddp, memory, parts
@@ -145,6 +146,8 @@ class Trainer:
         self.local_batch = config.batch_size // self.dist.world_size
         self.micro_batch = self.local_batch
         self.spike = SpikeDetector(config.stability)
+        self.mean_pose = MeanPose(self.device)  # the trivial reference every validation figure stands beside
+        self._not_learning = False
         self.stage_lengths = [s.length(len(self.dataset), config.batch_size) for s in config.stages]
 
         # training state (saved in checkpoints)
@@ -237,6 +240,7 @@ class Trainer:
         indices = batch.pop("index").tolist()
         batch = parts.to_device(batch, self.device)
         self._last_batch = batch
+        self.mean_pose.update(batch["joints3d"], batch["valid"]["joints3d"])
         t0 = time.monotonic()
         while True:
             try:
@@ -660,9 +664,25 @@ class Trainer:
         with self._inference():
             metrics = evaluate(self.module, self.val_dataset(), self.device, batch_size=self.local_batch,
                                precision=self.tc.precision, max_samples=self.tc.eval_samples,
-                               fp8=self.prepared.fp8)  # fmt: skip
+                               fp8=self.prepared.fp8, reference_pose=self.mean_pose.mean())  # fmt: skip
         self.events.emit("validation", self.step, metrics=metrics)
+        self._check_learning(metrics)
         return metrics
+
+    def _check_learning(self, metrics: dict) -> None:
+        """Warn once (until it recovers) when, after the first stage, validation is no better than the mean pose."""
+        model, reference = metrics.get("mpjpe_mm"), metrics.get("ref_mean_pose_mpjpe_mm")
+        if model is None or reference is None or self.stage == 0:
+            return
+        not_learning = model >= reference
+        if not_learning and not self._not_learning:
+            message = (f"not better than a constant yet: validation MPJPE {model:.1f} mm, the training data's mean "
+                       f"pose {reference:.1f} mm")  # fmt: skip
+            self.events.emit("anomaly", self.step, what="not_learning", message=message, mpjpe_mm=model,
+                             ref_mean_pose_mpjpe_mm=reference, action="none")  # fmt: skip
+            if self._view is not None:
+                self._view.message(f"warning: {message}")
+        self._not_learning = not_learning
 
     # ------------------------------------------------------------------ checkpoints and rollback
 
@@ -679,6 +699,7 @@ class Trainer:
             },  # fmt: skip
             "stage_lengths": self.stage_lengths,
             "acceleration": self.prepared.to_dict(),
+            "reference_pose": None if (pose := self.mean_pose.mean()) is None else pose.tolist(),
             "command": sys.argv,
             "pid": os.getpid(),
         }
@@ -694,6 +715,7 @@ class Trainer:
             "loss": self.loss_fn.state_dict(),
             "plan": self.plan.state_dict(),
             "spike": self.spike.state_dict(),
+            "mean_pose": self.mean_pose.state_dict(),
             "rng": _rng_state(),
             "run": {
                 "lr_scale": self.lr_scale,
@@ -735,6 +757,8 @@ class Trainer:
         self.step, self.stage, self.stage_start = state["step"], state["stage"], state["stage_start"]
         self.mining_at, self.stage_time_start = state["mining_at"], state["stage_time_start"]
         self.spike.load_state_dict(state["spike"])
+        if "mean_pose" in state:  # checkpoints written before the reference existed have none
+            self.mean_pose.load_state_dict(state["mean_pose"])
         self._apply_stage_to_loss()
         if full:
             self.plan.load_state_dict(state["plan"])
