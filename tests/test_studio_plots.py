@@ -86,6 +86,11 @@ def test_rollback_draws_a_branch(qtbot, window, tmp_path) -> None:
     pen = window.plots.ghost("loss", "total").opts["pen"]
     assert pen.color().alpha() < 255  # faded
     assert state.rollbacks == [(10, 12)]
+    qtbot.wait(100)
+    ranges = {tuple(np.round(p.item.getViewBox().viewRange()[0], 3)) for p in window.plots.plots}
+    assert ranges == {tuple(np.round(window.plots.lane.getViewBox().viewRange()[0], 3))}  # one x range, all plots
+    low, high = ranges.pop()
+    assert low <= 1 and high >= 20
 
 
 def test_rollback_drops_the_abandoned_snapshot_and_the_eta_stays_sane(qtbot, window, tmp_path) -> None:

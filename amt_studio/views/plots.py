@@ -220,8 +220,14 @@ class PlotsPanel(QWidget):
             self.lane.addItem(scatter)
         for row in range(4):
             self.canvas.ci.layout.setRowStretchFactor(row, 2 if row == 0 else 1)
+        # One x range for all: the plots follow the lane, whose auto range spans every curve of every run (an
+        # invisible extent item), so the plots line up step for step with each other and with the event marks.
+        self.lane_extent = pg.PlotDataItem([], [], pen=None)
+        self.lane.addItem(self.lane_extent)
         for plot in self.plots:
             plot.item.setXLink(self.lane)
+            plot.item.getViewBox().enableAutoRange(axis=pg.ViewBox.XAxis, enable=False)
+            plot.item.getViewBox().setAutoVisible(y=True)
         self.entropy_map = pg.colormap.get("viridis")
 
         self.collapse_line = pg.InfiniteLine(
@@ -381,8 +387,9 @@ class PlotsPanel(QWidget):
         self.smoothing_label.setText(f"smoothing {self.smoothing_weight:.2f}")
         self.lane.getAxis("bottom").setLabel("minutes since start" if self.x_by_time else "step")
         self._mark_all_dirty()
+        self.lane.enableAutoRange(axis=pg.ViewBox.XAxis)
         for plot in self.plots:
-            plot.item.enableAutoRange()
+            plot.item.enableAutoRange(axis=pg.ViewBox.YAxis)
 
     def _log_toggled(self, on: bool) -> None:
         for plot in self.plots:
@@ -431,6 +438,7 @@ class PlotsPanel(QWidget):
                     self._feed(self.plot_by_key[key], run, budget)
                 if key == "grad":
                     self._update_grad_flags()
+                self._update_extent()
                 if budget[0] > 0:  # every series of this plot has its curve
                     self._dirty.discard(key)
                 return
@@ -514,6 +522,18 @@ class PlotsPanel(QWidget):
             if run.label == label:
                 return {name: c.live for (k, name), c in run.curves.items() if k == key}
         return {}
+
+    def _update_extent(self) -> None:
+        """Stretch the lane's invisible extent item over every curve's x, so the linked plots show all of them."""
+        low, high = np.inf, -np.inf
+        for run in self.runs:
+            for curve in run.curves.values():
+                for item in (curve.live, curve.ghost):
+                    x = item.xData
+                    if x is not None and len(x) and np.isfinite(x).any():
+                        low, high = min(low, float(np.nanmin(x))), max(high, float(np.nanmax(x)))
+        if low <= high and (self.lane_extent.xData is None or list(self.lane_extent.xData) != [low, high]):
+            self.lane_extent.setData([low, high], [0.5, 0.5])
 
     def _update_grad_flags(self) -> None:
         if self.state is None:
