@@ -220,14 +220,15 @@ class PlotsPanel(QWidget):
             self.lane.addItem(scatter)
         for row in range(4):
             self.canvas.ci.layout.setRowStretchFactor(row, 2 if row == 0 else 1)
-        # One x range for all: the plots follow the lane, whose auto range spans every curve of every run (an
-        # invisible extent item), so the plots line up step for step with each other and with the event marks.
-        self.lane_extent = pg.PlotDataItem([], [], pen=None)
-        self.lane.addItem(self.lane_extent)
-        for plot in self.plots:
-            plot.item.setXLink(self.lane)
-            plot.item.getViewBox().enableAutoRange(axis=pg.ViewBox.XAxis, enable=False)
-            plot.item.getViewBox().setAutoVisible(y=True)
+        # One x range for all, spanning every curve of every run, so the plots line up step for step with each other
+        # and with the event marks. (pyqtgraph's x link aligns screen pixels, which plots of different widths do not
+        # share.) A plot zoomed by hand keeps its range until the x axis setting changes.
+        self.x_extent: tuple[float, float] | None = None
+        self.follow_extent = True
+        for view in [plot.item.getViewBox() for plot in self.plots] + [self.lane.getViewBox()]:
+            view.enableAutoRange(axis=pg.ViewBox.XAxis, enable=False)
+            view.setAutoVisible(y=True)
+            view.sigRangeChangedManually.connect(lambda *_: setattr(self, "follow_extent", False))
         self.entropy_map = pg.colormap.get("viridis")
 
         self.collapse_line = pg.InfiniteLine(
@@ -387,7 +388,7 @@ class PlotsPanel(QWidget):
         self.smoothing_label.setText(f"smoothing {self.smoothing_weight:.2f}")
         self.lane.getAxis("bottom").setLabel("minutes since start" if self.x_by_time else "step")
         self._mark_all_dirty()
-        self.lane.enableAutoRange(axis=pg.ViewBox.XAxis)
+        self.follow_extent, self.x_extent = True, None
         for plot in self.plots:
             plot.item.enableAutoRange(axis=pg.ViewBox.YAxis)
 
@@ -524,7 +525,7 @@ class PlotsPanel(QWidget):
         return {}
 
     def _update_extent(self) -> None:
-        """Stretch the lane's invisible extent item over every curve's x, so the linked plots show all of them."""
+        """Give every plot and the lane the x range of all curves (unless a plot was zoomed by hand)."""
         low, high = np.inf, -np.inf
         for run in self.runs:
             for curve in run.curves.values():
@@ -532,8 +533,10 @@ class PlotsPanel(QWidget):
                     x = item.xData
                     if x is not None and len(x) and np.isfinite(x).any():
                         low, high = min(low, float(np.nanmin(x))), max(high, float(np.nanmax(x)))
-        if low <= high and (self.lane_extent.xData is None or list(self.lane_extent.xData) != [low, high]):
-            self.lane_extent.setData([low, high], [0.5, 0.5])
+        if low <= high and self.follow_extent and self.x_extent != (low, high):
+            self.x_extent = (low, high)
+            for view in [plot.item.getViewBox() for plot in self.plots] + [self.lane.getViewBox()]:
+                view.setXRange(low, high, padding=0.02)
 
     def _update_grad_flags(self) -> None:
         if self.state is None:
