@@ -278,6 +278,7 @@ def _soak_child(minutes: float, work: Path, preset: str, size: int) -> int:
             next_action = now + 6.0
         if now >= next_frames and scene.renderer.layers:  # the 3D panel at the asked size, orbiting
             next_frames = now + 30.0
+            probe.stop()  # back-to-back frames on purpose are not a stall of the window's own making
             scene.setFixedSize(size, size)
             for _ in range(10):
                 scene.camera.orbit(4.0, 1.0)
@@ -286,6 +287,9 @@ def _soak_child(minutes: float, work: Path, preset: str, size: int) -> int:
                 frame_ms.append((time.perf_counter() - begin) * 1000.0)
             scene.setMinimumSize(240, 240)
             scene.setMaximumSize(16777215, 16777215)
+            app.processEvents()
+            last[0] = clock.nsecsElapsed()
+            probe.start()
     write_sample(time.monotonic(), collected=True)
     probe.stop()
     samples_file.close()

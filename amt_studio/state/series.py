@@ -21,6 +21,9 @@ class Series:
         self._n = 0
         self.version = 0
         """Bumped on every change, so a view can tell whether it must feed its curve again."""
+        self.branch_version = 0
+        """Bumped only when a rollback abandons points (the abandoned branches change only then)."""
+        self._abandoned: tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
 
     def __len__(self) -> int:
         return self._n
@@ -45,6 +48,7 @@ class Series:
         if count:
             self._dead[: self._n] |= live_after
             self.version += 1
+            self.branch_version += 1
         return count
 
     @property
@@ -65,11 +69,23 @@ class Series:
 
     def live(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(x, y, t) of the live branch: steps ascending, no point a rollback abandoned."""
+        if self.branch_version == 0:  # never rolled back: every point is live
+            return self.x, self.y, self.t
         keep = ~self.dead
         return self.x[keep], self.y[keep], self.t[keep]
 
     def abandoned(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(x, y, t) of abandoned branches, each starting at the live point it branched from, NaN-separated."""
+        """(x, y, t) of abandoned branches, each starting at the live point it branched from, NaN-separated.
+
+        Computed once per rollback (appends only add live points), so feeding a plot does not pay for it each time.
+        """
+        if self._abandoned is not None and self._abandoned[0] == self.branch_version:
+            return self._abandoned[1]
+        result = self._compute_abandoned()
+        self._abandoned = (self.branch_version, result)
+        return result
+
+    def _compute_abandoned(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         dead = self.dead
         if not dead.any():
             empty = np.empty(0)

@@ -116,6 +116,8 @@ class _Curve:
     item: QTreeWidgetItem
     fed: tuple = ()
     """What the curve was last fed from: (series version, smoothing, x mode, log) — skip when unchanged."""
+    ghost_fed: tuple = ()
+    """The same for the abandoned branches, which change only on a rollback."""
     visible: bool = True
 
 
@@ -472,6 +474,10 @@ class PlotsPanel(QWidget):
             if log:
                 y = np.where(y > 0, y, np.nan)  # log axes cannot show zero or negative values
             curve.live.setData(self._x_of(run.state, x, t), smooth(y, self.smoothing_weight))
+            ghost_fed = (series.branch_version, self.x_by_time, log)
+            if curve.ghost_fed == ghost_fed:
+                continue
+            curve.ghost_fed = ghost_fed
             gx, gy, gt = series.abandoned()
             if len(gx):
                 gy = gy * scale
