@@ -539,10 +539,15 @@ class PlotsPanel(QWidget):
                     x = item.xData
                     if x is not None and len(x) and np.isfinite(x).any():
                         low, high = min(low, float(np.nanmin(x))), max(high, float(np.nanmax(x)))
-        if low <= high and self.follow_extent and self.x_extent != (low, high):
-            self.x_extent = (low, high)
+        if low > high or not self.follow_extent:
+            return
+        shown = self.x_extent
+        if shown is None or low < shown[0] or high > shown[1]:
+            # a tenth of head room: the nine views are re-ranged (and their axes relabelled) every tenth of the run,
+            # not at every step
+            self.x_extent = (low, high + 0.1 * max(high - low, 1.0))
             for view in [plot.item.getViewBox() for plot in self.plots] + [self.lane.getViewBox()]:
-                view.setXRange(low, high, padding=0.02)
+                view.setXRange(*self.x_extent, padding=0.02)
 
     def _update_grad_flags(self) -> None:
         if self.state is None:
