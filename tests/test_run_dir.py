@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from amt_core.errors import UserError
-from amt_core.presets import apply_overrides, config_from_dict, get_preset, list_presets
+from amt_core.presets import SMALL_LOSS, apply_overrides, config_from_dict, get_preset, list_presets
 from amt_core.train.events import SCHEMA_VERSION, EventReader, EventWriter
 from amt_core.train.rundir import RunDir, run_is_live
 
@@ -81,7 +81,8 @@ def test_presets_and_overrides():
                    "stages.2.loss_scale.physics=3"]  # fmt: skip
     config = apply_overrides(get_preset("cpu"), assignments)
     assert config.stages[0].steps == 7 and config.trainer.log_every == 3
-    assert config.model.overrides == {"refine.steps": 2} and config.loss == {"weights": {"diversity": 0}}
+    assert config.model.overrides == {"refine.steps": 2}
+    assert config.loss == {"weights": {**SMALL_LOSS["weights"], "diversity": 0}}  # merged over the preset's own
     assert config.stages[2].loss_scale["physics"] == 3.0
     assert config_from_dict(json.loads(json.dumps(config.to_dict()))) == config
     for bad, message in [("trainer.log_evry=3", "no key 'log_evry'"), ("trainer.log_every=0", ">= 1"),
