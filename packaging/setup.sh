@@ -31,7 +31,7 @@ if ((${#missing[@]})); then
 fi
 
 # The project and its Python dependencies (torch comes with its CUDA libraries from PyPI; it runs on the CPU too).
-if ! "$PYTHON" -c "import amt_core, torch, timm, open3d, PySide6, pyqtgraph, smplx, trimesh, pytest, pytestqt, hypothesis" 2>/dev/null \
+if ! "$PYTHON" -c "import amt_core, torch, timm, open3d, PySide6, pyqtgraph, smplx, trimesh, pytest, pytestqt, hypothesis, matplotlib" 2>/dev/null \
    || ! "$PYTHON" -m pip show amt-studio >/dev/null 2>&1; then
   echo "setup: installing Python packages (the first time takes several minutes)"
   "$PYTHON" -m pip install --disable-pip-version-check -q -e ".[dev]"
