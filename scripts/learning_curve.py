@@ -3,7 +3,8 @@
     python scripts/learning_curve.py OUT.png RUN_DIR [RUN_DIR ...] [--title TEXT]
 
 Each run's `validation` events give the curve (minutes since the run's first event); the references (the training
-data's mean pose, all joints at the wrist) are read from the last validation event of the first run that has them.
+data's mean pose, all joints at the wrist, on the validation samples) are read from the last validation event of the
+first run that has them.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    fig, ax = plt.subplots(figsize=(10, 4.5), dpi=110)
     references: dict = {}
     for colour, run in zip(COLOURS, args.runs):
         if not (run / "events.jsonl").is_file():
@@ -66,15 +67,15 @@ def main(argv: list[str] | None = None) -> int:
             references = last
     if references:
         ax.axhline(references["ref_mean_pose_mpjpe_mm"], color="0.35", linestyle="--", linewidth=1.2,
-                   label=f"mean pose of the training data ({references['ref_mean_pose_mpjpe_mm']:.1f} mm)")
+                   label=f"mean pose of the training data\n({references['ref_mean_pose_mpjpe_mm']:.1f} mm)")
         ax.axhline(references["ref_wrist_mpjpe_mm"], color="0.6", linestyle=":", linewidth=1.2,
-                   label=f"all joints at the wrist ({references['ref_wrist_mpjpe_mm']:.1f} mm)")
+                   label=f"all joints at the wrist\n({references['ref_wrist_mpjpe_mm']:.1f} mm)")
     ax.set_xlabel("wall time (minutes)")
     ax.set_ylabel("held-out MPJPE (mm, root-relative)")
     ax.set_title(args.title)
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper right", fontsize=8, framealpha=0.9)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)  # outside the data
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out)
