@@ -64,6 +64,12 @@ def test_micro_train_eval_predict(tmp_path, capsys):
     for key in ("mpjpe_mm", "pa_mpjpe_mm", "auc_0_50", "pred_std_mm", "gt_std_mm", "num_samples"):
         assert key in metrics, key
     assert metrics["num_samples"] == 4 and metrics["mpjpe_mm"] > 0
+    # the trivial predictors on the same samples, with the training data's mean pose the trainer stored
+    for key in ("ref_mean_pose_mpjpe_mm", "ref_mean_pose_pa_mpjpe_mm", "ref_wrist_mpjpe_mm", "skill_mpjpe"):
+        assert isinstance(metrics[key], float), key
+    assert metrics["ref_mean_pose_source"] == "train"
+    assert metrics["skill_mpjpe"] == pytest.approx(1 - metrics["mpjpe_mm"] / metrics["ref_mean_pose_mpjpe_mm"])
+    assert "mean pose" in capsys.readouterr().out
 
     image = tmp_path / "hand.png"
     Image.fromarray((np.random.default_rng(0).random((90, 120, 3)) * 255).astype(np.uint8)).save(image)
