@@ -1,7 +1,8 @@
-"""Screenshots of AMT Studio for the README: the training view and the checkpoint inspector.
+"""Screenshots of AMT Studio for the README: the training view (with the baseline's run overlaid), the checkpoint
+inspector and the start page.
 
-Trains a short real run (or uses --run-dir), opens it in the studio offscreen (no display needed), and saves
-docs/images/studio_training.png and docs/images/studio_inspect.png.
+Trains two short real runs, AMT and its baseline (or uses --run-dir), opens them in the studio offscreen (no display
+needed), and saves docs/images/studio_training.png, studio_inspect.png and studio_start.png.
 
     python scripts/screenshots.py                      # trains a short micro run first (about a minute on a CPU)
     python scripts/screenshots.py --run-dir runs/cpu-1 # a run you already have
@@ -30,16 +31,17 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def train_short_run(steps: int) -> Path:
+def train_short_run(steps: int, preset: str = "micro", root: Path | None = None) -> Path:
     """A micro run at 128 px with events often enough to fill the plots."""
-    run_dir = Path(tempfile.mkdtemp(prefix="amt-screenshots-")) / "micro-128"
+    root = root or Path(tempfile.mkdtemp(prefix="amt-screenshots-"))
+    run_dir = root / f"{preset}-128"
     third = max(steps // 3, 1)
     argv = [
-        sys.executable, "-m", "amt_core", "train", "--preset", "micro", "--run-dir", str(run_dir),
+        sys.executable, "-m", "amt_core", "train", "--preset", preset, "--run-dir", str(run_dir),
         "--data", "synth:live?seed=0&size=128&num=4096", "--val-data", "synth:live?seed=10000&size=128&num=16",
         "--set", f"stages.0.steps={third}", "--set", f"stages.1.steps={third}", "--set", f"stages.2.steps={third}",
         "--set", "trainer.snapshot_every=10", "--set", "trainer.diag_every=3", "--set", "trainer.ckpt_every=30",
-        "--set", "trainer.snapshot_samples=4",
+        "--set", "trainer.snapshot_samples=4", "--set", "trainer.eval_every=15", "--set", "trainer.eval_samples=16",
     ]  # fmt: skip
     print(f"training {steps} steps into {run_dir} ...", flush=True)
     subprocess.run(argv, check=True, cwd=ROOT)
@@ -51,6 +53,7 @@ def main() -> int:
     if not os.environ.get("DISPLAY"):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     run_dir = args.run_dir or train_short_run(args.steps)
+    baseline_dir = None if args.run_dir else train_short_run(args.steps, "baseline_micro", run_dir.parent)
     width, height = (int(v) for v in args.size.split("x"))
 
     from PySide6.QtCore import QSettings  # noqa: TID251 (a GUI script)
@@ -64,7 +67,7 @@ def main() -> int:
     app.setWindowIcon(QIcon(str(ROOT / "packaging" / "icons" / "amt-studio.svg")))
     apply_theme(app)
     settings = QSettings(str(Path(tempfile.mkdtemp()) / "settings.ini"), QSettings.Format.IniFormat)
-    window = MainWindow(settings=settings, show_dialogs=False)
+    window = MainWindow(settings=settings, show_dialogs=False, runs_dir=run_dir.parent)
     window.resize(width, height)
     window.show()
 
@@ -89,6 +92,16 @@ def main() -> int:
     window.snapshots.sample.setValue(args.sample)
     shown = (len(state.snapshots) - 1, args.sample)
     pump(lambda: window.tick() is None and window.snapshots._shown == shown)
+    if baseline_dir is not None:
+        window.add_overlay(baseline_dir)
+        overlay = window.overlays[baseline_dir.name].state
+        pump(lambda: window.tick() is None and overlay.state in ("finished", "stopped"))
+    window.plots.smoothing.setValue(60)
+    for _ in range(60):  # every plot fed again (one per tick), overlay curves included
+        window.tick()
+        app.processEvents()
+        time.sleep(0.01)
+    pump(lambda: window.tick() is None and not window.plots._dirty)
     scene = window.snapshots.scene
     scene.camera.orbit(-35, 12)  # a three-quarter view shows depth better than the image camera's
     scene.camera.zoom(2.5)
@@ -110,7 +123,12 @@ def main() -> int:
     for _ in range(5):
         app.processEvents()
     window.grab().save(str(args.out / "studio_inspect.png"))
-    print(f"wrote {args.out / 'studio_training.png'} and {args.out / 'studio_inspect.png'}")
+    window.tabs.setCurrentWidget(window.start_page)
+    window.start_page.refresh()
+    for _ in range(5):
+        app.processEvents()
+    window.grab().save(str(args.out / "studio_start.png"))
+    print(f"wrote studio_training.png, studio_inspect.png and studio_start.png to {args.out}")
     session.close()
     window.inspect.shutdown()
     return 0
