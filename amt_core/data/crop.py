@@ -173,7 +173,7 @@ class ManoLayers:
     def tables(self, side: str) -> dict[str, np.ndarray]:
         """hands_components (45, 45) and hands_mean (45,) of a side, float64."""
         if side not in self._tables:
-            with np.load(self.folder / MANO_FILES[side]) as data:
+            with np.load(self.folder / MANO_FILES[side], allow_pickle=False) as data:
                 if "hands_components" not in data.files or "hands_mean" not in data.files:
                     raise UserError(
                         f"{self.folder / MANO_FILES[side]} lacks hands_components/hands_mean; re-import it with "
@@ -187,7 +187,7 @@ class ManoLayers:
 
     @property
     def num_verts(self) -> int:
-        with np.load(self.folder / MANO_FILES["right"]) as data:
+        with np.load(self.folder / MANO_FILES["right"], allow_pickle=False) as data:
             return int(data["v_template"].shape[0])
 
     @torch.no_grad()
@@ -215,7 +215,7 @@ def open_hand_num_verts() -> int:
     """Vertex count of the shipped open hand (what the model predicts when no real MANO is configured)."""
     from amt_core.hand.model import default_hand_path
 
-    with np.load(default_hand_path("right")) as data:
+    with np.load(default_hand_path("right"), allow_pickle=False) as data:
         return int(data["v_template"].shape[0])
 
 

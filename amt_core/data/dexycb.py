@@ -248,7 +248,7 @@ class DexYCBDataset(RealDataset):
         image_path, label_path = self.frame_files(index)
         image = load_image(image_path)
         try:
-            with np.load(label_path) as data:
+            with np.load(label_path, allow_pickle=False) as data:
                 label = {key: data[key] for key in data.files}
         except FileNotFoundError as err:
             raise UserError(f"labels {label_path} are missing; the dataset looks incomplete") from err

@@ -35,6 +35,7 @@ from amt_core.data.crop import (
     split_target,
 )
 from amt_core.data.registry import DatasetSpec
+from amt_core.data.safe_pickle import BYTES_FROM_PYTHON2, NUMPY_ARRAYS, RefusedGlobal, load_file
 from amt_core.errors import UserError
 from amt_core.joints import MANO_TO_PROJECT
 
@@ -65,14 +66,26 @@ def _read_list(path: Path) -> list[str]:
 
 
 def load_meta(path: Path) -> dict:
-    """One frame's annotation pickle (written by Python 2, hence latin1); UserError naming the file otherwise."""
+    """One frame's annotation pickle (written by Python 2, hence latin1); UserError naming the file otherwise.
+
+    The files come from the internet, so only what they hold may be unpickled: a dict of numpy arrays, numpy scalars,
+    strings and numbers (`META_GLOBALS`); any other global is refused by name before it is imported.
+    """
     try:
-        with open(path, "rb") as handle:
-            return pickle.load(handle, encoding="latin1")
+        meta = load_file(path, META_GLOBALS, encoding="latin1")
     except FileNotFoundError as err:
         raise UserError(f"annotation {path} is missing; the dataset looks incomplete") from err
-    except (pickle.UnpicklingError, EOFError, ValueError) as err:
-        raise UserError(f"annotation {path} cannot be read ({err}); download it again") from err
+    except RefusedGlobal as err:
+        raise UserError(f"annotation {path}: {err}; not an HO-3D annotation, download it again") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as err:
+        raise UserError(f"annotation {path} cannot be read ({err}); download it again") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"annotation {path} holds a {type(meta).__name__}, not a dict; download it again")
+    return meta
+
+
+META_GLOBALS = NUMPY_ARRAYS | BYTES_FROM_PYTHON2
+"""The only globals HO-3D's meta/*.pkl files name (Python 2 pickles of dicts of numpy arrays and scalars)."""
 
 
 def _array(meta: dict, key: str) -> np.ndarray | None:

@@ -1,13 +1,12 @@
 """Convert a licensed MANO pickle (Python 2, chumpy arrays inside) to a plain .npz that smplx and HandModel load.
 
 chumpy does not install on current numpy, so the unpickler here maps chumpy's classes to a stand-in that keeps the
-pickled state and rebuilds numpy arrays from it. Only numpy, scipy.sparse and chumpy classes may be unpickled.
+pickled state and rebuilds numpy arrays from it. Only an exact list of globals may be unpickled (`safe_pickle`).
 """
 
 from __future__ import annotations
 
 import os
-import pickle
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,13 @@ from typing import Any, Literal
 
 import numpy as np
 
+from amt_core.data.safe_pickle import (
+    BYTES_FROM_PYTHON2,
+    NUMPY_ARRAYS,
+    OBJECT_RECONSTRUCTION,
+    RefusedGlobal,
+    SafeUnpickler,
+)
 from amt_core.errors import UserError
 
 FINGERTIP_IDS = np.array([745, 317, 444, 556, 673], dtype=np.int64)  # thumb, index, middle, ring, little (V = 778)
@@ -59,35 +65,25 @@ def _stand_in(base: type, attribute: str, name: str) -> type:
     return type(f"{base.__name__}_{name}", (base,), {attribute: name})
 
 
-class MANOUnpickler(pickle.Unpickler):
-    """An unpickler that needs neither chumpy nor a matching scipy, and refuses every other class."""
+class MANOUnpickler(SafeUnpickler):
+    """An unpickler that needs neither chumpy nor a matching scipy, and refuses every global outside an exact list.
 
-    _ALLOWED_GLOBALS = {
-        ("copy_reg", "_reconstructor"),
-        ("copyreg", "_reconstructor"),
-        ("__builtin__", "object"),
-        ("builtins", "object"),
-        ("__builtin__", "set"),
-        ("builtins", "set"),
-        ("builtins", "frozenset"),
-        ("__builtin__", "frozenset"),
-        ("builtins", "slice"),
-        ("__builtin__", "slice"),
-        ("_codecs", "encode"),
-    }
+    chumpy and scipy.sparse classes become stand-ins of ours (nothing of those packages is imported); numpy may give
+    only what arrays, dtypes and scalars need, so e.g. `numpy.load` or `numpy.testing` helpers are refused by name.
+    """
 
-    def find_class(self, module: str, name: str) -> Any:
-        if module == "chumpy" or module.startswith("chumpy."):
-            return _stand_in(_ChumpyState, "chumpy_class", name)
-        if module == "scipy.sparse" or module.startswith("scipy.sparse."):
-            return _stand_in(_SparseState, "sparse_class", name)
-        if module.split(".")[0] == "numpy":
-            if module.startswith("numpy.core"):  # Python 2 and numpy 1 pickles; numpy 2 moved it to numpy._core
-                module = "numpy._core" + module[len("numpy.core") :]
-            return super().find_class(module, name)
-        if (module, name) in self._ALLOWED_GLOBALS:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} (not numpy, scipy.sparse or chumpy)")
+    ALLOWED = NUMPY_ARRAYS | BYTES_FROM_PYTHON2 | OBJECT_RECONSTRUCTION
+
+    def __init__(self, file, encoding: str = "latin1") -> None:
+        super().__init__(
+            file,
+            self.ALLOWED,
+            stand_ins={
+                "chumpy": lambda name: _stand_in(_ChumpyState, "chumpy_class", name),
+                "scipy.sparse": lambda name: _stand_in(_SparseState, "sparse_class", name),
+            },
+            encoding=encoding,
+        )
 
 
 def _to_array(value: Any, key: str) -> Any:
@@ -141,6 +137,8 @@ def read_pickle(path: Path) -> dict[str, Any]:
             raw = MANOUnpickler(handle, encoding="latin1").load()
     except UserError:
         raise
+    except RefusedGlobal as err:
+        raise UserError(f"{path}: {err}; this is not a MANO model file (or it was tampered with)") from None
     except Exception as err:  # noqa: BLE001 - a damaged pickle can raise almost anything; report it as one line
         detail = " ".join(str(err).split())[:160] or "no detail"
         raise UserError(f"{path}: not a readable MANO pickle ({type(err).__name__}: {detail})") from err
