@@ -54,6 +54,11 @@ class EventWriter:
         self.path = Path(run_dir) / EVENTS_FILE
         self.enabled = enabled
         self._file = open(self.path, "a", encoding="utf-8") if enabled else None  # noqa: SIM115
+        if self._file is not None and _ends_mid_line(self.path):
+            # A writer killed mid-line left a partial last line: end it, so the next event starts a line of its own
+            # (readers skip and count the partial one) instead of being glued to it and lost with it.
+            self._file.write("\n")
+            self._file.flush()
 
     def emit(self, kind: str, step: int, **fields: Any) -> dict:
         """Write one event and flush it, so a reader sees it at once. Returns the event."""
@@ -73,12 +78,22 @@ class EventWriter:
             self._file = None
 
 
+def _ends_mid_line(path: Path) -> bool:
+    """Whether the file is non-empty and its last byte is not a newline."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() == 0:
+            return False
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) != b"\n"
+
+
 class EventReader:
     """Tails a run's events.jsonl: each `read_new()` returns the complete lines written since the last call.
 
     A partial last line (the trainer is in the middle of writing it) is left for the next call. A file that shrank
-    (a new run in the same folder) is read again from the start. Lines that are not JSON are skipped and counted in
-    `bad_lines`.
+    (a new run in the same folder) is read again from the start. Lines that are not UTF-8 JSON objects (a torn write,
+    a stray byte) are skipped and counted in `bad_lines`; reading never stops at them.
     """
 
     def __init__(self, run_dir: str | Path) -> None:
@@ -101,6 +116,9 @@ class EventReader:
             data = f.read(max_bytes)
         end = data.rfind(b"\n")
         if end < 0:
+            if len(data) >= max_bytes:  # one line longer than a whole read is not an event: skip past it
+                self.offset += len(data)
+                self.bad_lines += 1
             return []
         self.offset += end + 1
         events = []
@@ -108,18 +126,26 @@ class EventReader:
             if not line.strip():
                 continue
             try:
-                events.append(json.loads(line))
-            except json.JSONDecodeError:
+                event = json.loads(line)  # bytes: UTF-8 is checked here too (UnicodeDecodeError is a ValueError)
+            except ValueError:
+                self.bad_lines += 1
+                continue
+            if isinstance(event, dict):
+                events.append(event)
+            else:
                 self.bad_lines += 1
         return events
 
     def read_all(self) -> list[dict]:
-        """Every complete event from the start of the file (resets the position)."""
+        """Every complete event from the start of the file (resets the position and the bad-line count)."""
         self.offset = 0
+        self.bad_lines = 0
         events: list[dict] = []
-        while batch := self.read_new():
-            events.extend(batch)
-        return events
+        while True:
+            before = self.offset
+            events.extend(self.read_new())
+            if self.offset == before:  # no complete line left (a chunk of only bad lines still moves on)
+                return events
 
 
 def last_state(events: list[dict]) -> str | None:
