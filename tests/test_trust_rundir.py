@@ -56,7 +56,7 @@ def test_one_winner_among_concurrent_threads(tmp_path):
         barrier = threading.Barrier(8)
         runs, errors = [RunDir(path) for _ in range(8)], []
 
-        def take(run: RunDir) -> None:
+        def take(run: RunDir, barrier=barrier, errors=errors) -> None:
             barrier.wait()
             try:
                 run.acquire(resume=True)
