@@ -179,7 +179,9 @@ def test_overrides_dotted_keys_and_errors(hand_layer):
 
 def test_eval_is_deterministic_and_training_noise_switches(hand_layer):
     torch.manual_seed(0)
-    model = create_model("amt_micro", hand_layer=hand_layer)
+    # the seed's defences, off in the micro defaults (docs/learning.md), switched on
+    defences = {"hand.sigma.enabled": True, "noise.enabled": True, "backbone.drop_path": 0.1}
+    model = create_model("amt_micro", hand_layer=hand_layer, **defences)
     batch = _batch(64)
     model.eval()
     with torch.no_grad():
