@@ -20,6 +20,17 @@ from amt_core.models.hand_encoder import root_from_image
 from amt_core.models.output import AMTOutput
 
 
+def joints_from_output(
+    out: torch.Tensor, template: torch.Tensor, K: torch.Tensor, image_hw: tuple[int, int], extent: float
+) -> torch.Tensor:
+    """(B, 63 + 3) regressor output -> (B, 21, 3) camera-frame joints, metres: the template plus a residual (0.05 m
+    per unit) for the root-relative pose, and the root placed from the wrist pixel and apparent size with K."""
+    B = out.shape[0]
+    rel = template + 0.05 * out[:, : NUM_JOINTS * 3].view(B, NUM_JOINTS, 3)
+    root = root_from_image(out[:, NUM_JOINTS * 3 :], K, image_hw, extent)
+    return root.unsqueeze(1) + rel - rel[:, :1]
+
+
 @dataclass(kw_only=True)
 class BaselineConfig:
     backbone: Backbone.Config = field(default_factory=Backbone.Config)
@@ -71,8 +82,5 @@ class Baseline(nn.Module):
         image, K = batch["image"], batch["K"].to(batch["image"].dtype)
         features = self.backbone(image)
         out = self.mlp(features.global_token)
-        B = out.shape[0]
-        rel = self.template + 0.05 * out[:, : NUM_JOINTS * 3].view(B, NUM_JOINTS, 3)
-        root = root_from_image(out[:, NUM_JOINTS * 3 :], K, tuple(image.shape[-2:]), self.config.hand_extent)
-        joints3d = root.unsqueeze(1) + rel - rel[:, :1]  # (B, 21, 3) metres, camera frame
+        joints3d = joints_from_output(out, self.template, K, tuple(image.shape[-2:]), self.config.hand_extent)
         return AMTOutput(joints3d=joints3d, joints2d=project_to_image(joints3d, K), attention=features.attention)

@@ -17,7 +17,7 @@ from amt_core.geometry.camera import project_to_image
 from amt_core.geometry.frames import CANONICAL_JOINTS
 from amt_core.joints import NUM_JOINTS
 from amt_core.models.backbone import IMAGENET_MEAN, IMAGENET_STD
-from amt_core.models.hand_encoder import root_from_image
+from amt_core.models.baseline import joints_from_output
 from amt_core.models.output import AMTOutput
 
 
@@ -75,8 +75,5 @@ class PlainCNN(nn.Module):
         image, K = batch["image"], batch["K"].to(batch["image"].dtype)
         pooled = self.features((image - self.mean) / self.std).mean(dim=(2, 3))
         out = self.head(pooled)
-        B = out.shape[0]
-        rel = self.template + 0.05 * out[:, : NUM_JOINTS * 3].view(B, NUM_JOINTS, 3)
-        root = root_from_image(out[:, NUM_JOINTS * 3 :], K, tuple(image.shape[-2:]), self.config.hand_extent)
-        joints3d = root.unsqueeze(1) + rel - rel[:, :1]  # (B, 21, 3) metres, camera frame
+        joints3d = joints_from_output(out, self.template, K, tuple(image.shape[-2:]), self.config.hand_extent)
         return AMTOutput(joints3d=joints3d, joints2d=project_to_image(joints3d, K))
