@@ -5,6 +5,11 @@ schedule, RNGs, stage, step, loss weights, sampler; loadable with `weights_only=
 resolved config, so eval and predict rebuild the model without flags). It is written under a temporary name, fsynced,
 then renamed into place; `checkpoints/latest` (the folder's name) is replaced last. A kill at any moment leaves the
 previous complete checkpoint loadable; temporary folders are ignored and cleaned up by the next trainer.
+
+Names sort in the order the run made them: `step_NNNNNNNN` on the first branch, `step_bBBBB_NNNNNNNN` after the
+B-th rollback, so a new branch's checkpoints are the newest even when their steps are lower than the abandoned
+branch's. Retention keeps the newest few and every checkpoint whose `retain.json` names a reason (a manual save, a
+stage end, the best validation, a rollback target).
 """
 
 from __future__ import annotations
@@ -30,8 +35,43 @@ LATEST_FILE = "latest"
 _REQUIRED = (WEIGHTS_FILE, STATE_FILE, CONFIG_FILE)
 
 
-def checkpoint_name(step: int) -> str:
-    return f"step_{step:08d}"
+RETAIN_FILE = "retain.json"
+RETAIN_REASONS = ("manual", "stage_end", "best", "rollback_target")
+
+
+def checkpoint_name(step: int, branch: int = 0) -> str:
+    """`step_NNNNNNNN` on branch 0, `step_bBBBB_NNNNNNNN` on later branches (they sort after every earlier one)."""
+    if not 0 <= branch <= 9999:
+        raise ValueError(f"branch {branch} is out of range 0-9999")
+    return f"step_{step:08d}" if branch == 0 else f"step_b{branch:04d}_{step:08d}"
+
+
+def checkpoint_branch(name: str) -> int:
+    """The branch a checkpoint name belongs to (0 for `step_NNNNNNNN` and for names of another form)."""
+    parts = name.split("_")
+    if len(parts) == 3 and parts[1].startswith("b") and parts[1][1:].isdigit():
+        return int(parts[1][1:])
+    return 0
+
+
+def retained_reasons(folder: Path) -> list[str]:
+    """Why retention must keep this checkpoint (empty: it may be pruned). An unreadable file keeps it."""
+    try:
+        reasons = json.loads((folder / RETAIN_FILE).read_text())
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError):
+        return ["unreadable retain.json"]
+    return [str(r) for r in reasons] if isinstance(reasons, list) else ["unreadable retain.json"]
+
+
+def set_retained(folder: Path, reason: str, keep: bool = True) -> None:
+    """Add (or with keep=False remove) one reason to keep a checkpoint; written atomically."""
+    reasons = [r for r in retained_reasons(folder) if r != reason] + ([reason] if keep else [])
+    tmp = folder / f".{RETAIN_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(sorted(set(reasons))))
+    _fsync_file(tmp)
+    os.replace(tmp, folder / RETAIN_FILE)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -58,8 +98,9 @@ def save_checkpoint(
     weights: dict[str, torch.Tensor],
     state: dict[str, Any],
     config: dict[str, Any],
+    retain: tuple[str, ...] = (),
 ) -> Path:
-    """Write a checkpoint atomically and point `latest` at it. Returns its folder."""
+    """Write a checkpoint atomically and point `latest` at it; `retain` (reasons) protects it from pruning."""
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     tmp = ckpt_dir / f".tmp-{name}-{os.getpid()}"
@@ -70,6 +111,8 @@ def save_checkpoint(
     save_file(tensors, tmp / WEIGHTS_FILE, metadata={"format": str(CHECKPOINT_FORMAT), "name": name})
     torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp / STATE_FILE)
     (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str))
+    if retain:
+        (tmp / RETAIN_FILE).write_text(json.dumps(sorted(set(retain))))
     for file in _REQUIRED:
         _fsync_file(tmp / file)
     _fsync_dir(tmp)
@@ -82,12 +125,18 @@ def save_checkpoint(
     else:
         os.replace(tmp, final)
     _fsync_dir(ckpt_dir)
+    point_latest(ckpt_dir, name)
+    return final
+
+
+def point_latest(ckpt_dir: str | Path, name: str) -> None:
+    """Atomically make `latest` name this checkpoint (after a rollback: the target, so a resume follows the branch)."""
+    ckpt_dir = Path(ckpt_dir)
     pointer = ckpt_dir / f".{LATEST_FILE}.{os.getpid()}.tmp"
     pointer.write_text(name + "\n")
     _fsync_file(pointer)
     os.replace(pointer, ckpt_dir / LATEST_FILE)
     _fsync_dir(ckpt_dir)
-    return final
 
 
 def list_checkpoints(ckpt_dir: str | Path) -> list[str]:
@@ -121,14 +170,15 @@ def clean_temporary(ckpt_dir: str | Path) -> None:
 
 
 def prune_checkpoints(ckpt_dir: str | Path, keep_last: int, keep: tuple[str, ...] = ()) -> list[str]:
-    """Delete all but the newest `keep_last` checkpoints (never those named in `keep` nor `latest`)."""
+    """Delete all but the newest `keep_last` checkpoints; never those named in `keep`, `latest`, or one whose
+    `retain.json` gives a reason (manual save, stage end, best validation, rollback target)."""
     if keep_last <= 0:
         return []
     ckpt_dir = Path(ckpt_dir)
     latest = latest_checkpoint(ckpt_dir)
     protected = set(keep) | ({latest.name} if latest else set())
     names = list_checkpoints(ckpt_dir)
-    removed = [n for n in names[:-keep_last] if n not in protected]
+    removed = [n for n in names[:-keep_last] if n not in protected and not retained_reasons(ckpt_dir / n)]
     for name in removed:
         shutil.rmtree(ckpt_dir / name, ignore_errors=True)
     return removed

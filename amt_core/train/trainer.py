@@ -160,6 +160,10 @@ class Trainer:
         self.lr_scale = 1.0
         self.rollbacks = 0
         self.skipped = 0
+        self.branch = 0  # 0 until the first rollback; checkpoint names carry it so a new branch's sort newest
+        self.best_mpjpe_mm: float | None = None  # the best validation so far and the checkpoint that holds it
+        self.best_checkpoint: str | None = None
+        self._best_pending = False
         self.consecutive_nonfinite = 0
         self.train_time_s = 0.0
 
@@ -218,6 +222,7 @@ class Trainer:
         latest = ckpt_io.latest_checkpoint(self.run.checkpoints) if self.resume else None
         if latest is not None:
             self.load(ckpt_io.load_checkpoint(latest), full=True)
+            self.branch = ckpt_io.checkpoint_branch(latest.name)
             self.events.emit("state", self.step, state="running", resumed_from=latest.name)
         else:
             self.events.emit("state", self.step, state="running")
@@ -301,6 +306,8 @@ class Trainer:
                 self.save("stage_end")
         elif self.step % tc.ckpt_every == 0 and self.check():
             self.save("periodic")
+        if self._best_pending and self._last_ckpt_step != self.step and self.check():
+            self.save("best")  # a new best validation between periodic saves: keep its weights
         if self._view is not None:
             self._view.update(self.step, f"{self.stage + 1} {self.stage_config.name}", self._window["last_loss"],
                               self._window["last_ips"])  # fmt: skip
@@ -667,6 +674,11 @@ class Trainer:
                                fp8=self.prepared.fp8, reference_pose=self.mean_pose.mean())  # fmt: skip
         self.events.emit("validation", self.step, metrics=metrics)
         self._check_learning(metrics)
+        value = metrics.get("mpjpe_mm")
+        finite = isinstance(value, float) and np.isfinite(value)
+        if finite and (self.best_mpjpe_mm is None or value < self.best_mpjpe_mm):
+            self.best_mpjpe_mm = value
+            self._best_pending = True  # the checkpoint of this step (saved now or by after_step) is the best
         return metrics
 
     def _check_learning(self, metrics: dict) -> None:
@@ -723,21 +735,31 @@ class Trainer:
                 "skipped": self.skipped,
                 "train_time_s": self.train_time_s,
                 "micro_batch": self.micro_batch,
+                "best_mpjpe_mm": self.best_mpjpe_mm,
+                "best_checkpoint": self.best_checkpoint,
             },  # fmt: skip
         }
 
     def save(self, reason: str) -> str:
         """Write a checkpoint (rank 0) and its event; returns its name."""
-        name = ckpt_io.checkpoint_name(self.step)
+        name = ckpt_io.checkpoint_name(self.step, self.branch)
+        best = self._best_pending
+        if best:
+            previous_best, self.best_checkpoint, self._best_pending = self.best_checkpoint, name, False
+        retain = tuple(r for r, yes in (("manual", reason == "command"), ("stage_end", reason == "stage_end"),
+                                        ("best", best)) if yes)  # fmt: skip
         if self.is_main:
             # TE keeps FP8 scaling metadata in `_extra_state` entries, which go with the training state
             weights, extra = split_extra_state(self.module.state_dict())
             path = ckpt_io.save_checkpoint(self.run.checkpoints, name, weights, {**self.state_dict(),
-                                           "fp8_extra_state": extra}, self.run_info())  # fmt: skip
+                                           "fp8_extra_state": extra}, self.run_info(), retain=retain)  # fmt: skip
+            if best and previous_best and previous_best != name and (self.run.checkpoints / previous_best).is_dir():
+                ckpt_io.set_retained(self.run.checkpoints / previous_best, "best", keep=False)
             keep = tuple(ckpt_io.list_checkpoints(self.run.checkpoints)[:1])
             removed = ckpt_io.prune_checkpoints(self.run.checkpoints, self.tc.keep_checkpoints, keep=keep)
             self.events.emit("checkpoint", self.step, name=name, path=str(path.relative_to(self.run.path)),
-                             reason=reason, stage=self.stage + 1, removed=removed)  # fmt: skip
+                             reason=reason, stage=self.stage + 1, removed=removed, branch=self.branch,
+                             retain=list(retain))  # fmt: skip
         ddp.barrier(self.dist)
         self._last_ckpt_step = self.step
         return name
@@ -765,6 +787,7 @@ class Trainer:
             _set_rng_state(state["rng"])
             run = state["run"]
             self.lr_scale, self.rollbacks, self.skipped = run["lr_scale"], run["rollbacks"], run["skipped"]
+            self.best_mpjpe_mm, self.best_checkpoint = run.get("best_mpjpe_mm"), run.get("best_checkpoint")
             self.train_time_s = run["train_time_s"]
             self._restart_loader()
         self._pending = []
@@ -779,9 +802,17 @@ class Trainer:
         self.load(ckpt_io.load_checkpoint(self.run.checkpoints / name), full=False)
         if backoff:
             self.lr_scale *= self.config.stability.lr_backoff
+        # A new branch: its checkpoints sort after every existing one, the target is kept, and `latest` points at
+        # it so a resume before the branch's first save continues from here, not from the abandoned branch.
+        names = ckpt_io.list_checkpoints(self.run.checkpoints)
+        self.branch = max([self.branch, *map(ckpt_io.checkpoint_branch, names)]) + 1
+        if self.is_main:
+            ckpt_io.set_retained(self.run.checkpoints / name, "rollback_target")
+            ckpt_io.point_latest(self.run.checkpoints, name)
+        self._best_pending = False
         self._window = self._new_window()
         self.events.emit("rollback", self.step, checkpoint=name, from_step=from_step, reason=reason,
-                         lr_scale=self.lr_scale)  # fmt: skip
+                         lr_scale=self.lr_scale, branch=self.branch)  # fmt: skip
         if self.stage != from_stage:
             self.events.emit("stage", self.step, stage=self.stage + 1, name=self.stage_config.name, reason="rollback")
 

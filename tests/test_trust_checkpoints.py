@@ -1,0 +1,108 @@
+"""Checkpoint retention never loses what a user relies on: manual saves, stage ends, the best validation and rollback
+targets survive `keep_checkpoints`, and after a rollback the new branch's checkpoints sort newest and are kept."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from test_train_toys import events_of, toy_config, toy_trainer
+
+from amt_core.train import checkpoint as ckpt_io
+
+
+def _run_to(trainer, step: int) -> None:
+    while trainer.step < step:
+        trainer.handle_commands()
+        trainer.train_step(trainer.next_batch())
+        trainer.after_step()
+
+
+def _reasons(run_dir, name: str) -> list[str]:
+    return ckpt_io.retained_reasons(run_dir / "checkpoints" / name)
+
+
+def test_names_sort_by_branch_then_step():
+    names = [ckpt_io.checkpoint_name(s, b) for b, s in [(0, 5), (0, 120), (1, 6), (1, 40), (2, 3), (12, 1)]]
+    assert sorted(names) == names
+    assert [ckpt_io.checkpoint_branch(n) for n in names] == [0, 0, 1, 1, 2, 12]
+    assert names[2] == "step_b0001_00000006"
+
+
+def test_prune_keeps_retained_latest_and_named(tmp_path):
+    ckpt_dir = tmp_path / "checkpoints"
+    for step in range(8):
+        retain = ("manual",) if step == 2 else ()
+        ckpt_io.save_checkpoint(ckpt_dir, ckpt_io.checkpoint_name(step), {"w": torch.zeros(1)}, {}, {}, retain=retain)
+    ckpt_io.set_retained(ckpt_dir / "step_00000004", "best")
+    (ckpt_dir / "step_00000005" / ckpt_io.RETAIN_FILE).write_text("{not json")  # unreadable: keep, do not guess
+    ckpt_io.point_latest(ckpt_dir, "step_00000003")
+    removed = ckpt_io.prune_checkpoints(ckpt_dir, keep_last=1, keep=("step_00000000",))
+    assert removed == ["step_00000001", "step_00000006"]
+    assert ckpt_io.list_checkpoints(ckpt_dir) == [f"step_{s:08d}" for s in (0, 2, 3, 4, 5, 7)]
+    ckpt_io.set_retained(ckpt_dir / "step_00000004", "best", keep=False)
+    assert ckpt_io.prune_checkpoints(ckpt_dir, keep_last=1, keep=("step_00000000",)) == ["step_00000004"]
+
+
+def test_retention_after_manual_save_stage_end_best_and_rollback(tmp_path):
+    config = toy_config(steps=(6, 40, 40), ckpt_every=1, keep_checkpoints=2, eval_every=4)
+    trainer = toy_trainer(tmp_path, config)
+    trainer.start()
+    try:
+        _run_to(trainer, 3)
+        assert trainer._apply("save", None) == {"checkpoint": "step_00000003"}
+        _run_to(trainer, 20)
+        names = ckpt_io.list_checkpoints(tmp_path / "checkpoints")
+        assert "step_00000003" in names and _reasons(tmp_path, "step_00000003") == ["manual"]  # 17 steps later
+        assert "step_00000006" in names and "stage_end" in _reasons(tmp_path, "step_00000006")
+        best = [n for n in names if "best" in _reasons(tmp_path, n)]
+        assert best == [trainer.best_checkpoint]  # exactly one best, and it is the trainer's
+        validations = {e["step"]: e["metrics"]["mpjpe_mm"] for e in events_of(tmp_path, "validation")}
+        assert validations[int(best[0][-8:])] == min(validations.values())
+        assert names[-2:] == ["step_00000019", "step_00000020"]
+        assert len(names) <= 2 + 4  # keep_last 2 + initial, manual, stage end, best: nothing else accumulated
+
+        trainer._apply("rollback", "step_00000003")
+        assert trainer.branch == 1 and trainer.step == 3
+        assert "rollback_target" in _reasons(tmp_path, "step_00000003")
+        assert ckpt_io.latest_checkpoint(tmp_path / "checkpoints").name == "step_00000003"  # a resume follows it
+        _run_to(trainer, 9)
+        names = ckpt_io.list_checkpoints(tmp_path / "checkpoints")
+        assert names[-2:] == ["step_b0001_00000008", "step_b0001_00000009"]  # the new branch is the newest
+        assert "step_00000019" not in names  # the abandoned tail went first...
+        assert ("step_00000020" in names) == (trainer.best_checkpoint == "step_00000020")  # ...unless it is the best
+        for kept in ("step_00000000", "step_00000003", "step_00000006", "step_b0001_00000006", trainer.best_checkpoint):
+            assert kept in names
+        assert "stage_end" in _reasons(tmp_path, "step_b0001_00000006")
+        rollback = events_of(tmp_path, "rollback")[-1]
+        assert rollback["branch"] == 1 and rollback["checkpoint"] == "step_00000003"
+        trainer.finish()
+    finally:
+        trainer.close()
+
+    resumed = toy_trainer(tmp_path, toy_config(steps=(6, 40, 40), ckpt_every=1, keep_checkpoints=2, eval_every=4,
+                                               max_steps=11), resume=True)  # fmt: skip
+    assert resumed.train() == "finished"
+    assert resumed.branch == 1
+    latest = ckpt_io.latest_checkpoint(tmp_path / "checkpoints").name
+    assert latest == "step_b0001_00000011"
+    state = json.loads((tmp_path / "checkpoints" / latest / "config.json").read_text())
+    assert state["config"]["trainer"]["keep_checkpoints"] == 2
+
+
+def test_rollbacks_to_the_same_target_each_start_a_new_branch(tmp_path):
+    config = toy_config(steps=(40, 3, 3), ckpt_every=2, keep_checkpoints=2)
+    trainer = toy_trainer(tmp_path, config)
+    trainer.start()
+    try:
+        _run_to(trainer, 4)
+        for branch in (1, 2, 3):
+            trainer._apply("rollback", "step_00000002")
+            assert trainer.branch == branch
+            _run_to(trainer, 6)
+            assert ckpt_io.latest_checkpoint(tmp_path / "checkpoints").name == f"step_b{branch:04d}_00000006"
+        names = ckpt_io.list_checkpoints(tmp_path / "checkpoints")
+        assert names[-1] == "step_b0003_00000006" and "step_00000002" in names
+        trainer.finish()
+    finally:
+        trainer.close()
