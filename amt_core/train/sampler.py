@@ -156,7 +156,18 @@ class PlanBatches:
             yield indices
 
 
-def plan_loader(dataset: Dataset, batches: PlanBatches, num_workers: int, pin_memory: bool) -> DataLoader:
-    """The trainer's DataLoader: `batches` picks each batch's samples, which carry their `index`."""
+def plan_loader(
+    dataset: Dataset, batches: PlanBatches, num_workers: int, pin_memory: bool, seed: int | None = None
+) -> DataLoader:
+    """The trainer's DataLoader: `batches` picks each batch's samples, which carry their `index`.
+
+    The loader gets its own generator seeded by `seed` (by default from the plan's seed, epoch and position):
+    starting an iterator draws the workers' base seed from it, and drawing from the global generator instead would
+    shift the training noise after a resume (6 steps + resume + 6 would differ from 12).
+    """
+    plan = batches.plan
+    if seed is None:
+        seed = ((plan.seed * 1_000_003 + plan.rank) * 1_000_003 + plan.epoch) * 1_000_003 + plan.position
+    generator = torch.Generator().manual_seed(seed % (1 << 63))
     return DataLoader(IndexedDataset(dataset), batch_sampler=batches, num_workers=num_workers, pin_memory=pin_memory,
-                      persistent_workers=False)  # fmt: skip
+                      persistent_workers=False, generator=generator)  # fmt: skip
