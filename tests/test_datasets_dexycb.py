@@ -13,7 +13,14 @@ from dataset_drawing import blob_image, centroid, project
 from amt_core.commands.datasets import check, register_real_schemes
 from amt_core.data import open_dataset
 from amt_core.data.crop import CropConfig
-from amt_core.data.dexycb import SERIALS, SUBJECTS, DexYCBDataset, split_rule
+from amt_core.data.dexycb import (
+    LEGACY_SUBJECTS,
+    SERIALS,
+    SUBJECTS,
+    DexYCBDataset,
+    layout_problems,
+    split_rule,
+)
 from amt_core.errors import UserError
 from amt_core.hand.model import HandModel, default_hand_path
 from amt_core.objects.catalog import get_object
@@ -217,4 +224,27 @@ def test_frames_without_a_hand_and_missing_files(dexycb, tmp_path):
     ]
     shutil.rmtree(partial / SUBJECTS[8])
     _, problems = check(f"dexycb:{partial}:s1:test")
-    assert f"missing subject folder {partial / SUBJECTS[8]}" in problems
+    assert any(p.startswith(f"missing subject folder {partial / SUBJECTS[8]} ") for p in problems)
+
+
+def test_released_and_pre_release_subject_names(dexycb):
+    """The public archives unpack to 20200709-subject-01 ...; folders with the pre-release names still open."""
+    register_real_schemes()
+    root = dexycb["root"]
+    spec = f"dexycb:{root}:s1:test?strict=0&size=32"
+    released = [open_dataset(spec).frame_id(i) for i in range(len(open_dataset(spec)))]
+    assert all(frame.split("/")[0] in (SUBJECTS[7], SUBJECTS[8]) for frame in released)
+    (root / SUBJECTS[7]).rename(root / LEGACY_SUBJECTS[7])
+    try:
+        legacy = open_dataset(spec)
+        assert len(legacy) == len(released)
+        assert legacy.frame_id(0).split("/")[0] == LEGACY_SUBJECTS[7]
+        (root / LEGACY_SUBJECTS[7]).rename(root / "elsewhere")
+        try:
+            problems = layout_problems(root, split_rule("s1", "test"))
+            missing = [p for p in problems if p.startswith("missing subject folder")]
+            assert len(missing) == 1 and SUBJECTS[7] in missing[0] and LEGACY_SUBJECTS[7] in missing[0]
+        finally:
+            (root / "elsewhere").rename(root / LEGACY_SUBJECTS[7])
+    finally:
+        (root / LEGACY_SUBJECTS[7]).rename(root / SUBJECTS[7])

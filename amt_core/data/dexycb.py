@@ -40,7 +40,14 @@ from amt_core.data.crop import (
 from amt_core.data.registry import DatasetSpec
 from amt_core.errors import UserError
 
-SUBJECTS = (
+# The released archives unpack to these (the official toolkit renamed the subjects in 2021); the pre-release names
+# are still read where a folder uses them.
+SUBJECTS = tuple(
+    f"{date}-subject-{i + 1:02d}"
+    for i, date in enumerate(("20200709", "20200813", "20200820", "20200903", "20200908", "20200918", "20200928",
+                              "20201002", "20201015", "20201022"))
+)  # fmt: skip
+LEGACY_SUBJECTS = (
     "20200709-weiy", "20200813-ceppner", "20200820-amousavian", "20200903-ynarang", "20200908-yux",
     "20200918-ftozetoramos", "20200928-ahanda", "20201002-dieterf", "20201015-ychao", "20201022-lmanuelli",
 )  # fmt: skip
@@ -116,6 +123,14 @@ def _yaml(path: Path) -> dict:
     return data
 
 
+def subject_folder(root: Path, subject: int) -> Path | None:
+    """The folder of subject `subject` (0-9) under the released name or the pre-release one, or None."""
+    for name in (SUBJECTS[subject], LEGACY_SUBJECTS[subject]):
+        if (root / name).is_dir():
+            return root / name
+    return None
+
+
 def layout_problems(root: Path, rule: SplitRule) -> list[str]:
     """What the folder lacks for a split, one line each: subjects, sequences, meta files, cameras, calibration."""
     if not root.is_dir():
@@ -125,10 +140,11 @@ def layout_problems(root: Path, rule: SplitRule) -> list[str]:
         path = root / "calibration" / "intrinsics" / f"{serial}_640x480.yml"
         if not path.is_file():
             problems.append(f"missing {path}")
-    for subject in (SUBJECTS[s] for s in rule.subjects):
-        folder = root / subject
-        if not folder.is_dir():
-            problems.append(f"missing subject folder {folder}")
+    for subject in rule.subjects:
+        folder = subject_folder(root, subject)
+        if folder is None:
+            problems.append(f"missing subject folder {root / SUBJECTS[subject]} (or its pre-release name "
+                            f"{LEGACY_SUBJECTS[subject]}); unpack {SUBJECTS[subject]}.tar.gz there")  # fmt: skip
             continue
         sequences = sorted(p.name for p in folder.iterdir() if p.is_dir())
         if len(sequences) != SEQUENCES_PER_SUBJECT:
@@ -198,9 +214,9 @@ class DexYCBDataset(RealDataset):
                     raise UserError(f"{path} lacks color: {err.args[0]}; download the calibration again") from err
         self.sequences: list[_Sequence] = []
         self.index: list[tuple[int, int, int]] = []  # (sequence, camera, frame), the toolkit's order
-        for subject in (SUBJECTS[s] for s in self.rule.subjects):
-            folder = self.root / subject
-            if not folder.is_dir():
+        for subject in self.rule.subjects:
+            folder = subject_folder(self.root, subject)
+            if folder is None:
                 continue
             names = sorted(p.name for p in folder.iterdir() if p.is_dir())
             for seq_index in self.rule.sequences:
@@ -329,4 +345,5 @@ def inspect(spec: DatasetSpec) -> list[str]:
     return layout_problems(root, split_rule(setup, split))
 
 
-__all__ = ["DexYCBDataset", "open_dexycb", "inspect", "split_rule", "SUBJECTS", "SERIALS", "YCB_CLASSES"]
+__all__ = ["DexYCBDataset", "open_dexycb", "inspect", "split_rule", "subject_folder", "SUBJECTS", "LEGACY_SUBJECTS",
+           "SERIALS", "YCB_CLASSES"]
