@@ -52,6 +52,12 @@ class PendingCommand:
 
 
 class _Handler(socketserver.StreamRequestHandler):
+    def setup(self) -> None:
+        # An idle or slow client gets `read_timeout_s` to send its line; without it each idle connection would hold
+        # a thread forever (300 idle connections held 306 threads).
+        self.timeout = self.server.control.read_timeout_s  # type: ignore[attr-defined]
+        super().setup()
+
     def handle(self) -> None:
         server: ControlServer = self.server.control  # type: ignore[attr-defined]
         try:
@@ -99,8 +105,9 @@ class _TCPServer(socketserver.ThreadingTCPServer):
 class ControlServer:
     """Serves the control channel from a daemon thread; the trainer drains `pending()` between steps."""
 
-    def __init__(self, run_dir: str | Path, reply_timeout_s: float = 600.0) -> None:
+    def __init__(self, run_dir: str | Path, reply_timeout_s: float = 600.0, read_timeout_s: float = 10.0) -> None:
         self.run_dir = Path(run_dir)
+        self.read_timeout_s = read_timeout_s
         self.secret = secrets.token_hex(32)
         self.queue: queue.Queue[PendingCommand] = queue.Queue()
         self.reply_timeout_s = reply_timeout_s
