@@ -51,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
         metrics = evaluate(model, dataset, device, batch_size=args.batch_size, precision=precision,
                            max_samples=args.max_samples, num_workers=args.workers, reference_pose=reference,
                            on_batch=lambda done, total: progress.update(task, completed=done, total=total))  # fmt: skip
+    if metrics.get("invalid_samples"):
+        console.print(f"warning: {metrics['invalid_samples']} samples have NaN or infinite labels; their labels were "
+                      "skipped (the figures are over the valid ones)")  # fmt: skip
     _print_table(metrics, folder, spec)
     if args.json is not None:
         report = {**metrics, "checkpoint": str(folder), "data": spec, "model": config.model.name}

@@ -2,13 +2,16 @@
 
 With no arguments it trains the default preset on the on-the-fly synthetic world. Options override the preset
 (`--set trainer.log_every=5`); `--resume` continues a run directory from its latest checkpoint with its stored
-config. Multi-GPU: `torchrun --nproc-per-node N -m amt_core train ...`.
+config (`--resume CKPT` from an older checkpoint, on a new branch). Multi-GPU: `torchrun --nproc-per-node N -m
+amt_core train ...`. Exit codes: 0 done, 2 bad input or a full disk (one line), 3 training gave up after too many
+rollbacks (one line; the checkpoints are intact), 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -25,7 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-time", type=float, metavar="MINUTES", help="stop after this many minutes of training")
     parser.add_argument("--batch-size", type=int, help="global batch size")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train")
-    parser.add_argument("--resume", action="store_true", help="continue the run directory from its latest checkpoint")
+    parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
+                        help="continue the run directory from its latest checkpoint, or from CKPT (a name in its "
+                        "checkpoints/, e.g. step_00000400) when the latest is corrupt")  # fmt: skip
     parser.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
 
 
@@ -68,10 +73,24 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and args.run_dir is None:
         raise UserError("--resume needs --run-dir DIR (the run to continue)")
     run_dir = args.run_dir or Path("runs") / f"{config.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    from amt_core.train.trainer import Trainer
+    from amt_core.train.checkpoint import DISK_FULL_ERRNOS
+    from amt_core.train.trainer import Trainer, TrainingFailed
 
-    trainer = Trainer(config, run_dir, resume=args.resume)
-    state = trainer.train()
+    resume_from = args.resume if isinstance(args.resume, str) else None
+    trainer = Trainer(config, run_dir, resume=bool(args.resume), resume_from=resume_from)
+    try:
+        state = trainer.train()
+    except TrainingFailed as err:  # documented in docs/reliability.md: exit 3, the checkpoints are intact
+        print(f"amt-core train: training failed: {err}; the checkpoints in {run_dir} are intact", file=sys.stderr)
+        return TRAINING_FAILED_EXIT
+    except OSError as err:
+        if err.errno not in DISK_FULL_ERRNOS:
+            raise
+        raise UserError(f"disk full at {err.filename or run_dir}; free space, then continue with --resume") from None
     if trainer.is_main:
         print(f"{state}: step {trainer.step}, run directory {run_dir}")
     return 0
+
+
+TRAINING_FAILED_EXIT = 3
+"""`amt-core train` exit code when training gives up (more explosions than stability.max_rollbacks); 2 is bad input."""

@@ -14,6 +14,7 @@ stage end, the best validation, a rollback target).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -105,17 +106,25 @@ def save_checkpoint(
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     tmp = ckpt_dir / f".tmp-{name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    # Clones break shared storage (tied weights), which safetensors refuses.
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in weights.items()}
-    save_file(tensors, tmp / WEIGHTS_FILE, metadata={"format": str(CHECKPOINT_FORMAT), "name": name})
-    torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp / STATE_FILE)
-    (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str))
-    if retain:
-        (tmp / RETAIN_FILE).write_text(json.dumps(sorted(set(retain))))
-    for file in _REQUIRED:
-        _fsync_file(tmp / file)
-    _fsync_dir(tmp)
+    try:
+        tmp.mkdir()
+        # Clones break shared storage (tied weights), which safetensors refuses.
+        tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in weights.items()}
+        save_file(tensors, tmp / WEIGHTS_FILE, metadata={"format": str(CHECKPOINT_FORMAT), "name": name})
+        torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp / STATE_FILE)
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str))
+        if retain:
+            (tmp / RETAIN_FILE).write_text(json.dumps(sorted(set(retain))))
+        for file in _REQUIRED:
+            _fsync_file(tmp / file)
+        _fsync_dir(tmp)
+    except (OSError, RuntimeError, SafetensorError) as err:
+        shutil.rmtree(tmp, ignore_errors=True)  # the half-written folder, so the space it held comes back
+        if is_disk_full(err, ckpt_dir):
+            previous = latest_checkpoint(ckpt_dir)
+            kept = f"the last good checkpoint {previous.name} is intact" if previous else "no checkpoint was lost"
+            raise UserError(f"disk full at {ckpt_dir}; {kept}; free space, then continue with --resume") from None
+        raise
     final = ckpt_dir / name
     if final.exists():  # same step saved again (e.g. a stop right after a periodic save): move the old one aside
         old = ckpt_dir / f".old-{name}-{os.getpid()}"
@@ -137,6 +146,27 @@ def point_latest(ckpt_dir: str | Path, name: str) -> None:
     _fsync_file(pointer)
     os.replace(pointer, ckpt_dir / LATEST_FILE)
     _fsync_dir(ckpt_dir)
+
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_disk_full(err: BaseException, folder: Path) -> bool:
+    """Whether a failed write was a full disk: the errno says so, or (torch's writer reports only
+    "enforce fail at inline_container.cc") a 1 MiB probe in the same folder fails with ENOSPC."""
+    if isinstance(err, OSError) and err.errno in DISK_FULL_ERRNOS:
+        return True
+    probe = folder / f".space-probe-{os.getpid()}"
+    try:
+        with open(probe, "wb") as f:
+            f.write(b"\0" * (1 << 20))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as probe_err:
+        return probe_err.errno in DISK_FULL_ERRNOS
+    finally:
+        probe.unlink(missing_ok=True)
+    return False
 
 
 def list_checkpoints(ckpt_dir: str | Path) -> list[str]:

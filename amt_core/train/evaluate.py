@@ -41,9 +41,10 @@ def evaluate(
     accumulator = MetricAccumulator(reference_pose=reference_pose)
     was_training = model.training
     model.eval()
-    done = 0
+    done = invalid = 0
     try:
         for batch in loader:
+            invalid += parts.mask_invalid_labels(batch)  # NaN/inf labels are skipped and counted, never averaged in
             batch = parts.to_device(batch, device)
             with autocast(precision, device, fp8):
                 output = model(batch)
@@ -53,4 +54,6 @@ def evaluate(
                 on_batch(done, len(dataset))
     finally:
         model.train(was_training)
-    return accumulator.compute()
+    metrics = accumulator.compute()
+    metrics["invalid_samples"] = invalid
+    return metrics

@@ -6,6 +6,7 @@ fields. `EventReader` reads the file incrementally and never returns a half-writ
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -72,10 +73,15 @@ class EventWriter:
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-            self._file = None
+            try:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+            except OSError:
+                pass  # a full disk: what could be written was flushed with each event; the failure is reported
+            finally:
+                with contextlib.suppress(OSError):
+                    self._file.close()
+                self._file = None
 
 
 def _ends_mid_line(path: Path) -> bool:

@@ -144,3 +144,33 @@ def model_from_checkpoint(path: str, device: torch.device):
         first = state_dict_problem(err)
         raise UserError(f"checkpoint {checkpoint.path} does not match model {config.model.name} ({first})") from None
     return model.to(device).eval(), config, checkpoint.path
+
+
+def mask_invalid_labels(batch: dict) -> int:
+    """Mark labels with NaN or inf as absent (their `valid` flag False, the values zeroed so a masked loss stays
+    finite); returns how many samples had such a label. The image is left alone: a non-finite image is a bad step
+    the stability checks skip and record.
+    """
+    from amt_core.data.sample import VALID_FIELDS
+
+    valid = batch.get("valid", {})
+    size = batch["image"].shape[0]
+    bad_samples = torch.zeros(size, dtype=torch.bool)
+    for flag, fields in VALID_FIELDS.items():
+        flags = valid.get(flag)
+        if not torch.is_tensor(flags) or flags.shape != (size,):
+            continue
+        finite = torch.ones(size, dtype=torch.bool)
+        for field in fields:
+            value = batch.get(field)
+            if torch.is_tensor(value) and value.is_floating_point() and value.shape[:1] == (size,):
+                finite &= torch.isfinite(value.reshape(size, -1)).all(1).cpu()
+        if finite.all():
+            continue
+        bad_samples |= ~finite & flags.bool().cpu()
+        valid[flag] = (flags.bool() & finite.to(flags.device)).to(flags.dtype)
+        for field in fields:
+            value = batch.get(field)
+            if torch.is_tensor(value) and value.is_floating_point():
+                batch[field] = torch.nan_to_num(value, nan=0.0, posinf=0.0, neginf=0.0)
+    return int(bad_samples.sum())

@@ -98,6 +98,8 @@ class Trainer:
         config: the resolved run configuration.
         run_dir: the run directory (created; must not hold another run unless `resume`).
         resume: continue from the run directory's latest checkpoint (a fresh start when it has none).
+        resume_from: with `resume`, the checkpoint (a name in the run's checkpoints/) to continue from instead of the
+            latest; a checkpoint older than the latest starts a new branch, so nothing of the later one is overwritten.
     """
 
     def __init__(
@@ -109,8 +111,10 @@ class Trainer:
         loss: nn.Module | None = None,
         dataset=None,
         val_dataset=None,
+        resume_from: str | None = None,
     ) -> None:
         self.config = config
+        self.resume_from = resume_from
         self.tc = config.trainer
         self.resume = resume
         self.run = RunDir(run_dir)
@@ -160,6 +164,8 @@ class Trainer:
         self.lr_scale = 1.0
         self.rollbacks = 0
         self.skipped = 0
+        self.invalid_samples = 0  # samples whose NaN/inf labels were masked (counted, warned about once)
+        self._invalid_warned = False
         self.branch = 0  # 0 until the first rollback; checkpoint names carry it so a new branch's sort newest
         self.best_mpjpe_mm: float | None = None  # the best validation so far and the checkpoint that holds it
         self.best_checkpoint: str | None = None
@@ -219,10 +225,17 @@ class Trainer:
             self.control.start()
             self._open_tensorboard()
         ddp.barrier(self.dist)
-        latest = ckpt_io.latest_checkpoint(self.run.checkpoints) if self.resume else None
+        latest = self._resume_target() if self.resume else None
         if latest is not None:
-            self.load(ckpt_io.load_checkpoint(latest), full=True)
+            self.load(self._load_for_resume(latest), full=True)
             self.branch = ckpt_io.checkpoint_branch(latest.name)
+            newest = ckpt_io.latest_checkpoint(self.run.checkpoints)
+            if newest is not None and newest.name != latest.name:  # an older checkpoint: continue on a new branch
+                names = ckpt_io.list_checkpoints(self.run.checkpoints)
+                self.branch = max(map(ckpt_io.checkpoint_branch, names)) + 1
+                if self.is_main:
+                    ckpt_io.set_retained(latest, "rollback_target")
+                    ckpt_io.point_latest(self.run.checkpoints, latest.name)
             self.events.emit("state", self.step, state="running", resumed_from=latest.name)
         else:
             self.events.emit("state", self.step, state="running")
@@ -239,6 +252,29 @@ class Trainer:
             self._view = ProgressView(self.tc.progress, self.total_steps(), self.step)
             if self.precision_warning:
                 self._view.message(f"warning: {self.precision_warning}")
+
+    def _resume_target(self) -> Path | None:
+        """The checkpoint to resume from: `resume_from` (a name in checkpoints/) or the latest (None: fresh start)."""
+        if self.resume_from is None:
+            return ckpt_io.latest_checkpoint(self.run.checkpoints)
+        names = ckpt_io.list_checkpoints(self.run.checkpoints)
+        name = Path(self.resume_from).name
+        if name not in names:
+            have = ", ".join(names[-5:]) or "none"
+            raise UserError(f"--resume {self.resume_from}: no complete checkpoint of that name in "
+                            f"{self.run.checkpoints} (newest: {have})")  # fmt: skip
+        return self.run.checkpoints / name
+
+    def _load_for_resume(self, path: Path) -> ckpt_io.Checkpoint:
+        """Load the checkpoint to resume from; when it is corrupt, the error names the newest older one to use."""
+        try:
+            return ckpt_io.load_checkpoint(path)
+        except UserError as err:
+            older = [n for n in ckpt_io.list_checkpoints(self.run.checkpoints) if n != path.name]
+            if not older:
+                raise
+            raise UserError(f"{err}; the newest other checkpoint is {older[-1]}: continue from it with "
+                            f"--resume {older[-1]}") from None  # fmt: skip
 
     def train_step(self, batch: dict) -> None:
         """One optimizer step on a batch (split into micro-batches when memory asks for it)."""
@@ -405,6 +441,17 @@ class Trainer:
             self._window["data_wait"] += time.monotonic() - waited
         epoch, position = self._batches.origins.popleft()
         self.plan.consumed(epoch, position)
+        invalid = parts.mask_invalid_labels(batch)
+        if invalid:
+            self.invalid_samples += invalid
+            if not self._invalid_warned:  # once a run; the count goes on in every metrics event
+                self._invalid_warned = True
+                message = (f"samples with NaN or infinite labels: their labels are skipped ({invalid} in the "
+                           f"batch at step {self.step + 1}; counted on as invalid_samples in metrics)")  # fmt: skip
+                self.events.emit("anomaly", self.step + 1, what="invalid_labels", count=invalid,
+                                 batch=batch["index"].tolist(), action="labels_skipped", message=message)  # fmt: skip
+                if self._view is not None:
+                    self._view.message(f"warning: {message}")
         return batch
 
     def _restart_loader(self) -> None:
@@ -590,7 +637,7 @@ class Trainer:
             "metrics", self.step, stage=self.stage + 1, epoch=self.epoch(), loss=loss,
             terms={k: v / w["term_steps"][k] for k, v in w["terms"].items()}, lr=self.current_lrs(), images_per_s=ips,
             step_time_s=w["step_time"] / w["steps"], data_wait_s=w["data_wait"] / w["steps"], data_share=data_share,
-            memory=memory.memory_mb(self.device), skipped_total=self.skipped,
+            memory=memory.memory_mb(self.device), skipped_total=self.skipped, invalid_samples=self.invalid_samples,
             lr_scale=self.lr_scale, micro_batch=self.micro_batch, train_time_s=self.train_time_s,
         )  # fmt: skip
         self._tb_scalars(loss, {k: v / w["term_steps"][k] for k, v in w["terms"].items()}, ips)
@@ -838,14 +885,20 @@ class Trainer:
 
     def handle_commands(self) -> None:
         """Apply the control channel's commands (rank 0 receives, every rank applies); blocks while paused."""
-        if self.control is not None:
-            self.control.status = {"step": self.step, "stage": self.stage + 1, "paused": self.paused}
+        self._publish_status()
         if self.dist.enabled and self.step % self.config.stability.check_every:
             return
         self._apply_all(self.control.pending() if self.control is not None else [])
+        self._publish_status()
         while self.paused and not self.stop_reason and self._signal is None:
             waiting = self.control.wait(0.2) if self.control is not None else None
             self._apply_all([waiting] if waiting is not None else [])
+            self._publish_status()  # `ctl status` while paused says paused (it said False before)
+
+    def _publish_status(self) -> None:
+        if self.control is not None:
+            self.control.status = {"step": self.step, "stage": self.stage + 1, "paused": self.paused,
+                                   "state": "paused" if self.paused else "running", "branch": self.branch}  # fmt: skip
 
     def _apply_all(self, pending: list[PendingCommand]) -> None:
         requests = ddp.broadcast_object([(p.name, p.arg) for p in pending], self.dist)
