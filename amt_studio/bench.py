@@ -16,6 +16,7 @@ A probe timer asks to fire every 5 ms; a stall is how late it fires (wall clock)
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -37,6 +38,16 @@ SOAK_CADENCE = [
 ]  # fmt: skip
 LONG_STAGES = [f"stages.{i}.steps=100000" for i in range(3)]
 
+
+def pump_events_until(app, condition, timeout_s: float) -> bool:
+    """Process Qt events until `condition()` holds (True) or `timeout_s` passes (False)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        app.processEvents()
+        if condition():
+            return True
+        time.sleep(0.005)
+    return False
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="how long to watch the training run")
@@ -197,14 +208,7 @@ def _soak_child(minutes: float, work: Path, preset: str, size: int) -> int:
         return 3
     state = session.state
 
-    def pump_until(condition, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            app.processEvents()
-            if condition():
-                return True
-            time.sleep(0.005)
-        return False
+    pump_until = functools.partial(pump_events_until, app)
 
     if not pump_until(lambda: len(state.snapshots) >= 1 or state.state == "failed", 300):
         print("soak: no snapshot from the trainer within 5 minutes", file=sys.stderr)
@@ -388,14 +392,7 @@ def _watch(args: argparse.Namespace, work: Path) -> dict:
     if session is None:
         raise UserError(f"bench studio: the trainer did not start: {window.notifier.history[-1].message}")
 
-    def pump_until(condition, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            app.processEvents()
-            if condition():
-                return True
-            time.sleep(0.005)
-        return False
+    pump_until = functools.partial(pump_events_until, app)
 
     try:
         if not pump_until(lambda: len(session.state.snapshots) >= 1 or session.state.state == "failed", 300):
