@@ -49,6 +49,7 @@ def pump_events_until(app, condition, timeout_s: float) -> bool:
         time.sleep(0.005)
     return False
 
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="how long to watch the training run")
     parser.add_argument("--frames", type=int, default=60, help="frames rendered for the frames/s figure")
