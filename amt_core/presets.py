@@ -126,26 +126,28 @@ def micro() -> RunConfig:
 
 def cpu() -> RunConfig:
     """The default on a CPU: amt_cpu at 128 px on the on-the-fly synthetic world, fp32, about 20 minutes."""
-    return _small_from_scratch(RunConfig(
-        preset="cpu",
-        model=ModelSpec(name="amt_cpu"),
-        data=_synth(0, 128, 200_000),
-        val_data=_synth(0, 128, 256, "val"),
-        batch_size=16,
-        stages=seed_stages(
-            steps=(300, 1500, 700), warmup_steps=50, direct_terms_off=INDIRECT_TERMS, physics_terms=PHYSICS_TERMS
-        ),  # fmt: skip
-        trainer=TrainerConfig(
-            device="auto",
-            num_workers=1,
-            log_every=10,
-            diag_every=50,
-            snapshot_every=100,
-            eval_every=250,
-            eval_samples=128,
-            ckpt_every=250,
-        ),  # fmt: skip
-    ))
+    return _small_from_scratch(
+        RunConfig(
+            preset="cpu",
+            model=ModelSpec(name="amt_cpu"),
+            data=_synth(0, 128, 200_000),
+            val_data=_synth(0, 128, 256, "val"),
+            batch_size=16,
+            stages=seed_stages(
+                steps=(300, 1500, 700), warmup_steps=50, direct_terms_off=INDIRECT_TERMS, physics_terms=PHYSICS_TERMS
+            ),  # fmt: skip
+            trainer=TrainerConfig(
+                device="auto",
+                num_workers=1,
+                log_every=10,
+                diag_every=50,
+                snapshot_every=100,
+                eval_every=250,
+                eval_samples=128,
+                ckpt_every=250,
+            ),  # fmt: skip
+        )
+    )
 
 
 def _dinov2(size: str, batch: int, checkpointing: str, img_size: int = 224, offload: bool = False) -> RunConfig:

@@ -66,10 +66,20 @@ def main(argv: list[str] | None = None) -> int:
         if not references and "ref_mean_pose_mpjpe_mm" in last:
             references = last
     if references:
-        ax.axhline(references["ref_mean_pose_mpjpe_mm"], color="0.35", linestyle="--", linewidth=1.2,
-                   label=f"mean pose of the training data\n({references['ref_mean_pose_mpjpe_mm']:.1f} mm)")
-        ax.axhline(references["ref_wrist_mpjpe_mm"], color="0.6", linestyle=":", linewidth=1.2,
-                   label=f"all joints at the wrist\n({references['ref_wrist_mpjpe_mm']:.1f} mm)")
+        ax.axhline(
+            references["ref_mean_pose_mpjpe_mm"],
+            color="0.35",
+            linestyle="--",
+            linewidth=1.2,
+            label=f"mean pose of the training data\n({references['ref_mean_pose_mpjpe_mm']:.1f} mm)",
+        )
+        ax.axhline(
+            references["ref_wrist_mpjpe_mm"],
+            color="0.6",
+            linestyle=":",
+            linewidth=1.2,
+            label=f"all joints at the wrist\n({references['ref_wrist_mpjpe_mm']:.1f} mm)",
+        )
     ax.set_xlabel("wall time (minutes)")
     ax.set_ylabel("held-out MPJPE (mm, root-relative)")
     ax.set_title(args.title)

@@ -522,6 +522,7 @@ def test_mixup_mixes_each_target_based_term():
     # independent check on joints3d at the initial weights (1): prior-weighted mean distance against both targets
     prior = torch.ones(21)
     prior[list(FINGERTIPS)] = 1.5
+
     def relative(joints):
         return joints - joints[:, :1]
 
@@ -542,6 +543,7 @@ def test_mixup_skips_samples_whose_partner_lacks_the_field():
     out = PERTURB["joints3d"](perfect_output(batch))
     loss = make_loss()
     mix = MixInfo(index=torch.tensor([1, 0, 3, 2]), lam=torch.tensor([0.5, 0.5, 0.5, 0.5]))
+
     def relative(joints):
         return joints - joints[:, :1]
 

@@ -79,5 +79,7 @@ def _print_table(metrics: dict, folder: Path, spec: str) -> None:
     if model is not None and reference is not None:
         verdict = "better than" if model < reference else "NOT better than"
         source = "training data's" if metrics.get("ref_mean_pose_source") == "train" else "evaluated samples' own"
-        console.print(f"MPJPE {model:.1f} mm is {verdict} predicting the {source} mean pose ({reference:.1f} mm; "
-                      f"all joints on the wrist: {metrics.get('ref_wrist_mpjpe_mm', float('nan')):.1f} mm)")
+        console.print(
+            f"MPJPE {model:.1f} mm is {verdict} predicting the {source} mean pose ({reference:.1f} mm; "
+            f"all joints on the wrist: {metrics.get('ref_wrist_mpjpe_mm', float('nan')):.1f} mm)"
+        )

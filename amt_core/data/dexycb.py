@@ -345,5 +345,14 @@ def inspect(spec: DatasetSpec) -> list[str]:
     return layout_problems(root, split_rule(setup, split))
 
 
-__all__ = ["DexYCBDataset", "open_dexycb", "inspect", "split_rule", "subject_folder", "SUBJECTS", "LEGACY_SUBJECTS",
-           "SERIALS", "YCB_CLASSES"]
+__all__ = [
+    "DexYCBDataset",
+    "open_dexycb",
+    "inspect",
+    "split_rule",
+    "subject_folder",
+    "SUBJECTS",
+    "LEGACY_SUBJECTS",
+    "SERIALS",
+    "YCB_CLASSES",
+]
