@@ -42,8 +42,13 @@ def collect_images(inputs: list[Path]) -> list[Path]:
     return images
 
 
+MIN_IMAGE_SIDE = 16  # pixels: below this a centre crop holds no recognisable hand
+
+
 def load_image(path: Path, size: int, focal: float | None):
     """(3, size, size) float image in [0, 1], its K (3, 3) and the uint8 crop (size, size, 3)."""
+    import warnings
+
     import numpy as np
     import torch
     from PIL import Image, UnidentifiedImageError
@@ -51,11 +56,22 @@ def load_image(path: Path, size: int, focal: float | None):
     from amt_core.errors import UserError
 
     try:
-        with Image.open(path) as img:
-            rgb = img.convert("RGB")
+        with warnings.catch_warnings():
+            # PIL warns (and above twice the limit refuses) on decompression bombs; one line, not a raw warning
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                rgb = img.convert("RGB")
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        limit = (Image.MAX_IMAGE_PIXELS or 0) / 1e6
+        raise UserError(f"image {path} has more than {limit:.0f} megapixels; downscale it first") from None
     except (UnidentifiedImageError, OSError) as err:
         raise UserError(f"cannot read image {path} ({err}); give PNG or JPEG files") from None
     width, height = rgb.size
+    if min(width, height) < MIN_IMAGE_SIDE:
+        raise UserError(
+            f"image {path} is {width}x{height} pixels; give at least {MIN_IMAGE_SIDE} pixels on the short side "
+            "(the hand is cropped from its centre square)"
+        )
     side = min(width, height)
     left, top = (width - side) // 2, (height - side) // 2
     crop = rgb.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.BILINEAR)

@@ -330,8 +330,12 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise UserError(f"cannot read backbone weights {path}: {err}; is it a complete PyTorch file?") from err
+        except Exception as err:  # torch's weights_only refusal is a page of advice: its first line says what
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UserError(
+                f"cannot read backbone weights {path} as plain tensors ({first}); give the official DINOv2 .pth "
+                "or a timm .safetensors file"
+            ) from None
         if not isinstance(data, dict):
             raise UserError(f"backbone weights {path} hold a {type(data).__name__}, not a state dict")
         for key in ("model", "state_dict", "teacher"):
