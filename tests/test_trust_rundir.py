@@ -16,8 +16,9 @@ from amt_core.train.events import EventReader, EventWriter
 from amt_core.train.rundir import RunDir, read_lock, run_is_live
 
 
-def _take(path: str, start_at: float, results) -> None:
-    """One contender: wait for the common start, try to take the lock, hold it a moment, report."""
+def _take(path: str, start_at: float, results, release) -> None:
+    """One contender: wait for the common start, try to take the lock, report, and (winning) hold it until every
+    contender has reported: a late starter on a loaded machine must find it held, not released."""
     while time.time() < start_at:
         pass
     run = RunDir(path)
@@ -26,8 +27,8 @@ def _take(path: str, start_at: float, results) -> None:
     except UserError as err:
         results.put(("lost", str(err)))
         return
-    time.sleep(0.3)  # hold it while the others try
     results.put(("won", os.getpid()))
+    release.wait(timeout=120)
     run.release()
 
 
@@ -35,12 +36,13 @@ def test_one_winner_among_concurrent_processes(tmp_path):
     context = multiprocessing.get_context("fork")
     for trial in range(3):
         path = tmp_path / f"run{trial}"
-        results = context.Queue()
+        results, release = context.Queue(), context.Event()
         start_at = time.time() + 0.5
-        procs = [context.Process(target=_take, args=(str(path), start_at, results)) for _ in range(12)]
+        procs = [context.Process(target=_take, args=(str(path), start_at, results, release)) for _ in range(12)]
         for p in procs:
             p.start()
         outcomes = [results.get(timeout=60) for _ in procs]
+        release.set()
         for p in procs:
             p.join(timeout=30)
         won = [o for o in outcomes if o[0] == "won"]
