@@ -86,3 +86,16 @@ def test_micro_train_eval_predict(tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", "--ckpt", str(run_dir / "checkpoints" / "step_00000002")]) == 2
     assert "corrupt" in capsys.readouterr().err
+
+
+def test_output_into_a_closed_pipe_is_not_a_traceback():
+    """`amt-core train --print-config | head -1`: the reader leaves early; no BrokenPipeError traceback, exit 0."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "amt_core", "train", "--preset", "cpu", "--print-config"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the command writes a byte: every write meets a closed pipe
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
