@@ -39,6 +39,25 @@ SOAK_CADENCE = [
 LONG_STAGES = [f"stages.{i}.steps=100000" for i in range(3)]
 
 
+def open_bench_window(work: Path):
+    """(app, window): the studio's main window on settings kept in `work`, shown at a fixed size, stopping its
+    trainer on close without asking."""
+    from PySide6.QtCore import QSettings
+    from PySide6.QtWidgets import QApplication
+
+    from amt_studio.views.theme import apply_theme
+    from amt_studio.window import MainWindow
+
+    app = QApplication.instance() or QApplication([])
+    apply_theme(app)
+    settings = QSettings(str(work / "settings.ini"), QSettings.Format.IniFormat)
+    window = MainWindow(settings=settings, show_dialogs=False)
+    window.ask_live_run = lambda: "stop"
+    window.resize(1500, 920)
+    window.show()
+    return app, window
+
+
 def pump_events_until(app, condition, timeout_s: float) -> bool:
     """Process Qt events until `condition()` holds (True) or `timeout_s` passes (False)."""
     deadline = time.monotonic() + timeout_s
@@ -187,20 +206,11 @@ def _refcount_and_rss(samples: list[dict], warm_up: float = SOAK_WARM_UP_S) -> d
 
 def _soak_child(minutes: float, work: Path, preset: str, size: int) -> int:
     """The window under test: start the run, steer it, sample, write soak-result.json. Runs in its own process."""
-    from PySide6.QtCore import QElapsedTimer, QSettings, QTimer
-    from PySide6.QtWidgets import QApplication
+    from PySide6.QtCore import QElapsedTimer, QTimer
 
     from amt_studio.session import trainer_argv
-    from amt_studio.views.theme import apply_theme
-    from amt_studio.window import MainWindow
 
-    app = QApplication.instance() or QApplication([])
-    apply_theme(app)
-    settings = QSettings(str(work / "settings.ini"), QSettings.Format.IniFormat)
-    window = MainWindow(settings=settings, show_dialogs=False)
-    window.ask_live_run = lambda: "stop"
-    window.resize(1500, 920)
-    window.show()
+    app, window = open_bench_window(work)
     run_dir = work / "run"
     argv = trainer_argv(preset=preset, run_dir=run_dir, overrides=LONG_STAGES + SOAK_CADENCE)
     session = window.start_run(argv, run_dir)
@@ -372,21 +382,12 @@ def _steering_plan():
 def _watch(args: argparse.Namespace, work: Path) -> dict:
     if not os.environ.get("DISPLAY"):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from PySide6.QtCore import QElapsedTimer, QSettings, QTimer
-    from PySide6.QtWidgets import QApplication
+    from PySide6.QtCore import QElapsedTimer, QTimer
 
     from amt_core.errors import UserError
     from amt_studio.session import trainer_argv
-    from amt_studio.views.theme import apply_theme
-    from amt_studio.window import MainWindow
 
-    app = QApplication.instance() or QApplication([])
-    apply_theme(app)
-    settings = QSettings(str(work / "settings.ini"), QSettings.Format.IniFormat)
-    window = MainWindow(settings=settings, show_dialogs=False)
-    window.ask_live_run = lambda: "stop"
-    window.resize(1500, 920)
-    window.show()
+    app, window = open_bench_window(work)
     cadence = ["trainer.snapshot_every=5", "trainer.diag_every=5", "trainer.ckpt_every=50"]
     argv = trainer_argv(preset=args.preset, run_dir=work / "run", overrides=LONG_STAGES + cadence)
     session = window.start_run(argv, work / "run")
