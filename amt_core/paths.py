@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import os
+from importlib.util import find_spec
 from pathlib import Path
 
-ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+
+def _assets_dir() -> Path:
+    """The installed `amt_assets` package (the checkout's top-level `assets/`, mapped by pyproject)."""
+    spec = find_spec("amt_assets")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the amt_assets package is not installed; reinstall with `bash packaging/setup.sh install`")
+    return Path(next(iter(spec.submodule_search_locations))).resolve()
+
+
+ASSETS_DIR = _assets_dir()
 
 
 def cache_dir() -> Path:

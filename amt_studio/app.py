@@ -32,9 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)
     app.setDesktopFileName("amt-studio")
-    icon = Path(__file__).resolve().parent / "resources" / "amt-studio.svg"
-    if icon.exists():
-        app.setWindowIcon(QIcon(str(icon)))
+    from amt_core.paths import ASSETS_DIR
+
+    app.setWindowIcon(QIcon(str(ASSETS_DIR / "icons" / "amt-studio.svg")))
     apply_theme(app)
     window = MainWindow()
     window.warm_up = not args.first_paint  # quitting while Open3D loads would print its allocator report

@@ -1,6 +1,6 @@
 """Builds the open hand asset (OPENHAND_RIGHT.npz / OPENHAND_LEFT.npz) in MANO's file layout, deterministically.
 
-Run `python -m amt_core.hand.builder --out amt_core/assets/hand`. Needs scikit-image and pymeshlab (build time only).
+Run `python -m amt_core.hand.builder --out assets/hand`. Needs scikit-image and pymeshlab (build time only).
 The ten shape coefficients (shapedirs[..., k]; one unit is roughly one standard deviation of adult hands):
   0 overall size: uniform scale about the wrist, +5% per unit.
   1 palm width: the palm (and the spacing of the knuckles) wider by 5% per unit; finger lengths unchanged.

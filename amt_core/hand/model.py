@@ -54,7 +54,7 @@ def default_hand_path(side: str = "right") -> Path:
 
 def _fix_hint(path: Path) -> str:
     if path.name in OPENHAND_FILES.values():
-        return "rebuild it with `python -m amt_core.hand.builder --out amt_core/assets/hand`"
+        return "rebuild it with `python -m amt_core.hand.builder --out assets/hand`"
     return "pass a MANO-layout .npz (e.g. from `amt-core import-mano`) or omit the path to use the open hand"
 
 

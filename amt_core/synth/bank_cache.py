@@ -23,19 +23,19 @@ from amt_core.synth.grasp import Grasp, GraspConfig
 
 _ARRAYS = ("pose", "shape", "rot_matrix", "trans", "verts", "joints", "contact", "contact_points", "contact_normals")
 # What a grasp depends on besides its config: the synthesizer, the hand layer and its asset, the object catalog.
-_SOURCES = ("synth/grasp.py", "hand", "objects", "assets/hand")
+_SOURCES = ("synth/grasp.py", "hand", "objects")
 
 
 @cache
 def _sources_digest() -> str:
     root = Path(__file__).resolve().parent.parent  # amt_core/
     digest = hashlib.sha256(__version__.encode())
-    for name in _SOURCES:
-        target = root / name
+    targets = [(root, root / name) for name in _SOURCES] + [(paths.ASSETS_DIR, paths.ASSETS_DIR / "hand")]
+    for base, target in targets:
         files = sorted(target.rglob("*")) if target.is_dir() else [target]
         for path in files:
             if path.is_file() and path.suffix in (".py", ".npz"):
-                digest.update(str(path.relative_to(root)).encode())
+                digest.update(str(path.relative_to(base)).encode())
                 digest.update(path.read_bytes())
     return digest.hexdigest()
 
