@@ -24,13 +24,38 @@ def imported_after(code: str) -> list[str]:
     return [m for m in line.removeprefix("heavy:").split(",") if m]
 
 
-def test_cli_help_and_ctl_never_import_torch(tmp_path) -> None:
+def test_cli_start_up_paths_never_import_torch(tmp_path) -> None:
     help_code = "from amt_core.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass"
     assert imported_after(help_code) == []
     ctl_code = f"from amt_core.cli import main\nassert main(['ctl', {str(tmp_path)!r}, 'status']) == 2"
     assert imported_after(ctl_code) == []
     bench_help = "from amt_core.cli import main\ntry:\n    main(['bench', '--help'])\nexcept SystemExit:\n    pass"
     assert imported_after(bench_help) == []
+    brief = "from amt_core.cli import main\nassert main(['info', '--brief']) == 0"
+    assert imported_after(brief) == []
+    for argv in (["train", "--bogus"], ["trian"]):  # an argument error, an unknown command: exit 2, no torch
+        code = (
+            "from amt_core.cli import main\n"
+            f"try:\n    rc = main({argv!r})\nexcept SystemExit as e:\n    rc = e.code\nassert rc == 2, rc"
+        )
+        assert imported_after(code) == []
+
+
+def test_bench_cli_prints_its_figures() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "amt_core", "bench", "cli", "--repeat", "1", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    import json
+
+    rows = {row["case"]: row for row in json.loads(out.stdout)["rows"]}
+    assert rows["amt-core --help"]["exit"] == "0" and rows["amt-core info --brief"]["exit"] == "0"
+    assert rows["amt-core ctl RUN status"]["exit"] == "2"  # no trainer holds that run: one line, exit 2
+    assert rows["amt-core train --bogus (argument error)"]["exit"] == "2"
+    assert all(row["median_s"] > 0 for row in rows.values())
 
 
 @pytest.mark.gui

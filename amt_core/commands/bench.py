@@ -21,6 +21,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "train": ("amt_core.train.bench", "train-step throughput, peak memory, TFLOP/s and MFU per precision/attention"),
     "fp8": ("amt_core.train.fp8_bench", "where FP8 beats bf16 on this GPU: Linear widths timed, threshold cached"),
     "studio": ("amt_studio.bench", "3D panel frames/s and event-loop stall percentiles while a run trains"),
+    "cli": ("amt_core.bench.cli", "seconds the command line takes to answer (--help, ctl, info --brief, a typo)"),
 }
 
 

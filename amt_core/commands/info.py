@@ -1,4 +1,8 @@
-"""`amt-core info`: versions, the compute device, and which optional accelerators are importable."""
+"""`amt-core info`: versions, the compute device, and which optional accelerators are importable.
+
+`--brief` answers without importing torch (package versions from their metadata, GPUs from the NVIDIA driver's
+/proc entries), in a fraction of a second; the full report imports torch and asks it about the device.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,9 @@ import platform
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument(
+        "--brief", action="store_true", help="versions and GPUs without importing torch (fast; no speed figures)"
+    )
 
 
 def _version(dist: str) -> str | None:
@@ -18,6 +25,43 @@ def _version(dist: str) -> str | None:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         return None
+
+
+_PACKAGES = ("torch", "timm", "open3d", "smplx", "numpy", "PySide6")
+_ACCELERATORS = {
+    "flash_attn_3": "flash_attn_interface",
+    "flash_attn_2": "flash_attn",
+    "transformer_engine": "transformer_engine",
+    "xformers": "xformers",
+    "torchao": "torchao",
+}
+
+
+def _driver_gpus() -> list[str]:
+    """GPU model names the NVIDIA driver lists in /proc (empty without the driver): no torch, no CUDA context."""
+    from pathlib import Path
+
+    names = []
+    for info in sorted(Path("/proc/driver/nvidia/gpus").glob("*/information")):
+        try:
+            fields = dict(line.split(":", 1) for line in info.read_text().splitlines() if ":" in line)
+        except OSError:
+            continue
+        names.append(fields.get("Model", "unknown").strip())
+    return names
+
+
+def collect_brief() -> dict:
+    """What `info --brief` reports: versions from package metadata, GPUs from the driver, accelerators by spec."""
+    from amt_core import __version__
+
+    versions = {"amt_core": __version__, "python": platform.python_version()}
+    versions.update({name.lower(): _version(name) for name in _PACKAGES})
+    gpus = _driver_gpus()
+    device = {"type": "cuda", "name": gpus[0], "count": len(gpus)} if gpus else {"type": "cpu"}
+    device["name"] = device.get("name") or platform.processor() or platform.machine()
+    accelerators = {name: importlib.util.find_spec(module) is not None for name, module in _ACCELERATORS.items()}
+    return {"versions": versions, "device": device, "accelerators": accelerators}
 
 
 def collect() -> dict:
@@ -47,13 +91,7 @@ def collect() -> dict:
         }
     else:
         device = {"type": "cpu", "name": platform.processor() or platform.machine(), "threads": torch.get_num_threads()}
-    accelerators = {
-        "flash_attn_3": importlib.util.find_spec("flash_attn_interface") is not None,
-        "flash_attn_2": importlib.util.find_spec("flash_attn") is not None,
-        "transformer_engine": importlib.util.find_spec("transformer_engine") is not None,
-        "xformers": importlib.util.find_spec("xformers") is not None,
-        "torchao": importlib.util.find_spec("torchao") is not None,
-    }
+    accelerators = {name: importlib.util.find_spec(module) is not None for name, module in _ACCELERATORS.items()}
     return {"versions": versions, "device": device, "accelerators": accelerators, "speed": _speed(torch)}
 
 
@@ -81,7 +119,7 @@ def _speed(torch) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    info = collect()
+    info = collect_brief() if args.brief else collect()
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -94,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     table.add_row("device", ", ".join(f"{k}={v}" for k, v in info["device"].items()))
     for name, present in info["accelerators"].items():
         table.add_row(name, "importable" if present else "not installed")
-    for name, value in info["speed"].items():
+    for name, value in info.get("speed", {}).items():
         table.add_row(name, str(value))
     Console().print(table)
     return 0
