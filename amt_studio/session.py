@@ -11,11 +11,10 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from amt_core.errors import UserError
-from amt_core.train.control import COMMANDS, ControlClient
-from amt_core.train.events import EventReader
+from amt_core.train.control import Command, ControlClient
+from amt_core.train.events import Event, EventReader, parse_event
 from amt_core.train.rundir import run_is_live
 from amt_studio.state.run import RunState
 
@@ -32,18 +31,21 @@ class EventSource:
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
         self._reader = EventReader(run_dir)
-        self._pending: list[dict[str, Any]] = []
+        self._pending: list[Event] = []
 
-    def poll(self, max_events: int = MAX_EVENTS_PER_POLL) -> list[dict[str, Any]]:
+    def poll(self, max_events: int = MAX_EVENTS_PER_POLL) -> list[Event]:
         if len(self._pending) < max_events:
-            self._pending += self._reader.read_new(max_bytes=4 << 20)
+            self._read()
         events, self._pending = self._pending[:max_events], self._pending[max_events:]
         return events
 
     def has_unread(self) -> bool:
         """Whether events were written that `poll` has not returned yet."""
-        self._pending += self._reader.read_new(max_bytes=4 << 20)
+        self._read()
         return bool(self._pending)
+
+    def _read(self) -> None:
+        self._pending += [parse_event(record) for record in self._reader.read_new(max_bytes=4 << 20)]
 
     @property
     def bad_lines(self) -> int:
@@ -52,7 +54,7 @@ class EventSource:
 
 @dataclass(kw_only=True)
 class CommandResult:
-    command: str
+    command: Command
     argument: str | None
     ok: bool
     message: str
@@ -145,18 +147,18 @@ class ControlSender:
         self.run_dir = run_dir
         self.timeout_s = timeout_s
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="amt-control")
-        self._futures: list[tuple[str, str | None, Future]] = []
+        self._futures: list[tuple[Command, str | None, Future]] = []
 
     @property
-    def pending(self) -> list[str]:
+    def pending(self) -> list[Command]:
         return [c for c, _, f in self._futures if not f.done()]
 
-    def send(self, command: str, argument: str | None = None) -> None:
-        if command not in COMMANDS:
-            raise UserError(f"unknown control command {command!r}; use one of {', '.join(COMMANDS)}")
+    def send(self, command: Command | str, argument: str | None = None) -> None:
+        """Queue a command (a `Command`, or its name; an unknown name or a missing argument is a UserError)."""
+        command = Command.parse(command, argument)
         self._futures.append((command, argument, self._pool.submit(self._send, command, argument)))
 
-    def _send(self, command: str, argument: str | None) -> str:
+    def _send(self, command: Command, argument: str | None) -> str:
         reply = ControlClient(self.run_dir, timeout_s=self.timeout_s).send(command, argument)
         detail = {k: v for k, v in reply.items() if k != "ok"}
         return ", ".join(f"{k}={v}" for k, v in detail.items()) or "ok"

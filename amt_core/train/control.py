@@ -17,23 +17,50 @@ import socket
 import socketserver
 import threading
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from amt_core.errors import UserError
 
 CONTROL_FILE = "control.json"
-# command -> whether it takes an argument
-COMMANDS: dict[str, bool] = {
-    "pause": False,
-    "resume": False,
-    "stop": False,
-    "save": False,
-    "snapshot": False,
-    "stage": True,
-    "rollback": True,
-    "status": False,
-}
+
+
+class Command(StrEnum):
+    """The control commands; the value is the word on the wire, in `amt-core ctl` and in `command` events."""
+
+    PAUSE = "pause"
+    RESUME = "resume"
+    STOP = "stop"
+    SAVE = "save"
+    SNAPSHOT = "snapshot"
+    STAGE = "stage"
+    """Takes the stage number (1-based)."""
+    ROLLBACK = "rollback"
+    """Takes a checkpoint name from checkpoints/."""
+    STATUS = "status"
+    """Answered by the server thread from the trainer's last published status, without waiting for a step."""
+
+    @property
+    def takes_argument(self) -> bool:
+        return self in (Command.STAGE, Command.ROLLBACK)
+
+    @classmethod
+    def parse(cls, name: object, arg: object = None) -> Command:
+        """The command named `name`, checked to have its argument.
+
+        Raises:
+            UserError: an unknown name, or a missing argument.
+        """
+        try:
+            command = cls(str(name))
+        except ValueError:
+            raise UserError(f"unknown command {name!r}; expected one of {', '.join(cls)}") from None
+        if command.takes_argument and arg in (None, ""):
+            raise UserError(f"command {command} needs an argument (e.g. 'stage 2', 'rollback step_00000100')")
+        return command
+
+
 _MAX_REQUEST = 64 * 1024
 
 
@@ -41,7 +68,7 @@ _MAX_REQUEST = 64 * 1024
 class PendingCommand:
     """A command waiting for the trainer; `finish` wakes the connection that sent it."""
 
-    name: str
+    command: Command
     arg: str | None
     reply: dict = field(default_factory=dict)
     done: threading.Event = field(default_factory=threading.Event)
@@ -72,18 +99,16 @@ class _Handler(socketserver.StreamRequestHandler):
         if not hmac.compare_digest(given.encode(), server.secret.encode()):
             self._send({"ok": False, "error": "wrong secret"})
             return
-        name = str(request.get("command", ""))
         arg = request.get("arg")
-        if name not in COMMANDS:
-            self._send({"ok": False, "error": f"unknown command {name!r}; expected one of {', '.join(COMMANDS)}"})
+        try:
+            command = Command.parse(request.get("command", ""), arg)
+        except UserError as err:
+            self._send({"ok": False, "error": str(err)})
             return
-        if COMMANDS[name] and arg in (None, ""):
-            self._send({"ok": False, "error": f"command {name} needs an argument"})
-            return
-        if name == "status":
+        if command is Command.STATUS:
             self._send({"ok": True, **server.status})
             return
-        pending = PendingCommand(name, None if arg is None else str(arg))
+        pending = PendingCommand(command, None if arg is None else str(arg))
         server.queue.put(pending)
         if not pending.done.wait(server.reply_timeout_s):
             self._send({"ok": False, "error": "the trainer did not apply the command in time"})
@@ -180,18 +205,15 @@ class ControlClient:
         except ValueError:
             raise UserError(f"{path} is unreadable; is the run still starting? try again") from None
 
-    def send(self, command: str, arg: str | int | None = None, secret: str | None = None) -> dict:
+    def send(self, command: Command | str, arg: str | int | None = None, secret: str | None = None) -> dict:
         """Send one command and return the trainer's reply once it took effect.
 
         Raises:
             UserError: unknown command, the run is not running, or the trainer refused the command.
         """
-        if command not in COMMANDS:
-            raise UserError(f"unknown command {command!r}; expected one of {', '.join(COMMANDS)}")
-        if COMMANDS[command] and arg in (None, ""):
-            raise UserError(f"command {command} needs an argument (e.g. 'stage 2', 'rollback step_00000100')")
+        command = Command.parse(command, arg)
         info = self._info()
-        request = {"secret": info["secret"] if secret is None else secret, "command": command, "arg": arg}
+        request = {"secret": info["secret"] if secret is None else secret, "command": str(command), "arg": arg}
         try:
             with socket.create_connection((info.get("host", "127.0.0.1"), int(info["port"])), timeout=10) as sock:
                 sock.settimeout(self.timeout_s)

@@ -1,7 +1,9 @@
 """The run's event log, `events.jsonl`: one JSON object a line, append-only; the trainer writes, the studio tails.
 
-Every event has `v` (schema version), `kind`, `step` and `time` (Unix seconds); docs/events.md lists each kind's
-fields. `EventReader` reads the file incrementally and never returns a half-written last line.
+Each kind is one frozen dataclass below (`Metrics`, `Checkpoint`, ...), shared by the writer (`EventWriter.write`)
+and the readers (`parse_event`, the studio); every line has `v` (schema version), `kind`, `step` and `time` (Unix
+seconds). `EventReader` reads the file incrementally and never returns a half-written last line. Torch-free: the
+studio imports it without torch.
 """
 
 from __future__ import annotations
@@ -10,29 +12,233 @@ import contextlib
 import json
 import math
 import os
-import time
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from time import time as _now
+from typing import Any, ClassVar
 
 SCHEMA_VERSION = 1
-
-KINDS: tuple[str, ...] = (
-    "metrics",
-    "diagnostics",
-    "validation",
-    "snapshot",
-    "checkpoint",
-    "rollback",
-    "stage",
-    "state",
-    "anomaly",
-    "command",
-    "error",
-)
+"""Written as `v` in every line. Files from before the typed events carry the same fields (some carry no `v`); both
+read the same way, and fields a newer writer adds are ignored by an older reader."""
 
 STATES: tuple[str, ...] = ("running", "paused", "stopped", "finished", "failed")
 
 EVENTS_FILE = "events.jsonl"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """Fields every event has; `kind` is the class's name on the wire. Optional fields left None are not written."""
+
+    kind: ClassVar[str] = ""
+    step: int
+    """Optimizer steps done when the event was written (goes back after a rollback)."""
+    time: float = field(default_factory=_now)
+    """Unix time, seconds."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The event as its JSON line writes it (non-finite floats as "nan"/"inf"/"-inf" strings)."""
+        fields_ = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("step", "time")}
+        body = _clean({k: v for k, v in fields_.items() if v is not None})
+        return {"v": SCHEMA_VERSION, "kind": self.kind, "step": int(self.step), "time": self.time, **body}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Metrics(Event):
+    """Every `trainer.log_every` steps: means over the steps since the last metrics event."""
+
+    kind: ClassVar[str] = "metrics"
+    stage: int | None = None
+    epoch: float | None = None
+    """Samples seen / dataset size."""
+    loss: float | str
+    """Mean weighted total (a non-finite value arrives as the string "nan", "inf" or "-inf")."""
+    terms: dict[str, float] = field(default_factory=dict)
+    """{term: unweighted mean over the steps where the term had samples}."""
+    lr: dict[str, float] | None = None
+    images_per_s: float | None = None
+    step_time_s: float | None = None
+    data_wait_s: float | None = None
+    data_share: float | None = None
+    memory: dict[str, float] | None = None
+    """{rss_mb, peak_mb} on the CPU or {allocated_mb, peak_mb} on CUDA."""
+    skipped_total: int | None = None
+    invalid_samples: int | None = None
+    lr_scale: float | None = None
+    micro_batch: int | None = None
+    train_time_s: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Diagnostics(Event):
+    """Every `trainer.diag_every` steps, on the last training batch."""
+
+    kind: ClassVar[str] = "diagnostics"
+    grad_norm: dict[str, float] = field(default_factory=dict)
+    """{parameter group: gradient norm before clipping}."""
+    pred_std_mm: float | None = None
+    collapsed: bool | None = None
+    """The prediction std is below the collapse line (10 mm)."""
+    gt_std_mm: float | None = None
+    attention_entropy: dict[str, float] = field(default_factory=dict)
+    """{layer: entropy / log(keys)}: 0 = one key, 1 = uniform."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Validation(Event):
+    kind: ClassVar[str] = "validation"
+    metrics: dict[str, Any]
+    """What `amt-core eval --json` writes, on the first `trainer.eval_samples` held-out samples."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Snapshot(Event):
+    kind: ClassVar[str] = "snapshot"
+    path: str
+    """Relative to the run directory."""
+    samples: int | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Checkpoint(Event):
+    kind: ClassVar[str] = "checkpoint"
+    name: str
+    """The name `rollback` and `--resume` take."""
+    path: str | None = None
+    """Relative to the run directory."""
+    reason: str | None = None
+    """initial, periodic, stage_end, command, stop, final, best."""
+    stage: int | None = None
+    removed: list[str] = field(default_factory=list)
+    """Names pruned by retention as this one was written."""
+    branch: int | None = None
+    retain: list[str] = field(default_factory=list)
+    """Why retention keeps it (manual, stage_end, best)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rollback(Event):
+    """The run went back to a checkpoint; `step` is the checkpoint's step."""
+
+    kind: ClassVar[str] = "rollback"
+    checkpoint: str
+    from_step: int | None = None
+    reason: str | None = None
+    lr_scale: float | None = None
+    branch: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Stage(Event):
+    kind: ClassVar[str] = "stage"
+    stage: int
+    """1-based."""
+    name: str = ""
+    reason: str | None = None
+    """start, resume, plan, command, rollback."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class State(Event):
+    kind: ClassVar[str] = "state"
+    state: str
+    """One of STATES."""
+    reason: str | None = None
+    """At the end: finished, limit, command, signal."""
+    resumed_from: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Anomaly(Event):
+    """Something went wrong and was handled; which optional fields are set depends on `what` (docs/events.md)."""
+
+    kind: ClassVar[str] = "anomaly"
+    what: str
+    """non_finite, explosion, non_finite_run, out_of_memory, slow_precision, data_bound, invalid_labels,
+    not_learning."""
+    action: str | None = None
+    message: str | None = None
+    loss: float | str | None = None
+    median: float | None = None
+    batch: list[int] | None = None
+    """Dataset indices of the batch."""
+    checkpoint: str | None = None
+    lr_scale: float | None = None
+    skipped_total: int | None = None
+    micro_batch: int | None = None
+    data_share: float | None = None
+    count: int | None = None
+    mpjpe_mm: float | None = None
+    ref_mean_pose_mpjpe_mm: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommandApplied(Event):
+    """A control command the trainer applied (ok) or refused (error); the other fields are its result."""
+
+    kind: ClassVar[str] = "command"
+    command: str
+    arg: str | None = None
+    ok: bool = True
+    error: str | None = None
+    state: str | None = None
+    checkpoint: str | None = None
+    stage: int | None = None
+    snapshot: str | None = None
+    rolled_back: bool | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Error(Event):
+    """The trainer crashed; a `state` event `failed` follows."""
+
+    kind: ClassVar[str] = "error"
+    message: str
+    traceback: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Unknown(Event):
+    """A line of a kind this reader does not know (a newer trainer), or one missing a field its kind needs."""
+
+    kind: ClassVar[str] = "unknown"
+    name: str
+    """The line's `kind`."""
+
+
+_WRITTEN = (
+    Metrics,
+    Diagnostics,
+    Validation,
+    Snapshot,
+    Checkpoint,
+    Rollback,
+    Stage,
+    State,
+    Anomaly,
+    CommandApplied,
+    Error,
+)
+EVENT_TYPES: dict[str, type[Event]] = {cls.kind: cls for cls in _WRITTEN}
+KINDS: tuple[str, ...] = tuple(EVENT_TYPES)
+
+
+def parse_event(record: dict[str, Any]) -> Event:
+    """The typed event of one line; fields it does not know are dropped, a line it cannot type is `Unknown`."""
+    kind = str(record.get("kind"))
+    step = record.get("step")
+    step = int(step) if isinstance(step, int | float) and not isinstance(step, bool) else 0
+    when = record.get("time")
+    when = float(when) if isinstance(when, int | float) and not isinstance(when, bool) else _now()
+    cls = EVENT_TYPES.get(kind)
+    if cls is not None:
+        known = {f.name for f in fields(cls)} - {"step", "time"}
+        try:
+            return cls(step=step, time=when, **{k: v for k, v in record.items() if k in known})
+        except TypeError:  # a field its kind needs is missing
+            pass
+    return Unknown(step=step, time=when, name=kind)
 
 
 def _clean(value: Any) -> Any:
@@ -61,15 +267,19 @@ class EventWriter:
             self._file.write("\n")
             self._file.flush()
 
-    def emit(self, kind: str, step: int, **fields: Any) -> dict:
-        """Write one event and flush it, so a reader sees it at once. Returns the event."""
-        if kind not in KINDS:
-            raise ValueError(f"unknown event kind {kind!r}; expected one of {KINDS}")
-        event = {"v": SCHEMA_VERSION, "kind": kind, "step": int(step), "time": time.time(), **_clean(fields)}
+    def write(self, event: Event) -> dict[str, Any]:
+        """Write one event and flush it, so a reader sees it at once. Returns the line's object."""
+        record = event.to_dict()
         if self._file is not None:
-            self._file.write(json.dumps(event, allow_nan=False) + "\n")
+            self._file.write(json.dumps(record, allow_nan=False) + "\n")
             self._file.flush()
-        return event
+        return record
+
+    def emit(self, kind: str, step: int, **fields_: Any) -> dict[str, Any]:
+        """`write` by kind name: the fields are checked against the kind's dataclass (a typo is a TypeError)."""
+        if kind not in EVENT_TYPES:
+            raise ValueError(f"unknown event kind {kind!r}; expected one of {KINDS}")
+        return self.write(EVENT_TYPES[kind](step=step, **fields_))
 
     def close(self) -> None:
         if self._file is not None:
@@ -152,11 +362,3 @@ class EventReader:
             events.extend(self.read_new())
             if self.offset == before:  # no complete line left (a chunk of only bad lines still moves on)
                 return events
-
-
-def last_state(events: list[dict]) -> str | None:
-    """The state of the last `state` event in a list, or None."""
-    for event in reversed(events):
-        if event.get("kind") == "state":
-            return event.get("state")
-    return None

@@ -25,7 +25,7 @@ from torch import nn
 
 from amt_core.errors import UserError
 from amt_core.metrics.reference import MeanPose
-from amt_core.presets import RunConfig
+from amt_core.train.config import RunConfig
 from amt_core.train import checkpoint as ckpt_io
 from amt_core.train import ddp, memory, parts
 from amt_core.train.control import ControlServer, PendingCommand
@@ -130,7 +130,7 @@ class Trainer:
         self._seed_everything(self.tc.seed)
         self.dataset = dataset if dataset is not None else parts.open_data(config.data)
         self._val_dataset = val_dataset
-        self.module = model if model is not None else parts.build_model(config.model.name, config.model.overrides)
+        self.module = model if model is not None else parts.build_model(config.model)
         self.loss_fn = loss if loss is not None else parts.build_loss(config.loss)
         self.module.to(self.device)
         self.loss_fn.to(self.device)
@@ -901,7 +901,7 @@ class Trainer:
                                    "state": "paused" if self.paused else "running", "branch": self.branch}  # fmt: skip
 
     def _apply_all(self, pending: list[PendingCommand]) -> None:
-        requests = ddp.broadcast_object([(p.name, p.arg) for p in pending], self.dist)
+        requests = ddp.broadcast_object([(p.command, p.arg) for p in pending], self.dist)
         for i, (name, arg) in enumerate(requests):
             target = pending[i] if i < len(pending) else None
             try:

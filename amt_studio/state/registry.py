@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from amt_core.train.events import Error, Event, State, parse_event
 from amt_core.train.rundir import run_is_live
 
 TAIL_BYTES = 64 << 10
@@ -45,11 +46,11 @@ def summarize_run(run_dir: Path | str) -> RunSummary | None:
     state, step, last_time = "starting", 0, None
     for event in reversed(_tail_events(events_path)):
         if last_time is None:
-            step, last_time = int(event.get("step", 0) or 0), float(event.get("time", 0.0) or 0.0)
-        if event.get("kind") == "state":
-            state = str(event.get("state", state))
+            step, last_time = event.step, event.time
+        if isinstance(event, State):
+            state = event.state
             break
-        if event.get("kind") == "error":
+        if isinstance(event, Error):
             state = "failed"
             break
     else:
@@ -60,7 +61,7 @@ def summarize_run(run_dir: Path | str) -> RunSummary | None:
     return RunSummary(run_dir=path, live=live, state=state, step=step, preset=_preset(path), last_time=last_time)
 
 
-def _tail_events(path: Path) -> list[dict]:
+def _tail_events(path: Path) -> list[Event]:
     try:
         with open(path, "rb") as f:
             f.seek(0, 2)
@@ -78,7 +79,7 @@ def _tail_events(path: Path) -> list[dict]:
             events.append(json.loads(line))
         except ValueError:
             continue
-    return [e for e in events if isinstance(e, dict)]
+    return [parse_event(e) for e in events if isinstance(e, dict)]
 
 
 def _preset(path: Path) -> str:

@@ -10,10 +10,27 @@ import json
 import math
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from amt_core.train.events import (
+    Anomaly,
+    Checkpoint,
+    CommandApplied,
+    Diagnostics,
+    Error,
+    Event,
+    Metrics,
+    Rollback,
+    Snapshot,
+    Stage,
+    State,
+    Unknown,
+    Validation,
+    parse_event,
+)
 from amt_studio.state.series import SeriesGroup
 from amt_studio.state.signal import Signal
 from amt_studio.state.snapshot import SnapshotTimeline
@@ -31,8 +48,20 @@ PACE_WINDOW = 30
 # Gradient norms above / below these (per parameter group) are flagged as exploding / vanishing.
 GRAD_EXPLODE = 1e3
 GRAD_VANISH = 1e-7
-# Metric fields that are bookkeeping, not series.
-_META_KEYS = {"v", "kind", "step", "time", "stage", "epoch"}
+# Metrics fields drawn as training series (the rest are bookkeeping or the loss plots' own).
+_TRAINING_SERIES = tuple(f.name for f in fields(Metrics) if f.name not in ("step", "time", "stage", "epoch", "loss",
+                                                                            "terms"))  # fmt: skip
+
+
+@dataclass
+class _Changes:
+    """What one `ingest` call changed, for the signals it emits at its end."""
+
+    new_metrics: set[str] = field(default_factory=set)
+    new_diagnostics: set[str] = field(default_factory=set)
+    metrics_seen: bool = False
+    diagnostics_seen: bool = False
+    status_seen: bool = False
 
 
 @dataclass(kw_only=True)
@@ -112,6 +141,7 @@ class RunState:
         self._pace: deque[tuple[float, int]] = deque(maxlen=PACE_WINDOW)  # (time, step) of recent metrics events
         self.error: tuple[str, str] | None = None
         self.events_seen = 0
+        self._changes = _Changes()
 
         self.metrics_changed = Signal()
         self.diagnostics_changed = Signal()
@@ -152,165 +182,103 @@ class RunState:
 
     # ---- events ------------------------------------------------------------------------------------------
 
-    def ingest(self, events: list[dict[str, Any]]) -> None:
-        """Apply events in order; unknown kinds are logged, never fatal (newer trainers may add kinds)."""
-        new_metrics: set[str] = set()
-        new_diag: set[str] = set()
-        metrics_seen = diag_seen = status_seen = False
+    def ingest(self, events: Iterable[Event | dict[str, Any]]) -> None:
+        """Apply events (typed, or a line's dict) in order; unknown kinds are logged, never fatal (newer trainers may
+        add kinds)."""
+        self._changes = _Changes()
+        count = 0
         for event in events:
+            count += 1
+            if isinstance(event, dict):
+                event = parse_event(event)
             self.events_seen += 1
-            kind = event.get("kind")
-            step = int(event.get("step", self.step) or 0)
-            when = float(event.get("time", time.time()) or 0.0)
-            self.step = step  # events come in order; after a rollback the step goes back
-            self.started_time = when if self.started_time is None else self.started_time
-            self.last_time = when
-            if kind == "metrics":
-                new_metrics |= self._on_metrics(event, step, when)
-                metrics_seen = status_seen = True
-            elif kind == "diagnostics":
-                new_diag |= self._on_diagnostics(event, step, when)
-                diag_seen = True
-            elif kind == "snapshot":
-                self._on_snapshot(event, step)
-            elif kind == "checkpoint":
-                self._on_checkpoint(event, step, when)
-            elif kind == "stage":
-                self.stage = int(event.get("stage", self.stage or 1))
-                self._log(when, "info", f"stage {self.stage}" + _detail(event, ("name", "reason")), step)
-                status_seen = True
-            elif kind == "state":
-                self.state = str(event.get("state", self.state))
-                self._pace.clear()  # a pause is not training time
-                self.device = str(event.get("device", self.device) or self.device)
-                if "max_steps" in event and event["max_steps"]:
-                    self.max_steps = int(event["max_steps"])
-                self._log(when, "info", f"trainer {self.state}" + _detail(event, ("reason",)), step)
-                status_seen = True
-            elif kind == "anomaly":
-                what = str(event.get("what", event.get("anomaly", "anomaly")))
-                action = event.get("action")
-                if event.get("message"):
-                    what += f": {event['message']}"
-                label = what + (f" → {action}" if action else "")
-                self._add_marker(Marker(step=step, kind="anomaly", label=label, time=when))
-                self._log(when, "warning", f"anomaly: {label}", step)
-                if event.get("what") == "not_learning":
-                    self.not_learning = str(event.get("message") or "not better than a constant yet")
-                    self._learning_streak = 0
-                    self.banners_changed.emit()
-            elif kind == "rollback":
-                target = str(event.get("checkpoint", "?"))
-                label = f"rolled back to {target}" + (f" ({event['reason']})" if event.get("reason") else "")
-                self._on_rollback(step, int(event.get("from_step", step) or step))
-                self._add_marker(Marker(step=step, kind="rollback", label=label, time=when))
-                self._log(when, "warning", label + f", from step {event.get('from_step', '?')}", step)
-                status_seen = True
-            elif kind == "command":
-                arg = f" {event['arg']}" if event.get("arg") not in (None, "") else ""
-                ok = event.get("ok", True)
-                text = (
-                    f"trainer applied '{event.get('command')}{arg}'"
-                    if ok
-                    else (f"trainer refused '{event.get('command')}{arg}': {event.get('error', '')}")
-                )
-                self._log(when, "info" if ok else "warning", text, step)
-            elif kind == "validation":
-                metrics = event.get("metrics", {}) or {}
-                for name, value in _flat_numbers(metrics):
-                    if self.validation.append(name, step, value, when):
-                        new_metrics.add(f"val/{name}")
-                self._on_validation(metrics)
-                shown = ", ".join(f"{k} {v:.4g}" for k, v in _flat_numbers(metrics)[:4])
-                self._log(when, "info", f"validation: {shown}", step)
-                metrics_seen = True
-            elif kind == "error":
-                message = str(event.get("message", "trainer error"))
-                trace = str(event.get("traceback", ""))
-                self.error = (message, trace)
-                self.state = "failed"
-                self._log(when, "error", f"trainer error: {message}", step)
-                self.error_raised.emit(message, trace)
-                status_seen = True
-            else:
-                self._log(when, "info", f"event {kind!r} at step {step}", step)
-        if metrics_seen:
-            self.metrics_changed.emit(new_metrics)
-        if diag_seen:
-            self.diagnostics_changed.emit(new_diag)
-        if status_seen or events:
+            self.step = event.step  # events come in order; after a rollback the step goes back
+            self.started_time = event.time if self.started_time is None else self.started_time
+            self.last_time = event.time
+            self._handlers.get(type(event), RunState._on_unknown)(self, event)
+        changes = self._changes
+        if changes.metrics_seen:
+            self.metrics_changed.emit(changes.new_metrics)
+        if changes.diagnostics_seen:
+            self.diagnostics_changed.emit(changes.new_diagnostics)
+        if changes.status_seen or count:
             self.status_changed.emit()
 
-    def _on_metrics(self, event: dict[str, Any], step: int, when: float) -> set[str]:
-        new: set[str] = set()
+    def _on_metrics(self, event: Metrics) -> None:
+        step, when, new = event.step, event.time, self._changes.new_metrics
+        self._changes.metrics_seen = self._changes.status_seen = True
         self._pace.append((when, step))
-        losses = event.get("terms", event.get("losses"))
-        total = event.get("loss")
-        if _is_number(total) and self.losses.append("total", step, float(total), when):
+        if _is_number(event.loss) and self.losses.append("total", step, float(event.loss), when):
             new.add("loss/total")
-        if isinstance(losses, dict):
-            for term, value in _flat_numbers(losses):
-                if self.losses.append(term, step, value, when):
-                    new.add(f"loss/{term}")
-        for key, value in event.items():
-            if key in _META_KEYS or key in ("losses", "loss", "terms"):
-                continue
-            if key == "memory_bytes" and _is_number(value):
-                key, value = "memory_mb", float(value) / 2**20
-            for name, number in _flat_numbers({key: value}):
+        for term, value in _flat_numbers(event.terms or {}):
+            if self.losses.append(term, step, value, when):
+                new.add(f"loss/{term}")
+        for key in _TRAINING_SERIES:
+            for name, number in _flat_numbers({key: getattr(event, key)}):
                 if self.training.append(name, step, number, when):
                     new.add(name)
-        if "stage" in event and event["stage"] is not None:
-            self.stage = int(event["stage"])
-        ips = event.get("images_per_s")
-        if _is_number(ips):
-            self.images_per_s = float(ips)
-        share = event.get("data_share")
-        if _is_number(share):
-            self.data_share = float(share)
+        if event.stage is not None:
+            self.stage = int(event.stage)
+        if _is_number(event.images_per_s):
+            self.images_per_s = float(event.images_per_s)
+        if _is_number(event.data_share):
+            self.data_share = float(event.data_share)
         if self.state in ("idle", "starting"):
             self.state = "running"
-        return new
 
-    def _on_diagnostics(self, event: dict[str, Any], step: int, when: float) -> set[str]:
-        new: set[str] = set()
-        for key, scale, name in (("pred_std_mm", 1e-3, "pred"), ("pred_std", 1.0, "pred"),
-                                 ("gt_std_mm", 1e-3, "gt"), ("gt_std", 1.0, "gt")):  # fmt: skip
-            value = event.get(key)
-            if _is_number(value) and self.pred_std.append(name, step, float(value) * scale, when):
+    def _on_diagnostics(self, event: Diagnostics) -> None:
+        step, when, new = event.step, event.time, self._changes.new_diagnostics
+        self._changes.diagnostics_seen = True
+        for value, name in ((event.pred_std_mm, "pred"), (event.gt_std_mm, "gt")):
+            if _is_number(value) and self.pred_std.append(name, step, float(value) * 1e-3, when):
                 new.add(f"std/{name}")
-        for name, value in _flat_numbers(event.get("attention_entropy", {}) or {}):
+        for name, value in _flat_numbers(event.attention_entropy or {}):
             if self.attention_entropy.append(name, step, value, when):
                 new.add(f"entropy/{name}")
-        for name, value in _flat_numbers(event.get("grad_norm", {}) or {}):
+        for name, value in _flat_numbers(event.grad_norm or {}):
             if self.grad_norm.append(name, step, value, when):
                 new.add(f"grad/{name}")
-            flag = "exploding" if value > GRAD_EXPLODE or not math.isfinite(value) else None
-            flag = flag or ("vanishing" if value < GRAD_VANISH else None)
-            if flag and self.grad_flags.get(name) != flag:
-                self._log(self.last_time or 0.0, "warning", f"gradient norm of '{name}' {flag}: {value:.3g}", step)
-            if flag:
-                self.grad_flags[name] = flag
-            else:
-                self.grad_flags.pop(name, None)
+            self._flag_gradient(name, value, step)
         if "pred" in self.pred_std:
-            std = self.pred_std["pred"].last() or 0.0
-            if not self.collapsed:
-                low = bool(event.get("collapsed", std < COLLAPSE_STD_M))
-                self._collapse_streak = self._collapse_streak + 1 if low else 0
-            else:
-                self._collapse_streak = self._collapse_streak + 1 if std > COLLAPSE_CLEAR_STD_M else 0
-            if self._collapse_streak >= COLLAPSE_READINGS:
-                self._collapse_streak = 0
-                self.collapsed = not self.collapsed
-                level = "warning" if self.collapsed else "info"
-                text = "prediction std below 0.01 m: the model is collapsing" if self.collapsed else "prediction std ok"
-                self._log(self.last_time or 0.0, level, text, step)
-                self.collapse_changed.emit(self.collapsed)
-                self.banners_changed.emit()
-        return new
+            self._update_collapse(event)
 
-    def _on_validation(self, metrics: dict[str, Any]) -> None:
+    def _flag_gradient(self, group: str, value: float, step: int) -> None:
+        flag = "exploding" if value > GRAD_EXPLODE or not math.isfinite(value) else None
+        flag = flag or ("vanishing" if value < GRAD_VANISH else None)
+        if flag and self.grad_flags.get(group) != flag:
+            self._log(self.last_time or 0.0, "warning", f"gradient norm of '{group}' {flag}: {value:.3g}", step)
+        if flag:
+            self.grad_flags[group] = flag
+        else:
+            self.grad_flags.pop(group, None)
+
+    def _update_collapse(self, event: Diagnostics) -> None:
+        std = self.pred_std["pred"].last() or 0.0
+        if not self.collapsed:
+            low = event.collapsed if event.collapsed is not None else std < COLLAPSE_STD_M
+            self._collapse_streak = self._collapse_streak + 1 if low else 0
+        else:
+            self._collapse_streak = self._collapse_streak + 1 if std > COLLAPSE_CLEAR_STD_M else 0
+        if self._collapse_streak >= COLLAPSE_READINGS:
+            self._collapse_streak = 0
+            self.collapsed = not self.collapsed
+            level = "warning" if self.collapsed else "info"
+            text = "prediction std below 0.01 m: the model is collapsing" if self.collapsed else "prediction std ok"
+            self._log(self.last_time or 0.0, level, text, event.step)
+            self.collapse_changed.emit(self.collapsed)
+            self.banners_changed.emit()
+
+    def _on_validation(self, event: Validation) -> None:
+        self._changes.metrics_seen = True
+        metrics = event.metrics or {}
+        for name, value in _flat_numbers(metrics):
+            if self.validation.append(name, event.step, value, event.time):
+                self._changes.new_metrics.add(f"val/{name}")
+        self._check_learning(metrics)
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in _flat_numbers(metrics)[:4])
+        self._log(event.time, "info", f"validation: {shown}", event.step)
+
+    def _check_learning(self, metrics: dict[str, Any]) -> None:
         """Clear "not learning" once validations in a row beat the mean-pose reference."""
         error, reference = metrics.get("mpjpe_mm"), metrics.get("ref_mean_pose_mpjpe_mm")
         if self.not_learning is None or not (_is_number(error) and _is_number(reference)):
@@ -321,9 +289,32 @@ class RunState:
             self._learning_streak = 0
             self.banners_changed.emit()
 
-    def _on_rollback(self, step: int, from_step: int) -> None:
+    def _on_stage(self, event: Stage) -> None:
+        self._changes.status_seen = True
+        self.stage = int(event.stage)
+        self._log(event.time, "info", f"stage {self.stage}" + _detail(event.name, event.reason), event.step)
+
+    def _on_state(self, event: State) -> None:
+        self._changes.status_seen = True
+        self.state = event.state
+        self._pace.clear()  # a pause is not training time
+        self._log(event.time, "info", f"trainer {self.state}" + _detail(event.reason), event.step)
+
+    def _on_anomaly(self, event: Anomaly) -> None:
+        what = event.what + (f": {event.message}" if event.message else "")
+        label = what + (f" → {event.action}" if event.action else "")
+        self._add_marker(Marker(step=event.step, kind="anomaly", label=label, time=event.time))
+        self._log(event.time, "warning", f"anomaly: {label}", event.step)
+        if event.what == "not_learning":
+            self.not_learning = event.message or "not better than a constant yet"
+            self._learning_streak = 0
+            self.banners_changed.emit()
+
+    def _on_rollback(self, event: Rollback) -> None:
         """The run continues from `step`: what came after it is an abandoned branch (kept, drawn faded)."""
-        self.rollbacks.append((step, from_step))
+        self._changes.status_seen = True
+        step, from_step = event.step, event.from_step
+        self.rollbacks.append((step, int(from_step or step)))
         for group in (self.losses, self.training, self.pred_std, self.attention_entropy, self.grad_norm,
                       self.validation):  # fmt: skip
             group.abandon_after(step)
@@ -331,31 +322,61 @@ class RunState:
             self.snapshots_reset.emit()
         self._pace.clear()
         self.rolled_back.emit(step)
+        label = f"rolled back to {event.checkpoint}" + (f" ({event.reason})" if event.reason else "")
+        self._add_marker(Marker(step=step, kind="rollback", label=label, time=event.time))
+        self._log(event.time, "warning", label + f", from step {'?' if from_step is None else from_step}", step)
 
-    def _on_snapshot(self, event: dict[str, Any], step: int) -> None:
-        rel = event.get("path", event.get("file"))
-        if not rel:
-            return
-        path = Path(rel)
+    def _on_command(self, event: CommandApplied) -> None:
+        arg = f" {event.arg}" if event.arg not in (None, "") else ""
+        if event.ok:
+            self._log(event.time, "info", f"trainer applied '{event.command}{arg}'", event.step)
+        else:
+            text = f"trainer refused '{event.command}{arg}': {event.error or ''}"
+            self._log(event.time, "warning", text, event.step)
+
+    def _on_error(self, event: Error) -> None:
+        self._changes.status_seen = True
+        self.error = (event.message, event.traceback)
+        self.state = "failed"
+        self._log(event.time, "error", f"trainer error: {event.message}", event.step)
+        self.error_raised.emit(event.message, event.traceback)
+
+    def _on_snapshot(self, event: Snapshot) -> None:
+        path = Path(event.path)
         if not path.is_absolute() and self.run_dir is not None:
             path = self.run_dir / path
-        index = self.snapshots.add(step, path)
+        index = self.snapshots.add(event.step, path)
         self.snapshot_added.emit(index)
 
-    def _on_checkpoint(self, event: dict[str, Any], step: int, when: float) -> None:
-        rel = event.get("path", event.get("name", f"step_{step}"))
-        path = Path(str(rel))
+    def _on_checkpoint(self, event: Checkpoint) -> None:
+        step, when, name = event.step, event.time, event.name
+        path = Path(event.path or name)
         if not path.is_absolute() and self.run_dir is not None:
             path = self.run_dir / path
-        name = str(event.get("name") or path.name)
-        metrics = {k: float(v) for k, v in (event.get("metrics") or {}).items() if _is_number(v)}
-        removed = set(event.get("removed") or ()) | {name}  # the trainer prunes old checkpoints
+        removed = set(event.removed or ()) | {name}  # the trainer prunes old checkpoints
         self.checkpoints = [c for c in self.checkpoints if c.name not in removed]
-        self.checkpoints.append(CheckpointInfo(name=name, path=path, step=step, time=when, metrics=metrics))
-        reason = event.get("reason")
+        self.checkpoints.append(CheckpointInfo(name=name, path=path, step=step, time=when))
         self._add_marker(Marker(step=step, kind="checkpoint", label=name, time=when))
-        self._log(when, "info", f"checkpoint {name}" + (f" ({reason})" if reason else ""), step)
+        self._log(when, "info", f"checkpoint {name}" + (f" ({event.reason})" if event.reason else ""), step)
         self.checkpoints_changed.emit()
+
+    def _on_unknown(self, event: Event) -> None:
+        kind = event.name if isinstance(event, Unknown) else event.kind
+        self._log(event.time, "info", f"event {kind!r} at step {event.step}", event.step)
+
+    _handlers: ClassVar[dict[type[Event], Callable[[RunState, Any], None]]] = {
+        Metrics: _on_metrics,
+        Diagnostics: _on_diagnostics,
+        Validation: _on_validation,
+        Snapshot: _on_snapshot,
+        Checkpoint: _on_checkpoint,
+        Rollback: _on_rollback,
+        Stage: _on_stage,
+        State: _on_state,
+        Anomaly: _on_anomaly,
+        CommandApplied: _on_command,
+        Error: _on_error,
+    }
 
     # ---- helpers -----------------------------------------------------------------------------------------
 
@@ -418,8 +439,8 @@ def _find_key(tree: Any, names: tuple[str, ...]) -> Any:
     return None
 
 
-def _detail(event: dict[str, Any], keys: tuple[str, ...]) -> str:
-    parts = [str(event[k]) for k in keys if event.get(k)]
+def _detail(*values: Any) -> str:
+    parts = [str(v) for v in values if v]
     return f" ({', '.join(parts)})" if parts else ""
 
 
