@@ -248,3 +248,20 @@ def test_released_and_pre_release_subject_names(dexycb):
             (root / "elsewhere").rename(root / LEGACY_SUBJECTS[7])
     finally:
         (root / LEGACY_SUBJECTS[7]).rename(root / SUBJECTS[7])
+
+
+def test_a_truncated_label_file_is_one_line(dexycb, tmp_path):
+    partial = tmp_path / "truncated"
+    shutil.copytree(dexycb["root"], partial)
+    data = DexYCBDataset(partial, "s0", "train", crop=CropConfig(size=32), strict=False)
+    index = 0
+    label = data.frame_files(index)[1]
+    label.write_bytes(label.read_bytes()[: label.stat().st_size // 2])  # a download cut off half-way
+    problems = data.check_frame(index)
+    assert len(problems) == 1 and str(label) in problems[0] and "truncated or corrupt" in problems[0]
+    with pytest.raises(UserError, match="truncated or corrupt") as err:
+        data[index]
+    assert "\n" not in str(err.value) and str(label) in str(err.value)
+    label.write_bytes(b"")  # an empty file fails in numpy, not in zipfile
+    with pytest.raises(UserError, match="truncated or corrupt"):
+        data[index]

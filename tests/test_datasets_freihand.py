@@ -190,3 +190,22 @@ def test_bad_options_are_user_errors(freihand, tmp_path):
         open_dataset(f"freihand:{root}?mano={tmp_path / 'no_mano'}")
     with pytest.raises(UserError, match="no MANO_RIGHT.npz"):
         open_dataset(f"freihand:{root}?mano={tmp_path}")
+
+
+def test_truncated_files_are_one_line(tmp_path, freihand):
+    register_real_schemes()
+    partial = tmp_path / "truncated"
+    shutil.copytree(freihand["root"], partial)
+    image = partial / "training" / "rgb" / "00000002.jpg"
+    image.write_bytes(image.read_bytes()[:200])
+    count, problems = check(f"freihand:{partial}?size=64", samples=100)
+    assert count == 4 * N and len(problems) == 1 and str(image) in problems[0], problems
+    image.write_bytes((freihand["root"] / "training" / "rgb" / "00000002.jpg").read_bytes())
+    mask = partial / "training" / "mask" / "00000001.jpg"  # shared by the frame's four versions
+    mask.write_bytes(mask.read_bytes()[:100])
+    count, problems = check(f"freihand:{partial}?size=64", samples=100)
+    assert len(problems) == 4 and all(str(mask) in line and "\n" not in line for line in problems), problems
+    labels = partial / "training_xyz.json"
+    labels.write_text(labels.read_text()[:-50])
+    with pytest.raises(UserError, match="training_xyz.json is not valid JSON"):
+        open_dataset(f"freihand:{partial}")

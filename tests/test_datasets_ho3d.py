@@ -160,3 +160,17 @@ def test_missing_files(ho3d, tmp_path):
     assert count is None and any("MC1/rgb" in line for line in problems)
     with pytest.raises(UserError, match="split"):
         open_dataset(f"ho3d:{ho3d['root']}:validation")
+
+
+def test_truncated_files_are_one_line(ho3d, tmp_path):
+    register_real_schemes()
+    partial = tmp_path / "truncated"
+    shutil.copytree(ho3d["root"], partial)
+    meta = partial / "train" / "ABF10" / "meta" / "0001.pkl"
+    meta.write_bytes(meta.read_bytes()[:60])
+    image = partial / "train" / "MC1" / "rgb" / "0000.jpg"
+    image.write_bytes(image.read_bytes()[:150])
+    count, problems = check(f"ho3d:{partial}?size=64", samples=10)
+    assert count == 3 and len(problems) == 2, problems
+    assert str(meta) in problems[0] and str(image) in problems[1]
+    assert all("\n" not in line for line in problems)

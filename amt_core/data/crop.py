@@ -8,6 +8,8 @@ Pixel convention (as `amt_core.geometry`): pixel centres at integer coordinates,
 from __future__ import annotations
 
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,22 +175,22 @@ class ManoLayers:
     def tables(self, side: str) -> dict[str, np.ndarray]:
         """hands_components (45, 45) and hands_mean (45,) of a side, float64."""
         if side not in self._tables:
-            with np.load(self.folder / MANO_FILES[side], allow_pickle=False) as data:
-                if "hands_components" not in data.files or "hands_mean" not in data.files:
-                    raise UserError(
-                        f"{self.folder / MANO_FILES[side]} lacks hands_components/hands_mean; re-import it with "
-                        f"amt-core import-mano"
-                    )
-                self._tables[side] = {
-                    "hands_components": np.asarray(data["hands_components"], dtype=np.float64),
-                    "hands_mean": np.asarray(data["hands_mean"], dtype=np.float64).reshape(45),
-                }
+            data = load_npz(self.folder / MANO_FILES[side], "MANO file", "re-import it with amt-core import-mano")
+            if "hands_components" not in data or "hands_mean" not in data:
+                raise UserError(
+                    f"{self.folder / MANO_FILES[side]} lacks hands_components/hands_mean; re-import it with "
+                    f"amt-core import-mano"
+                )
+            self._tables[side] = {
+                "hands_components": np.asarray(data["hands_components"], dtype=np.float64),
+                "hands_mean": np.asarray(data["hands_mean"], dtype=np.float64).reshape(45),
+            }
         return self._tables[side]
 
     @property
     def num_verts(self) -> int:
-        with np.load(self.folder / MANO_FILES["right"], allow_pickle=False) as data:
-            return int(data["v_template"].shape[0])
+        right = load_npz(self.folder / MANO_FILES["right"], "MANO file", "re-import it with amt-core import-mano")
+        return int(right["v_template"].shape[0])
 
     @torch.no_grad()
     def forward(
@@ -294,6 +296,23 @@ def build_sample(labels: FrameLabels, config: CropConfig, num_verts: int) -> dic
     return sample
 
 
+def load_npz(path: Path, what: str, fix: str = "download it again") -> dict[str, np.ndarray]:
+    """Every array of a .npz, read now; UserError naming the file if it is missing, truncated or corrupt.
+
+    A truncated archive fails in several ways (no zip directory, a member cut short, a bad deflate stream), each from
+    a different library; all of them are one line here.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except FileNotFoundError as err:
+        raise UserError(
+            f"{what} {path} is missing; the dataset looks incomplete (run amt-core datasets check)"
+        ) from err
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise UserError(f"{what} {path} is truncated or corrupt ({type(err).__name__}: {err}); {fix}") from None
+
+
 def load_image(path: Path) -> Image.Image:
     """An RGB image; UserError naming the file if it is missing or unreadable."""
     try:
@@ -390,7 +409,7 @@ class RealDataset(Dataset):
             sample = build_sample(labels, self.crop, self.num_verts)
         except UserError as err:
             return [f"{where}: {err}"]
-        except (OSError, ValueError, KeyError, IndexError, EOFError) as err:
+        except (OSError, ValueError, KeyError, IndexError, EOFError, zipfile.BadZipFile, zlib.error) as err:
             return [f"{where}: unreadable labels ({type(err).__name__}: {err})"]
         problems = [f"{where}: {line}" for line in check_sample(sample, self.num_verts)]
         if labels.joints3d is not None:

@@ -28,6 +28,7 @@ from amt_core.data.crop import (
     catalog_ids,
     crop_config_from,
     load_image,
+    load_npz,
     mirror_axis_angle,
     mirror_image,
     mirror_intrinsics,
@@ -263,11 +264,7 @@ class DexYCBDataset(RealDataset):
         seq = self.sequences[seq_index]
         image_path, label_path = self.frame_files(index)
         image = load_image(image_path)
-        try:
-            with np.load(label_path, allow_pickle=False) as data:
-                label = {key: data[key] for key in data.files}
-        except FileNotFoundError as err:
-            raise UserError(f"labels {label_path} are missing; the dataset looks incomplete") from err
+        label = load_npz(label_path, "labels")
         K = self.intrinsics[self.serials[camera]]
         width, height = image.size
         mirror = seq.side == "left"

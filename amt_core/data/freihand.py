@@ -14,7 +14,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from amt_core.data.crop import (
     FrameLabels,
@@ -155,8 +154,7 @@ class FreiHANDDataset(RealDataset):
             labels.hand_verts = self.verts[label]
         mask_path = self.mask_dir / f"{label:08d}.jpg"
         if self.set_name == "training" and mask_path.is_file():
-            with Image.open(mask_path) as mask:
-                hand = np.asarray(mask.convert("L").resize(image.size)) > 127
+            hand = np.asarray(load_image(mask_path).convert("L").resize(image.size)) > 127
             labels.hand_mask, labels.obj_mask = hand, np.zeros_like(hand)  # FreiHAND frames hold no object
         return labels
 

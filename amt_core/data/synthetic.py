@@ -72,7 +72,7 @@ class SynthShardDataset(Dataset):
     def __init__(
         self, root: str | Path, start: int = 0, stop: int | None = None, extras: bool = True, cache_shards: int = 32
     ) -> None:
-        from amt_core.synth.shards import read_manifest, shard_is_complete
+        from amt_core.synth.shards import read_manifest, shard_is_complete, shard_path
 
         self.root = Path(root)
         self.manifest = read_manifest(self.root)
@@ -83,8 +83,9 @@ class SynthShardDataset(Dataset):
         ]
         if missing:
             raise UserError(
-                f"{self.root} is incomplete ({len(missing)} of {self.manifest.num_shards} shards missing); "
-                f"finish it with the same amt-core synth command (it resumes)"
+                f"{self.root} is incomplete ({len(missing)} of {self.manifest.num_shards} shards missing or "
+                f"unreadable, the first {shard_path(self.root, missing[0]).name}); finish it with the same amt-core "
+                f"synth command (it resumes and rewrites them)"
             )
         stop = self.manifest.num if stop is None else stop
         if not 0 <= start <= stop <= self.manifest.num:
