@@ -174,3 +174,74 @@ def test_truncated_files_are_one_line(ho3d, tmp_path):
     assert count == 3 and len(problems) == 2, problems
     assert str(meta) in problems[0] and str(image) in problems[1]
     assert all("\n" not in line for line in problems)
+
+
+def _with_evaluation_truth(ho3d, tmp_path, joints_ho3d_gl: np.ndarray) -> object:
+    """A copy of the mini dataset with the evaluation split's published ground truth beside evaluation.txt."""
+    import json
+
+    root = tmp_path / "with-truth"
+    shutil.copytree(ho3d["root"], root)
+    (root / "evaluation_xyz.json").write_text(json.dumps([joints_ho3d_gl.tolist()]))
+    verts = np.random.default_rng(9).normal(0, 0.03, (1, 778, 3)) + [0.0, 0.07, -0.7]
+    (root / "evaluation_verts.json").write_text(json.dumps(verts.tolist()))
+    return root
+
+
+def test_evaluation_ground_truth_is_read_and_scored(ho3d, tmp_path):
+    import json
+
+    from amt_core.metrics.protocols import HO3DProtocol, protocol_for
+
+    register_real_schemes()
+    hand = gl_hand(5, HandModel())
+    ho3d_order = np.zeros((21, 3))
+    ho3d_order[list(MANO_TO_PROJECT)] = hand["joints"]  # as a submission: HO3D's order, OpenGL axes
+    root = _with_evaluation_truth(ho3d, tmp_path, ho3d_order)
+    data = HO3DDataset(root, split="evaluation", crop=CropConfig(size=64, margin=1.0))
+    sample = data[0]
+    assert bool(sample["valid"]["joints3d"])
+    np.testing.assert_allclose(sample["joints3d"].numpy(), hand["joints"] * GL, atol=1e-6)  # OpenCV, our order
+    assert not bool(sample["valid"]["hand_verts"])  # 778 MANO vertices need a MANO layer; the open hand has more
+    # the crop is still the challenge's box, not one around the ground truth
+    A = crop_matrix(data.labels(0).box, 64)
+    np.testing.assert_allclose((A @ [140.0, 110.0, 1.0])[:2], [31.5, 31.5], atol=1e-9)
+
+    protocol = protocol_for(f"ho3d:{root}:evaluation")
+    assert isinstance(protocol, HO3DProtocol) and protocol.name == "ho3d_eval"
+    batch = {key: sample[key][None] for key in ("joints3d", "hand_verts")}
+    batch["valid"] = {key: sample["valid"][key][None] for key in ("joints3d", "hand_verts")}
+    protocol.update(sample["joints3d"][None] + torch.tensor([0.0, 0.0, 0.01]), batch)
+    out = protocol.compute()
+    assert out["ho3d_eval/mpjpe_abs_mm"] == pytest.approx(10.0, abs=1e-3) and out["ho3d_eval/pa_mpjpe_mm"] < 1e-3
+
+    # a truncated ground-truth file is one line naming it
+    (root / "evaluation_xyz.json").write_text(json.dumps([ho3d_order.tolist()])[:-40])
+    with pytest.raises(UserError, match="evaluation_xyz.json does not read") as err:
+        HO3DDataset(root, split="evaluation", crop=CropConfig(size=64))[0]
+    assert "\n" not in str(err.value)
+
+
+def test_eval_command_scores_the_evaluation_split(ho3d, tmp_path, capsys):
+    import json
+    from pathlib import Path
+
+    from amt_core.cli import main
+
+    hand = gl_hand(6, HandModel())
+    ho3d_order = np.zeros((21, 3))
+    ho3d_order[list(MANO_TO_PROJECT)] = hand["joints"]
+    root = _with_evaluation_truth(ho3d, tmp_path, ho3d_order)
+    checkpoint = Path(__file__).parent / "data" / "checkpoint_v1"
+    report = tmp_path / "eval.json"
+    spec = f"ho3d:{root}:evaluation?size=64"
+    assert main(["eval", "--ckpt", str(checkpoint), "--data", spec, "--json", str(report), "--device", "cpu"]) == 0
+    metrics = json.loads(report.read_text())
+    assert metrics["ho3d_eval/num_samples"] == 1
+    for key in ("mpjpe_abs_mm", "pa_mpjpe_mm", "st_mpjpe_mm", "rr_mpjpe_mm"):
+        assert metrics[f"ho3d_eval/{key}"] > 0
+    # the open-hand model cannot make the challenge's MANO mesh: refused before anything runs, one line
+    capsys.readouterr()
+    code = main(["eval", "--ckpt", str(checkpoint), "--data", spec, "--submission", str(tmp_path / "pred.json")])
+    assert code == 2 and not (tmp_path / "pred.json").exists()
+    assert capsys.readouterr().err.count("\n") == 1

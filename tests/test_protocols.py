@@ -198,3 +198,54 @@ def test_ho3d_submission_is_opengl_in_ho3d_order(tmp_path):
     np.testing.assert_allclose(mesh * [1, -1, -1], verts, atol=1e-12)
     with pytest.raises(ValueError, match="21, 3"):
         write_ho3d_submission(tmp_path / "bad.json", joints[:, :20], verts)
+
+
+def test_unaligned_errors_and_f_scores_by_hand():
+    # four mesh points 10 cm apart and a prediction 7 mm off along x: every nearest point is its own, 7 mm away
+    gt_v = np.array([[[0.0, 0.0, 0.6], [0.1, 0.0, 0.6], [0.0, 0.1, 0.6], [0.0, 0.0, 0.7]]])
+    gt_j = np.random.default_rng(5).normal(0, 0.04, (1, 21, 3)) + [0.0, 0.0, 0.6]
+    shift = np.array([0.007, 0.0, 0.0])
+    for protocol, name in ((FreiHANDProtocol(), "freihand"), (HO3DProtocol(), "ho3d")):
+        protocol.update(torch.tensor(gt_j + shift), batch_of(gt_j, gt_v), torch.tensor(gt_v + shift))
+        out = protocol.compute()
+        assert out[f"{name}/mpjpe_abs_mm"] == pytest.approx(7.0, abs=1e-4)
+        assert out[f"{name}/mpvpe_abs_mm"] == pytest.approx(7.0, abs=1e-4)
+        assert out[f"{name}/f_5mm_abs"] == 0.0 and out[f"{name}/f_15mm_abs"] == 1.0  # 7 mm: outside 5, inside 15
+        assert out[f"{name}/f_5mm"] == 1.0 and out[f"{name}/pa_mpvpe_mm"] < 1e-3  # a shift aligns away
+        # the PCK AUC of a constant 7 mm error over 0-50 mm, 100 thresholds: the share of thresholds >= 7 mm
+        thresholds = np.linspace(0.0, 0.05, 100)
+        assert out[f"{name}/auc_abs_j"] == pytest.approx(
+            np.trapezoid((thresholds >= 0.007 - 1e-12).astype(float), thresholds) / 0.05, abs=1e-6
+        )
+
+
+def test_unaligned_mesh_numbers_match_the_official_arithmetic():
+    gt_j, gt_v, pred_j, pred_v = make_case(6)
+    gt_v32 = gt_v.astype(np.float32).astype(np.float64)
+    out = feed(HO3DProtocol(), gt_j, gt_v, pred_j, pred_v)
+    mean_v, auc_v = official_measures([np.linalg.norm(p - g, axis=1) for g, p in zip(gt_v32, pred_v)])
+    assert out["ho3d/mpvpe_abs_mm"] == pytest.approx(mean_v * 1000, rel=1e-5)
+    assert out["ho3d/auc_abs_v"] == pytest.approx(auc_v, abs=1e-6)
+    for th, key in ((0.005, "f_5mm_abs"), (0.015, "f_15mm_abs")):
+        expected = np.mean([official_fscore(g, p, th) for g, p in zip(gt_v32, pred_v)])
+        assert out[f"ho3d/{key}"] == pytest.approx(expected, abs=1e-9)
+    assert out["ho3d/reflected_j"] == 0 and "ho3d/pa_mpjpe_official_mm" not in out  # no reflection: one number
+
+
+def test_a_mirrored_prediction_is_reported_both_ways():
+    """The official scripts' Procrustes allows a reflection, so a mirror image scores 0 mm there; ours does not."""
+    gt_j, gt_v, _, _ = make_case(7, n=3)
+    mirror = np.array([-1.0, 1.0, 1.0])
+    centre_j, centre_v = gt_j.mean(1, keepdims=True), gt_v.mean(1, keepdims=True)
+    pred_j, pred_v = (gt_j - centre_j) * mirror + centre_j, (gt_v - centre_v) * mirror + centre_v
+    out = feed(FreiHANDProtocol(), gt_j, gt_v, pred_j, pred_v, split_at=1)
+    gt32 = gt_j.astype(np.float32).astype(np.float64)
+    official = official_measures(
+        [np.linalg.norm(official_align_w_scale(g, p) - g, axis=1) for g, p in zip(gt32, pred_j)]
+    )
+    assert official[0] < 1e-6  # the script's own arithmetic: a perfect score
+    assert out["freihand/reflected_j"] == 3 and out["freihand/reflected_v"] == 3
+    assert out["freihand/pa_mpjpe_official_mm"] == pytest.approx(official[0] * 1000, abs=1e-3)
+    assert out["freihand/pa_mpjpe_mm"] > 10.0  # a rotation cannot undo a mirror image
+    assert out["freihand/pa_mpvpe_official_mm"] < 1e-3 and out["freihand/f_5mm_official"] == 1.0
+    assert out["freihand/f_5mm"] < 1.0

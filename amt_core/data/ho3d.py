@@ -4,10 +4,13 @@ Layout: PATH/{train,evaluation}.txt list `SEQ/FRAME`; frames are PATH/<split>/SE
 PATH/<split>/SEQ/meta/FRAME.pkl. Conventions (from the dataset's own code, shreyashampali/ho3d): every 3D quantity is
 in the OpenGL camera frame (y up, z backward), converted here to OpenCV by negating y and z; handJoints3D is MANO's
 16 joints then the 5 tips (thumb, index, middle, ring, little), reordered by `amt_core.joints.MANO_TO_PROJECT`; MANO
-is used with flat_hand_mean=True, so handPose[3:] is already relative to the flat hand. The evaluation split has only
-the wrist (handJoints3D of shape (3,)) and handBoundingBox: its samples are cropped around that box with every
-hand flag False; `HO3DDataset.root_joint(i)` gives the wrist (for submissions, see
-`amt_core.metrics.protocols.write_ho3d_submission`).
+is used with flat_hand_mean=True, so handPose[3:] is already relative to the flat hand. The evaluation split's
+annotations have only the wrist (handJoints3D of shape (3,)) and handBoundingBox: its samples are cropped around that
+box; `HO3DDataset.root_joint(i)` gives the wrist (for submissions, see
+`amt_core.metrics.protocols.write_ho3d_submission`). The evaluation ground truth the authors published in November
+2024 (`evaluation_xyz.json`, and `evaluation_verts.json` for the MANO mesh, in PATH, in evaluation.txt's order, OpenGL
+axes and HO3D's joint order like a submission) is read when present: the samples then carry the joints (and, with a
+MANO layer, the 778 vertices), and `amt-core eval` scores the split with HO3D's protocol locally.
 """
 
 from __future__ import annotations
@@ -40,6 +43,29 @@ from amt_core.errors import UserError
 from amt_core.joints import MANO_TO_PROJECT
 
 SPLITS = {"train": "train", "evaluation": "evaluation", "eval": "evaluation", "test": "evaluation"}
+EVAL_XYZ, EVAL_VERTS = "evaluation_xyz.json", "evaluation_verts.json"  # the evaluation split's ground truth (2024)
+
+
+def has_evaluation_truth(root: Path) -> bool:
+    """Whether the folder holds the evaluation split's published ground truth (its joints file)."""
+    return (Path(root) / EVAL_XYZ).is_file()
+
+
+def _read_truth(path: Path, count: int, shape: tuple[int, int]) -> np.ndarray:
+    """(count, *shape) float32 from one of the evaluation ground-truth JSON files, converted to OpenCV axes;
+    UserError naming the file if it is truncated or does not match evaluation.txt."""
+    import json
+
+    try:
+        array = np.asarray(json.loads(path.read_text()), dtype=np.float32)
+    except (OSError, ValueError, TypeError) as err:
+        raise UserError(f"{path} does not read ({type(err).__name__}: {err}); download it again") from None
+    if array.shape != (count, *shape):
+        raise UserError(
+            f"{path} holds an array of shape {array.shape}, expected ({count}, {shape[0]}, 3) for the {count} frames "
+            f"of evaluation.txt; download both again"
+        )
+    return array @ OPENGL_TO_OPENCV.astype(np.float32)
 
 
 def layout_problems(root: Path, split: str) -> list[str]:
@@ -120,6 +146,18 @@ class HO3DDataset(RealDataset):
         self.mano_layers = ManoLayers(mano_dir) if mano_dir is not None else None
         self.num_verts = self.mano_layers.num_verts if self.mano_layers else open_hand_num_verts()
         self.class_ids = catalog_ids()
+        self.has_truth = self.split == "evaluation" and has_evaluation_truth(self.root)
+        self._truth: tuple[np.ndarray, np.ndarray | None] | None = None
+
+    def evaluation_truth(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """(joints (N, 21, 3) project order, vertices (N, 778, 3) or None), metres, OpenCV axes: the evaluation
+        split's published ground truth, read on first use (the vertex file is large)."""
+        if self._truth is None:
+            joints = _read_truth(self.root / EVAL_XYZ, len(self.frames), (21, 3))[:, list(MANO_TO_PROJECT)]
+            verts_path = self.root / EVAL_VERTS
+            verts = _read_truth(verts_path, len(self.frames), (778, 3)) if verts_path.is_file() else None
+            self._truth = (joints, verts)
+        return self._truth
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -155,6 +193,11 @@ class HO3DDataset(RealDataset):
             self._add_mano(meta, labels)
         elif self.split == "evaluation" and meta.get("handBoundingBox") is not None:
             labels.box = box_from_corners(*np.asarray(meta["handBoundingBox"], dtype=np.float64)[:4], self.crop)
+            if self.has_truth:  # the crop stays the challenge's box: the ground truth only scores
+                joints, verts = self.evaluation_truth()
+                labels.joints3d = joints[index].astype(np.float64)
+                if verts is not None and self.num_verts == verts.shape[1]:
+                    labels.hand_verts = verts[index].astype(np.float64)
         self._add_object(meta, labels)
         contact = _array(meta, "handVertContact")
         if contact is not None and labels.joints3d is not None:

@@ -4,8 +4,16 @@
 `compute()` returns flat numbers keyed `<protocol>/<metric>` (millimetres as `_mm`, AUC and F-scores in [0, 1]).
 The numbers follow the official scripts (freihand/eval.py, ho3d/eval.py, dex-ycb-toolkit hpe_eval.py): per-keypoint
 PCK over 0-50 mm in 100 steps, the AUC normalised to [0, 1], errors averaged per keypoint then over keypoints.
-Procrustes alignment is `amt_core.metrics.procrustes_align` (similarity, proper rotation); the official scripts use
-scipy's orthogonal_procrustes, which may pick a reflection for degenerate predictions, and agree otherwise.
+Procrustes alignment is `amt_core.metrics.procrustes_align` (similarity, proper rotation). The official scripts use
+scipy's `orthogonal_procrustes`, which allows any orthogonal matrix: they pick a reflection whenever the prediction
+fits the mirror image of the ground truth better than any rotation of it (a left hand predicted for a right one, a
+pose with the fingers bent the wrong way), and then score it as if it were right. The two agree exactly when the best
+orthogonal fit is a rotation. Where they differ, both are reported: `pa_*` (rotation only) beside `pa_*_official`
+(reflection allowed, the scripts' numbers), with `reflected_j`/`reflected_v` counting the samples concerned.
+
+Unaligned numbers are reported as the scripts do too: FreiHAND's and HO3D's joint and mesh errors in the camera frame
+(`mpjpe_abs_mm`, `mpvpe_abs_mm`) and the F-scores of the unaligned mesh (`f_5mm_abs`, `f_15mm_abs`) beside the aligned
+ones (`f_5mm`, `f_15mm`).
 """
 
 from __future__ import annotations
@@ -74,6 +82,28 @@ def scale_translation_align(pred: torch.Tensor, gt: torch.Tensor, ref: int = HO3
     return (pred - pred[:, :1]) * scale[:, None, None] + gt[:, :1]
 
 
+def orthogonal_align(pred: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The official scripts' `align_w_scale`: `pred` moved onto `gt` by the best similarity whose linear part is any
+    orthogonal matrix, a reflection included (scipy's `orthogonal_procrustes`).
+
+    Args:
+        pred, gt: (N, P, 3) corresponding points, metres.
+
+    Returns:
+        (aligned (N, P, 3) float64, reflected (N,) bool: the fit used a reflection). Where `reflected` is False the
+        result equals `procrustes_align`'s.
+    """
+    pred, gt = as_float64(pred), as_float64(gt)
+    mean_p, mean_g = pred.mean(1, keepdim=True), gt.mean(1, keepdim=True)
+    p, g = pred - mean_p, gt - mean_g
+    u, sing, vh = torch.linalg.svd(p.transpose(1, 2) @ g)  # p^T g = U S V^T; the best orthogonal map is U V^T
+    rot = u @ vh
+    norm = (p * p).sum(dim=(1, 2))
+    scale = torch.where(norm > 0, sing.sum(-1) / norm.clamp(min=1e-30), torch.zeros_like(norm))
+    reflected = (torch.linalg.det(rot) < 0) & (norm > 0)
+    return scale[:, None, None] * p @ rot + mean_g, reflected
+
+
 @dataclass(kw_only=True)
 class Protocol:
     """Accumulates predictions against ground truth for one dataset's protocol."""
@@ -109,56 +139,85 @@ class Protocol:
                 )
         self._add(pred, gt, verts)
 
-    def update_output(self, output, batch: dict) -> None:
-        """Add a batch from an AMTOutput (its joints3d and hand_verts)."""
-        self.update(output.joints3d, batch, output.hand_verts)
-
     def _add(self, pred: torch.Tensor, gt: torch.Tensor, verts: tuple[torch.Tensor, torch.Tensor] | None) -> None:
         raise NotImplementedError
 
     def compute(self) -> dict[str, float | int]:
         raise NotImplementedError
 
+    def _pa_terms(self, pred: torch.Tensor, gt: torch.Tensor, suffix: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keep the Procrustes-aligned errors of points `suffix` ("j" joints, "v" vertices) both ways: rotation only
+        and the official scripts' (reflection allowed). Returns both alignments (rotation only, official)."""
+        aligned = procrustes_align(pred, gt)
+        self._keep(f"pa_err_{suffix}", torch.linalg.vector_norm(aligned - gt, dim=-1))
+        official, reflected = orthogonal_align(pred, gt)
+        self._keep(f"pa_err_{suffix}_official", torch.linalg.vector_norm(official - gt, dim=-1))
+        self._keep(f"reflected_{suffix}", reflected)
+        return aligned, official
+
+    def _pa_summary(self, out: dict, suffix: str, mean_key: str, auc_key: str) -> None:
+        """`pa_*` (rotation only) and, where some sample's best fit was a reflection, `pa_*_official` beside it."""
+        out[f"{self.name}/{mean_key}"], out[f"{self.name}/{auc_key}"] = _mm_auc(self._cat(f"pa_err_{suffix}"))
+        reflected = int(self._cat(f"reflected_{suffix}").sum())
+        out[f"{self.name}/reflected_{suffix}"] = reflected
+        if reflected:
+            mean, auc = _mm_auc(self._cat(f"pa_err_{suffix}_official"))
+            out[f"{self.name}/{mean_key.removesuffix('_mm')}_official_mm"] = mean
+            out[f"{self.name}/{auc_key}_official"] = auc
+
     def _mesh_terms(self, verts: tuple[torch.Tensor, torch.Tensor] | None) -> None:
-        """Procrustes-aligned vertex errors and F-scores of the aligned meshes (FreiHAND/HO3D's mesh protocol)."""
+        """Vertex errors unaligned and Procrustes-aligned (both ways), and F-scores of the unaligned and aligned
+        meshes (FreiHAND's and HO3D's mesh protocol)."""
         if verts is None:
             return
         pred_v, gt_v = verts
-        aligned = procrustes_align(pred_v, gt_v)
-        self._keep("pa_vert_err", torch.linalg.vector_norm(aligned - gt_v, dim=-1))
-        aligned_np, gt_np = aligned.numpy(), gt_v.numpy()
+        self._keep("abs_vert_err", torch.linalg.vector_norm(pred_v - gt_v, dim=-1))
+        aligned, official = self._pa_terms(pred_v, gt_v, "v")
+        gt_np, reflected = gt_v.numpy(), self._lists["reflected_v"][-1].astype(bool)
         for threshold in F_THRESHOLDS_M:
-            scores = [f_score(g, p, threshold) for g, p in zip(gt_np, aligned_np)]
-            self._keep(f"f_{round(threshold * MM)}mm", np.asarray(scores))
+            key = f"f_{round(threshold * MM)}mm"
+            scores = np.asarray([f_score(g, p, threshold) for g, p in zip(gt_np, aligned.numpy())])
+            self._keep(key, scores)
+            self._keep(key + "_abs", np.asarray([f_score(g, p, threshold) for g, p in zip(gt_np, pred_v.numpy())]))
+            official_scores = scores.copy()  # the same alignment wherever no reflection was picked
+            for i in np.flatnonzero(reflected):
+                official_scores[i] = f_score(gt_np[i], official[i].numpy(), threshold)
+            self._keep(key + "_official", official_scores)
 
     def _mesh_summary(self, out: dict) -> None:
-        vert_err = self._cat("pa_vert_err")
-        if vert_err is not None:
-            mean, auc = keypoint_summary(vert_err)
-            out[f"{self.name}/pa_mpvpe_mm"], out[f"{self.name}/pa_auc_v"] = mean * MM, auc
-            for threshold in F_THRESHOLDS_M:
-                key = f"f_{round(threshold * MM)}mm"
-                out[f"{self.name}/{key}"] = float(self._cat(key).mean())
-            out[f"{self.name}/num_meshes"] = int(len(vert_err))
+        vert_err = self._cat("abs_vert_err")
+        if vert_err is None:
+            return
+        out[f"{self.name}/mpvpe_abs_mm"], out[f"{self.name}/auc_abs_v"] = _mm_auc(vert_err)
+        self._pa_summary(out, "v", "pa_mpvpe_mm", "pa_auc_v")
+        reflected = out[f"{self.name}/reflected_v"] > 0
+        for threshold in F_THRESHOLDS_M:
+            key = f"f_{round(threshold * MM)}mm"
+            out[f"{self.name}/{key}"] = float(self._cat(key).mean())
+            out[f"{self.name}/{key}_abs"] = float(self._cat(key + "_abs").mean())
+            if reflected:
+                out[f"{self.name}/{key}_official"] = float(self._cat(key + "_official").mean())
+        out[f"{self.name}/num_meshes"] = int(len(vert_err))
 
 
 @dataclass(kw_only=True)
 class FreiHANDProtocol(Protocol):
-    """FreiHAND: Procrustes-aligned joint and mesh errors (PA-MPJPE, PA-MPVPE), F@5mm and F@15mm of the aligned
-    mesh, AUC of the aligned PCK (0-50 mm), and the unaligned (absolute) joint error."""
+    """FreiHAND (its eval.py): Procrustes-aligned joint and mesh errors (PA-MPJPE, PA-MPVPE) and their AUCs (PCK
+    over 0-50 mm), F@5mm and F@15mm of the aligned and the unaligned mesh, and the unaligned (camera-frame) joint and
+    mesh errors and AUCs."""
 
     name: str = "freihand"
 
     def _add(self, pred, gt, verts) -> None:
         self._keep("abs_err", torch.linalg.vector_norm(pred - gt, dim=-1))
-        self._keep("pa_err", torch.linalg.vector_norm(procrustes_align(pred, gt) - gt, dim=-1))
+        self._pa_terms(pred, gt, "j")
         self._mesh_terms(verts)
 
     def compute(self) -> dict[str, float | int]:
         out: dict[str, float | int] = {f"{self.name}/num_samples": self.num_samples}
         if self.num_samples == 0:
             return out
-        out[f"{self.name}/pa_mpjpe_mm"], out[f"{self.name}/pa_auc_j"] = _mm_auc(self._cat("pa_err"))
+        self._pa_summary(out, "j", "pa_mpjpe_mm", "pa_auc_j")
         out[f"{self.name}/mpjpe_abs_mm"], out[f"{self.name}/auc_abs_j"] = _mm_auc(self._cat("abs_err"))
         self._mesh_summary(out)
         return out
@@ -166,23 +225,27 @@ class FreiHANDProtocol(Protocol):
 
 @dataclass(kw_only=True)
 class HO3DProtocol(Protocol):
-    """HO3D (the CodaLab challenge's numbers on a labelled split): Procrustes-aligned joint and mesh errors and
-    AUCs, F-scores of the aligned mesh, the scale-and-translation-aligned and root-relative joint errors."""
+    """HO3D (its eval.py, the CodaLab challenge's numbers; on the evaluation split with the ground truth published in
+    2024, or on a labelled split): Procrustes-aligned joint and mesh errors and AUCs, the scale-and-translation-aligned
+    and root-relative joint errors, the unaligned (camera-frame) joint and mesh errors, and F-scores of the aligned
+    and the unaligned mesh."""
 
     name: str = "ho3d"
 
     def _add(self, pred, gt, verts) -> None:
         rel = (pred - pred[:, :1]) - (gt - gt[:, :1])
+        self._keep("abs_err", torch.linalg.vector_norm(pred - gt, dim=-1))
         self._keep("rr_err", torch.linalg.vector_norm(rel, dim=-1))
         self._keep("st_err", torch.linalg.vector_norm(scale_translation_align(pred, gt) - gt, dim=-1))
-        self._keep("pa_err", torch.linalg.vector_norm(procrustes_align(pred, gt) - gt, dim=-1))
+        self._pa_terms(pred, gt, "j")
         self._mesh_terms(verts)
 
     def compute(self) -> dict[str, float | int]:
         out: dict[str, float | int] = {f"{self.name}/num_samples": self.num_samples}
         if self.num_samples == 0:
             return out
-        out[f"{self.name}/pa_mpjpe_mm"], out[f"{self.name}/pa_auc_j"] = _mm_auc(self._cat("pa_err"))
+        self._pa_summary(out, "j", "pa_mpjpe_mm", "pa_auc_j")
+        out[f"{self.name}/mpjpe_abs_mm"], out[f"{self.name}/auc_abs_j"] = _mm_auc(self._cat("abs_err"))
         out[f"{self.name}/st_mpjpe_mm"], out[f"{self.name}/st_auc_j"] = _mm_auc(self._cat("st_err"))
         out[f"{self.name}/rr_mpjpe_mm"], out[f"{self.name}/rr_auc_j"] = _mm_auc(self._cat("rr_err"))
         self._mesh_summary(out)
@@ -200,14 +263,14 @@ class DexYCBProtocol(Protocol):
         rel = (pred - pred[:, :1]) - (gt - gt[:, :1])
         self._keep("abs_err", torch.linalg.vector_norm(pred - gt, dim=-1))
         self._keep("rr_err", torch.linalg.vector_norm(rel, dim=-1))
-        self._keep("pa_err", torch.linalg.vector_norm(procrustes_align(pred, gt) - gt, dim=-1))
+        self._pa_terms(pred, gt, "j")
 
     def compute(self) -> dict[str, float | int]:
         out: dict[str, float | int] = {f"{self.name}/num_samples": self.num_samples}
         if self.num_samples == 0:
             return out
         out[f"{self.name}/mpjpe_mm"], out[f"{self.name}/auc"] = _mm_auc(self._cat("rr_err"))
-        out[f"{self.name}/pa_mpjpe_mm"], out[f"{self.name}/pa_auc"] = _mm_auc(self._cat("pa_err"))
+        self._pa_summary(out, "j", "pa_mpjpe_mm", "pa_auc")
         out[f"{self.name}/mpjpe_abs_mm"], out[f"{self.name}/abs_auc"] = _mm_auc(self._cat("abs_err"))
         return out
 
@@ -218,10 +281,12 @@ def _mm_auc(errors: np.ndarray) -> tuple[float, float]:
 
 
 def protocol_for(spec: str) -> Protocol | None:
-    """The protocol of a dataset spec, or None when it has none (synth, mix, HO3D's unlabelled evaluation split).
+    """The protocol of a dataset spec, or None when it has none (synth, mix, HO3D's evaluation split without its
+    published ground truth).
 
-    `freihand:...` -> FreiHANDProtocol; `ho3d:PATH[:train]` -> HO3DProtocol; `dexycb:PATH:s1:test` ->
-    DexYCBProtocol named dexycb_s1_test.
+    `freihand:...` -> FreiHANDProtocol; `ho3d:PATH[:train]` -> HO3DProtocol; `ho3d:PATH:evaluation` with
+    PATH/evaluation_xyz.json -> HO3DProtocol named ho3d_eval; `dexycb:PATH:s1:test` -> DexYCBProtocol named
+    dexycb_s1_test.
     """
     from amt_core.data.registry import parse_spec
 
@@ -231,8 +296,13 @@ def protocol_for(spec: str) -> Protocol | None:
         split = parts[0] if parts else "train"
         return FreiHANDProtocol(name="freihand" if split == "train" else "freihand_eval")
     if parsed.scheme == "ho3d":
+        from amt_core.data.ho3d import has_evaluation_truth
+
         split = parts[0] if parts else "train"
-        return None if split in ("evaluation", "eval", "test") else HO3DProtocol()
+        if split not in ("evaluation", "eval", "test"):
+            return HO3DProtocol()
+        root = Path(parsed.target.split(":")[0])
+        return HO3DProtocol(name="ho3d_eval") if has_evaluation_truth(root) else None
     if parsed.scheme == "dexycb":
         setup, split = (parts + ["s0", "test"][len(parts) :])[:2]
         return DexYCBProtocol(name=f"dexycb_{setup}_{split}")
@@ -281,6 +351,7 @@ __all__ = [
     "Protocol",
     "f_score",
     "keypoint_summary",
+    "orthogonal_align",
     "protocol_for",
     "scale_translation_align",
     "write_freihand_submission",

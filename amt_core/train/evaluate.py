@@ -24,6 +24,7 @@ def evaluate(
     on_batch: Callable[[int, int], None] | None = None,
     fp8=None,
     reference_pose: torch.Tensor | None = None,
+    on_output: Callable[[object, dict], None] | None = None,
 ) -> dict[str, float | int | bool | str]:
     """Every metric of `MetricAccumulator` over the dataset (its first `max_samples` when > 0), in eval mode.
 
@@ -32,6 +33,8 @@ def evaluate(
         fp8: the trainer's `Fp8Report` when its model has FP8 layers (Transformer Engine computes FP8 in its context).
         reference_pose: (21, 3) metres, the training data's mean root-relative pose, scored beside the model
             (`ref_mean_pose_*`); None: the evaluated samples' own mean pose stands in.
+        on_output: called with (model output, batch) after each batch, in dataset order (a dataset's own protocol,
+            a submission file).
     """
     from amt_core.metrics import MetricAccumulator
 
@@ -49,6 +52,8 @@ def evaluate(
             with autocast(precision, device, fp8):
                 output = model(batch)
             accumulator.update(output, batch)
+            if on_output is not None:
+                on_output(output, batch)
             done += batch["image"].shape[0]
             if on_batch is not None:
                 on_batch(done, len(dataset))
