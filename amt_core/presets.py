@@ -9,79 +9,23 @@ naming the key and what exists there.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any
 
+from amt_core import config_tree
 from amt_core.data.mixup import MixUpConfig
 from amt_core.errors import UserError
+from amt_core.losses.amt_loss import AMTLoss
+from amt_core.models.registry import model_config
+from amt_core.train.config import RunConfig, with_model
 from amt_core.train.optim import OptimConfig
 from amt_core.train.stability import StabilityConfig
-from amt_core.train.stages import StageConfig, seed_stages
+from amt_core.train.stages import seed_stages
 from amt_core.train.trainer_config import TrainerConfig
 
 # Loss terms that are not direct supervision of one component (off in stage 1), and the physics terms (2x in stage 3).
 # Names follow amt_core.losses; a term the loss does not have is reported when the run starts.
 INDIRECT_TERMS: tuple[str, ...] = ("refinement", "physics")
 PHYSICS_TERMS: tuple[str, ...] = ("physics",)
-
-
-@dataclass(kw_only=True)
-class ModelSpec:
-    name: str
-    """A name from `amt_core.models.list_models()`."""
-    overrides: dict[str, Any] = field(default_factory=dict)
-    """Dotted-key overrides for `create_model` (`--set model.refine.steps=4`)."""
-
-
-@dataclass(kw_only=True)
-class RunConfig:
-    preset: str
-    """The preset this config started from."""
-    model: ModelSpec
-    data: str
-    """Training data spec (`synth:live?seed=S&size=PX&num=N`, `synth:DIR`, ...)."""
-    val_data: str
-    """Held-out data for validation and the snapshot samples."""
-    batch_size: int
-    """Global batch (split over DDP processes)."""
-    loss: dict[str, Any] = field(default_factory=dict)
-    """Overrides for `AMTLoss.Config` as nested dicts (`--set loss.weights.diversity=0`)."""
-    stages: tuple[StageConfig, ...]
-    mixup: MixUpConfig = field(default_factory=MixUpConfig)
-    """Batch MixUp of images (the loss weights both samples' targets)."""
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    stability: StabilityConfig = field(default_factory=StabilityConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ValueError(f"RunConfig.batch_size must be >= 1 (got {self.batch_size})")
-        if not 1 <= len(self.stages) <= 3:
-            raise ValueError(f"RunConfig.stages must hold 1 to 3 stages (got {len(self.stages)})")
-        self.stages = tuple(self.stages)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-def config_from_dict(data: dict) -> RunConfig:
-    """Rebuild a RunConfig from `to_dict()` output (config.json, a checkpoint's config)."""
-    data = dict(data)
-    return RunConfig(
-        preset=data["preset"],
-        model=ModelSpec(**data["model"]),
-        data=data["data"],
-        val_data=data["val_data"],
-        batch_size=data["batch_size"],
-        loss=dict(data.get("loss", {})),
-        stages=tuple(StageConfig(**s) for s in data["stages"]),
-        mixup=MixUpConfig(**data.get("mixup", {})),
-        optim=OptimConfig(**data.get("optim", {})),
-        stability=StabilityConfig(**data.get("stability", {})),
-        trainer=TrainerConfig(**data.get("trainer", {})),
-    )
 
 
 def _synth(seed: int, size: int, num: int, split: str = "train") -> str:
@@ -98,7 +42,7 @@ SMALL_LOSS: dict = {"weights": {"joints3d": 30.0, "coarse": 15.0, "refine_steps"
 
 def _small_from_scratch(config: RunConfig) -> RunConfig:
     config.mixup = MixUpConfig(enabled=False)
-    config.loss = {**SMALL_LOSS, **config.loss}
+    config.loss = AMTLoss.Config.from_dict(SMALL_LOSS)
     config.optim = OptimConfig(group_lr_scale={"backbone": 0.01, "encoders": 1.0, "decoders": 1.0, "loss": 1.0})
     lrs = (1e-3, 1e-3, 5e-4)
     config.stages = tuple(dataclasses.replace(stage, lr=lr) for stage, lr in zip(config.stages, lrs))
@@ -109,7 +53,8 @@ def micro() -> RunConfig:
     """Tests: the micro model on tiny synthetic images, a few steps per stage, every event often."""
     return _small_from_scratch(RunConfig(
         preset="micro",
-        model=ModelSpec(name="amt_micro"),
+        model_name="amt_micro",
+        model=model_config("amt_micro"),
         data=_synth(0, 64, 64),
         val_data=_synth(0, 64, 8, "val"),
         batch_size=4,
@@ -129,7 +74,8 @@ def cpu() -> RunConfig:
     return _small_from_scratch(
         RunConfig(
             preset="cpu",
-            model=ModelSpec(name="amt_cpu"),
+            model_name="amt_cpu",
+            model=model_config("amt_cpu"),
             data=_synth(0, 128, 200_000),
             val_data=_synth(0, 128, 256, "val"),
             batch_size=16,
@@ -152,12 +98,11 @@ def cpu() -> RunConfig:
 
 def _dinov2(size: str, batch: int, checkpointing: str, img_size: int = 224, offload: bool = False) -> RunConfig:
     suffix = "" if img_size == 224 else f"_{img_size}"
-    model = ModelSpec(name=f"amt_dinov2_{size}")
-    if img_size != 224:
-        model.overrides["backbone.img_size"] = img_size
+    name = f"amt_dinov2_{size}"
     return RunConfig(
         preset=f"dinov2_{size}{suffix}",
-        model=model,
+        model_name=name,
+        model=model_config(name, **{"backbone.img_size": img_size}),
         data=_synth(0, img_size, 1_000_000),
         val_data=_synth(0, img_size, 1024, "val"),
         batch_size=batch,
@@ -240,88 +185,38 @@ def get_preset(name: str) -> RunConfig:
         raise UserError(f"unknown preset {name!r}; choose one of {', '.join(list_presets())}")
     config = PRESETS[base]()
     if name != base:
+        config = baseline_twin(config)
         config.preset = name
-        config.model.name = baseline_model_name(config.model.name)
     return config
 
 
-def _parse_value(text: str) -> Any:
-    lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def _coerce(key: str, current: Any, value: Any) -> Any:
-    """`value` converted to the type of the field's current value."""
-    if current is None or isinstance(value, type(current)) and not isinstance(current, bool):
-        return value
-    try:
-        if isinstance(current, bool):
-            if isinstance(value, bool):
-                return value
-            raise TypeError
-        if isinstance(current, int):
-            if isinstance(value, float) and not value.is_integer():
-                raise TypeError
-            return int(value)
-        if isinstance(current, float):
-            return float(value)
-        if isinstance(current, tuple):
-            return tuple(value) if isinstance(value, list | tuple) else (value,)
-        if isinstance(current, str):
-            return str(value)
-    except (TypeError, ValueError):
-        pass
-    raise UserError(f"--set {key}: {value!r} is not a {type(current).__name__}")
-
-
-def _set(obj: Any, parts: list[str], value: Any, key: str) -> Any:
-    """`obj` with the dotted path `parts` set to `value` (dataclasses are replaced, dicts and tuples copied)."""
-    head, rest = parts[0], parts[1:]
-    if isinstance(obj, ModelSpec) and head != "name":  # dotted keys into the model's Config, checked by create_model
-        return dataclasses.replace(obj, overrides={**obj.overrides, ".".join(parts): value})
-    if is_dataclass(obj):
-        names = [f.name for f in fields(obj)]
-        if head not in names:
-            raise UserError(f"--set {key}: no key {head!r} here; keys are {', '.join(names)}")
-        current = getattr(obj, head)
-        new = _set(current, rest, value, key) if rest else _coerce(key, current, value)
-        try:
-            return dataclasses.replace(obj, **{head: new})
-        except ValueError as err:
-            raise UserError(f"--set {key}: {err}") from None
-    if isinstance(obj, tuple):
-        if not head.isdigit() or int(head) >= len(obj):
-            raise UserError(f"--set {key}: {head!r} is not an index below {len(obj)}")
-        items = list(obj)
-        items[int(head)] = _set(items[int(head)], rest, value, key) if rest else value
-        return tuple(items)
-    if isinstance(obj, dict):  # free-form sections (loss, loss_scale): nested dicts, checked by their owner
-        if rest:
-            inner = obj.get(head, {})
-            if not isinstance(inner, dict):
-                raise UserError(f"--set {key}: {head!r} holds a value, not a section")
-            return {**obj, head: _set(inner, rest, value, key)}
-        return {**obj, head: _coerce(key, obj[head], value) if head in obj else value}
-    raise UserError(f"--set {key}: cannot set inside a {type(obj).__name__}")
+def baseline_twin(config: RunConfig) -> RunConfig:
+    """`config` training the baseline of its model's size on the very same backbone configuration (an image size
+    or weights file the preset or an override gave the AMT model carries over)."""
+    name = baseline_model_name(config.model_name)
+    if name == config.model_name:
+        return config
+    model = model_config(name)
+    if hasattr(config.model, "backbone") and hasattr(model, "backbone"):
+        model = dataclasses.replace(model, backbone=config.model.backbone)
+    return dataclasses.replace(config, model_name=name, model=model)
 
 
 def apply_overrides(config: RunConfig, assignments: list[str]) -> RunConfig:
-    """Apply `key=value` assignments (`trainer.log_every=5`, `stages.0.steps=100`, `model.depth=4`).
+    """Apply `KEY=VALUE` assignments (`trainer.log_every=5`, `stages.0.steps=100`, `model.refine.steps=4`) by
+    `config_tree`'s one rule; `model=NAME` swaps in a registered model at its defaults.
 
     Raises:
-        UserError: a malformed assignment, an unknown key, or a value the field's checks refuse.
+        UserError: a malformed assignment, an unknown key (naming the known ones), or a value the field's type or
+            checks refuse.
     """
     for assignment in assignments:
         key, sep, text = assignment.partition("=")
-        key = key.strip()
+        key, text = key.strip(), text.strip()
         if not sep or not key:
             raise UserError(f"--set {assignment!r}: expected KEY=VALUE, e.g. --set trainer.log_every=5")
-        if key == "model":
-            key = "model.name"
-        config = _set(config, key.split("."), _parse_value(text.strip()), key)
+        if key in ("model", "model_name", "model.name"):
+            config = with_model(config, text)
+        else:
+            config = config_tree.override(config, {key: text}, source="--set ")
     return config

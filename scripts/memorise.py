@@ -12,7 +12,6 @@ be measured in a minute or two. Prints the training-set MPJPE (root-relative), P
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 
@@ -21,14 +20,8 @@ from torch.utils.data import DataLoader
 
 from amt_core.losses.amt_loss import TERM_GROUPS
 from amt_core.metrics import MetricAccumulator
+from amt_core.models import model_config
 from amt_core.train import parts
-
-
-def _value(text: str):
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
 
 
 def _rows(batch: dict, index: torch.Tensor, num: int) -> dict:
@@ -61,7 +54,7 @@ def main() -> None:
     num = len(dataset)
     data = next(iter(DataLoader(dataset, batch_size=num, shuffle=False)))
     overrides = dict(item.split("=", 1) for item in args.overrides)
-    model = parts.build_model(args.model, {k: _value(v) for k, v in overrides.items()})
+    model = parts.build_model(model_config(args.model, **overrides))  # text values: config_tree's one rule
     weights = {k: float(v) for k, v in (item.split("=", 1) for item in args.weight)}
     if args.only:
         keep = set(args.only.split(","))

@@ -64,9 +64,12 @@ def hand_layer():
 
 @pytest.fixture(scope="module")
 def amt(hand_layer):
-    """amt_micro with its random layers on and timm's own checkpointing switched on, as a preset could build it."""
+    """amt_micro with its random layers on and timm's own checkpointing switched on (the backbone's
+    `set_grad_checkpointing`, timm's contract), which a policy must take over from."""
     torch.manual_seed(0)
-    return create_model("amt_micro", hand_layer=hand_layer, **{"backbone.grad_checkpointing": True})
+    model = create_model("amt_micro", hand_layer=hand_layer)
+    model.backbone.set_grad_checkpointing(True)
+    return model
 
 
 def _batch(batch: int = 2, size: int = 64) -> dict:

@@ -4,15 +4,23 @@ asked, and FP8 through Transformer Engine hands its autocast to the checkpointed
 from __future__ import annotations
 
 import contextlib
+import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from amt_core.models import create_model
 from amt_core.train import parallelize
+from amt_core.train.config import config_from_dict
 from amt_core.train.ddp import DistInfo
-from amt_core.train.fp8 import Fp8Report
+from amt_core.train.fp8 import Fp8Config, Fp8Report
 from amt_core.train.trainer_config import TrainerConfig
+
+
+def _format_1_config() -> dict:
+    """The run config of the stored pre-refactor checkpoint (format 1: a model name plus overrides)."""
+    return json.loads((Path(__file__).parent / "data" / "checkpoint_v1" / "config.json").read_text())["config"]
 
 
 @pytest.fixture
@@ -55,7 +63,7 @@ def calls(monkeypatch):
 def test_everything_asked_runs_in_the_documented_order(calls):
     module = create_model("amt_micro")
     tc = TrainerConfig(attention="math", checkpointing="selective", compile=True, compile_mode="max-autotune",
-                       precision="fp8", fp8_backend="torchao")  # fmt: skip
+                       precision="fp8", fp8=Fp8Config(backend="torchao"))  # fmt: skip
     model, prepared = parallelize.prepare_model(module, tc, torch.device("cpu"), DistInfo(world_size=1))
     assert calls == ["attention:math", "checkpointing:selective", "compile:max-autotune", "fp8:torchao", "ddp"]
     assert prepared.applied == ["attention", "checkpointing", "compile", "fp8"] and model is module
@@ -68,10 +76,10 @@ def test_only_what_is_asked_runs(calls):
     model, prepared = parallelize.prepare_model(module, TrainerConfig(), torch.device("cpu"), DistInfo())
     assert calls == ["attention:auto", "checkpointing:none", "ddp"]
     assert prepared.applied == ["attention"] and prepared.fp8 is None and not prepared.compiled
-    # the older switch still means full checkpointing
+    # the older switch, in a format-1 run config, still means full checkpointing
     calls.clear()
-    parallelize.prepare_model(create_model("amt_micro"), TrainerConfig(grad_checkpointing=True), torch.device("cpu"),
-                              DistInfo())  # fmt: skip
+    older = config_from_dict({**_format_1_config(), "trainer": {"grad_checkpointing": True}}).trainer
+    parallelize.prepare_model(create_model("amt_micro"), older, torch.device("cpu"), DistInfo())
     assert calls[1] == "checkpointing:full"
 
 
@@ -85,7 +93,7 @@ def test_transformer_engine_fp8_reaches_the_recomputation(calls, monkeypatch):
 
     monkeypatch.setattr(Fp8Report, "quantization_context", lambda self: te_autocast())
     module = create_model("amt_micro")
-    tc = TrainerConfig(checkpointing="full", precision="fp8", fp8_backend="te")
+    tc = TrainerConfig(checkpointing="full", precision="fp8", fp8=Fp8Config(backend="te"))
     _, prepared = parallelize.prepare_model(module, tc, torch.device("cpu"), DistInfo())
     assert prepared.fp8.backend == "te"
     blocks = [m for m in module.modules() if getattr(m, "_amt_checkpoint_recompute", None) is not None]

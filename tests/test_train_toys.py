@@ -12,8 +12,10 @@ from torch.utils.data import Dataset
 from amt_core.data.mixup import MixUpConfig
 from amt_core.data.sample import empty_sample
 from amt_core.geometry.camera import project_to_image
+from amt_core.losses import AMTLoss
+from amt_core.models.cnn import CNNConfig
 from amt_core.models.output import AMTOutput
-from amt_core.presets import ModelSpec, RunConfig
+from amt_core.train.config import RunConfig
 from amt_core.train.stability import StabilityConfig
 from amt_core.train.stages import seed_stages
 from amt_core.train.trainer_config import TrainerConfig
@@ -73,11 +75,12 @@ def toy_config(steps=(3, 3, 3), batch_size: int = 8, stability: dict | None = No
     settings.update(trainer)
     return RunConfig(
         preset="toy",
-        model=ModelSpec(name="toy"),
+        model_name="toy",
+        model=CNNConfig(),  # a label only: the toy trainers are handed ToyModel
         data="toy",
         val_data="toy",
         batch_size=batch_size,
-        loss={"weights": {"diversity": 0.0}},
+        loss=AMTLoss.Config(weights={"diversity": 0.0}),
         mixup=MixUpConfig(enabled=False),  # mixing within a rank's half batch differs from the whole batch's (DDP)
         stages=seed_stages(
             steps=steps, warmup_steps=1, direct_terms_off=("refinement", "physics"), physics_terms=("physics",)

@@ -37,22 +37,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def resolve_config(args: argparse.Namespace):
     """The RunConfig the arguments describe (the stored one for --resume), with every override applied."""
     from amt_core.errors import UserError
-    from amt_core.presets import apply_overrides, baseline_model_name, config_from_dict, default_preset, get_preset
+    from amt_core.presets import apply_overrides, baseline_twin, default_preset, get_preset
+    from amt_core.train.config import config_from_dict
 
     stored = args.run_dir / "config.json" if args.resume and args.run_dir else None
     if stored is not None and stored.exists():
         try:
             config = config_from_dict(json.loads(stored.read_text())["config"])
-        except (ValueError, KeyError, TypeError) as err:
+        except (ValueError, KeyError, TypeError, UserError) as err:
             raise UserError(f"{stored} is not a readable run config ({err}); start a new run directory") from None
         if args.preset and args.preset != config.preset:
             raise UserError(f"--preset {args.preset} differs from the run's preset {config.preset}; drop --preset")
     else:
         config = get_preset(args.preset or default_preset())
     assignments = []  # flags first, then --set (which wins)
-    if args.model:
-        name = baseline_model_name(config.model.name) if args.model == "baseline" else args.model
-        assignments.append(f"model.name={name}")
+    if args.model == "baseline":
+        config = baseline_twin(config)
+    elif args.model:
+        assignments.append(f"model={args.model}")
     for flag, key in (("data", "data"), ("val_data", "val_data"), ("batch_size", "batch_size"),
                       ("max_steps", "trainer.max_steps"), ("device", "trainer.device")):  # fmt: skip
         value = getattr(args, flag)
@@ -66,7 +68,7 @@ def resolve_config(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from amt_core.errors import UserError
 
-    config = resolve_config(args)
+    config = resolve_config(args)  # typed to the leaves: a typo or a bad value is a UserError here
     if args.print_config:
         print(json.dumps(config.to_dict(), indent=2))
         return 0

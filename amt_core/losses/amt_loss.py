@@ -33,19 +33,19 @@ joints3d, 20.2 mm root-relative; docs/learning.md). The root has its own term, s
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from amt_core import config_tree
 from amt_core.errors import UserError
 from amt_core.losses import terms as T
 from amt_core.losses.adaptive import AdaptiveConfig, AdaptiveMPJPELoss
 from amt_core.losses.mix import MixInfo, mix_per_sample, permute_batch
 from amt_core.losses.object_tables import ObjectTables, symmetric_rotation_error
-from amt_core.losses.schedule import LossSchedule, Ramp, seed_ramps
+from amt_core.losses.schedule import LossSchedule
 from amt_core.models.output import AMTOutput
 
 # Every term and its group (groups carry schedule ramps and stage multipliers).
@@ -216,36 +216,15 @@ class AMTLoss(nn.Module):
 
         @classmethod
         def from_dict(cls, data: dict) -> AMTLoss.Config:
-            """A config from JSON-like data (nested dicts for schedule, its ramps, and adaptive).
+            """The defaults with JSON-like data merged in (nested dicts for schedule, its ramps, and adaptive).
 
             Weights and ramps merge over the defaults: `{"schedule": {"ramps": {"physics": {"end_epoch": 40}}}}`
-            changes one field of one ramp and keeps the others.
+            changes one field of one ramp and keeps the others. Values convert by `config_tree`'s one rule.
 
             Raises:
                 UserError: an unknown key (naming it and the valid ones) or an invalid value.
             """
-            data = dict(data)
-            try:
-                _check_keys("loss", data, cls)
-                if isinstance(data.get("schedule"), dict):
-                    schedule = dict(data["schedule"])
-                    _check_keys("loss.schedule", schedule, LossSchedule)
-                    # overrides merge over the seed's ramps, field by field (`ramps.physics.end_epoch=40`)
-                    ramps = seed_ramps()
-                    for name, ramp in dict(schedule.get("ramps", {})).items():
-                        _check_keys(f"loss.schedule.ramps.{name}", ramp, Ramp)
-                        base = dataclasses.asdict(ramps[name]) if name in ramps else {}
-                        ramps[name] = Ramp(**{**base, **ramp})
-                    schedule["ramps"] = ramps
-                    data["schedule"] = LossSchedule(**schedule)
-                if isinstance(data.get("adaptive"), dict):
-                    _check_keys("loss.adaptive", data["adaptive"], AdaptiveConfig)
-                    data["adaptive"] = AdaptiveConfig(**data["adaptive"])
-                if isinstance(data.get("gravity"), list):
-                    data["gravity"] = tuple(data["gravity"])
-                return cls(**data)
-            except (TypeError, ValueError) as error:
-                raise UserError(f"bad loss config: {error}") from error
+            return config_tree.override(cls(), data, nested=True, source="loss.")
 
     def __init__(self, config: AMTLoss.Config | dict | None = None, objects: ObjectTables | None = None) -> None:
         """Args:
@@ -537,11 +516,3 @@ class _Targets:
     def class_index(self) -> torch.Tensor:
         """(B,) the class id where there is an object, else 0 (a safe index for table lookups, masked out later)."""
         return torch.where(self.has_object, self.obj_class, 0)
-
-
-def _check_keys(where: str, data: dict, config_class: type) -> None:
-    """Raise ValueError naming unknown keys of `data` for a dataclass."""
-    allowed = {f.name for f in fields(config_class) if f.init and not f.name.startswith("_")}
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in {where}; valid keys are {sorted(allowed)}")

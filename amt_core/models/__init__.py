@@ -5,7 +5,14 @@ from amt_core.models.attention import available_backends, record_attention, sele
 from amt_core.models.backbone import Backbone, load_backbone_weights
 from amt_core.models.baseline import Baseline, BaselineConfig
 from amt_core.models.output import AMTOutput
-from amt_core.models.registry import apply_overrides, create_model, list_models, model_config
+from amt_core.models.registry import (
+    ModelConfig,
+    apply_overrides,
+    create_model,
+    list_models,
+    model_config,
+    model_from_config,
+)
 
 __all__ = [
     "AMT",
@@ -14,12 +21,14 @@ __all__ = [
     "Backbone",
     "Baseline",
     "BaselineConfig",
+    "ModelConfig",
     "apply_overrides",
     "available_backends",
     "create_model",
     "list_models",
     "load_backbone_weights",
     "model_config",
+    "model_from_config",
     "record_attention",
     "select_backend",
 ]

@@ -61,8 +61,6 @@ class BackboneConfig:
     """Stochastic depth rate across the blocks (timm DropPath), in [0, 1)."""
     out_dim: int = 128
     """Channels of the feature maps and width of the global token handed to the heads."""
-    grad_checkpointing: bool = False
-    """Recompute block activations in the backward pass (saves memory, costs time)."""
     layer_scale: float | None = None
     """LayerScale init of the scratch ViT's blocks, > 0, or None for none. DINOv2 uses 1e-5 because it starts from
     pretrained weights; from scratch 1e-5 mutes every block (and the class token sees no patch) for hundreds of
@@ -208,8 +206,6 @@ class Backbone(nn.Module):
         if frozen is None:
             frozen = 0 if config.variant == "scratch" else (2 * depth) // 3
         self.freeze(min(frozen, depth))
-        if config.grad_checkpointing:
-            self.set_grad_checkpointing(True)
 
     def _build_pyramid(self, width: int, out: int) -> None:
         self.up = nn.Sequential(

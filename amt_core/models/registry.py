@@ -11,14 +11,13 @@ model) builds the hand layer, reads the class count from the object catalog and 
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
-import typing
 from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
+from amt_core import config_tree
 from amt_core.errors import UserError
 from amt_core.models.amt import AMT, AMTConfig
 from amt_core.models.attention import Attention
@@ -102,65 +101,42 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(name for name in _REGISTRY if fnmatch.fnmatch(name, pattern))
 
 
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Turn a command-line string into the field's type (other values pass through)."""
-    if not isinstance(value, str):
-        if isinstance(value, list):
-            return tuple(value)
-        return value
-    args = typing.get_args(annotation)
-    allowed = [a for a in args if a is not type(None)] if args else [annotation]
-    if type(None) in args and value.lower() in ("none", "null", ""):
-        return None
-    target = allowed[0] if allowed else str
-    if typing.get_origin(target) is tuple:
-        return tuple(_coerce(v.strip(), typing.get_args(target)[0], key) for v in value.split(",") if v.strip())
-    try:
-        if target is bool:
-            if value.lower() in ("1", "true", "yes", "on"):
-                return True
-            if value.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(value)
-        if target in (int, float, str):
-            return target(value)
-    except ValueError:
-        raise UserError(f"model override {key}={value!r}: expected {getattr(target, '__name__', target)}") from None
-    return value
+ModelConfig = AMTConfig | BaselineConfig | CNNConfig
+"""The configuration of any registered model: what a run config stores and a checkpoint is rebuilt from."""
+
+MODEL_KINDS: dict[str, type] = {"amt": AMTConfig, "baseline": BaselineConfig, "cnn": CNNConfig}
+"""The model kind each configuration class builds (the tag of a stored config)."""
 
 
-def apply_overrides(config: Any, overrides: dict[str, Any], prefix: str = "") -> Any:
-    """A copy of a (nested) dataclass config with dotted-key overrides; checks rerun on every level changed.
+def model_kind(config: ModelConfig) -> str:
+    """The kind (`amt`, `baseline`, `cnn`) of a model configuration."""
+    for kind, cls in MODEL_KINDS.items():
+        if type(config) is cls:
+            return kind
+    raise TypeError(f"{type(config).__name__} is not a model configuration ({', '.join(MODEL_KINDS)})")
+
+
+def model_config_from_dict(kind: str, data: dict[str, Any]) -> ModelConfig:
+    """A stored model configuration (`dataclasses.asdict` output) rebuilt, with its `kind`.
 
     Raises:
-        UserError: a key names no field, or a value fails the field's check.
+        UserError: an unknown kind or key, or a value the config's checks refuse.
     """
-    grouped: dict[str, dict[str, Any]] = {}
-    direct: dict[str, Any] = {}
-    for key, value in overrides.items():
-        head, _, rest = key.partition(".")
-        if rest:
-            grouped.setdefault(head, {})[rest] = value
-        else:
-            direct[head] = value
-    hints = typing.get_type_hints(type(config))
-    names = {f.name for f in dataclasses.fields(config)}
-    for name in list(direct) + list(grouped):
-        if name not in names:
-            raise UserError(f"unknown model override key '{prefix}{name}'; known here: {', '.join(sorted(names))}")
-    changes = {name: _coerce(value, hints[name], prefix + name) for name, value in direct.items()}
-    for name, sub in grouped.items():
-        child = getattr(config, name)
-        if not dataclasses.is_dataclass(child):
-            raise UserError(f"model override '{prefix}{name}.{next(iter(sub))}': '{prefix}{name}' has no sub-fields")
-        changes[name] = apply_overrides(child, sub, prefix=f"{prefix}{name}.")
-    try:
-        return dataclasses.replace(config, **changes)
-    except (ValueError, TypeError) as err:
-        raise UserError(f"invalid model override: {err}") from None
+    if kind not in MODEL_KINDS:
+        raise UserError(f"unknown model kind {kind!r}; kinds are {', '.join(MODEL_KINDS)}")
+    return config_tree.build(MODEL_KINDS[kind], data, "model")
 
 
-def model_config(name: str, **overrides: Any) -> AMTConfig | BaselineConfig | CNNConfig:
+def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
+    """A copy of a model config with dotted-key overrides (`config_tree.override`; checks rerun on every level).
+
+    Raises:
+        UserError: a key names no field (naming the ones there), or a value fails the field's type or check.
+    """
+    return config_tree.override(config, overrides, source="model override ")
+
+
+def model_config(name: str, **overrides: Any) -> ModelConfig:
     """The resolved configuration of a registered model with overrides (dotted keys) applied."""
     if name not in _REGISTRY:
         raise UserError(f"unknown model '{name}'; choose one of {', '.join(list_models())}")
@@ -189,7 +165,15 @@ def create_model(name: str, *, hand_layer: nn.Module | None = None, **overrides:
     Raises:
         UserError: unknown name or key, a bad value, or backbone weights that cannot be loaded.
     """
-    config = model_config(name, **overrides)
+    return model_from_config(model_config(name, **overrides), hand_layer=hand_layer)
+
+
+def model_from_config(config: ModelConfig, *, hand_layer: nn.Module | None = None) -> nn.Module:
+    """Build the model a resolved configuration describes (a run config's `model`, a checkpoint's).
+
+    Raises:
+        UserError: backbone weights that cannot be loaded.
+    """
     if isinstance(config, AMTConfig):
         if hand_layer is None:
             from amt_core.hand import HandModel

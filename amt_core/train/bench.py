@@ -59,7 +59,7 @@ def _choices(text: str | None, default) -> list:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from amt_core.presets import apply_overrides, baseline_model_name, default_preset, get_preset
+    from amt_core.presets import apply_overrides, baseline_twin, default_preset, get_preset
 
     if args.steps < 1 or args.warmup < 0:
         raise UserError("--steps must be >= 1 and --warmup >= 0")
@@ -67,9 +67,10 @@ def run(args: argparse.Namespace) -> dict:
         raise UserError("--peak-tflops must be > 0 (the device's bf16 dense peak in TFLOP/s)")
     base = get_preset(args.preset or default_preset())
     assignments = list(args.overrides) + QUIET + ([] if args.pipeline else ["trainer.num_workers=0"])
-    if args.model:
-        name = baseline_model_name(base.model.name) if args.model == "baseline" else args.model
-        assignments.append(f"model.name={name}")
+    if args.model == "baseline":
+        base = baseline_twin(base)
+    elif args.model:
+        assignments.append(f"model={args.model}")
     if args.batch_size:
         assignments.append(f"batch_size={args.batch_size}")
     if args.device:
@@ -77,10 +78,9 @@ def run(args: argparse.Namespace) -> dict:
     base = apply_overrides(base, assignments)
     tc = base.trainer
     compiles = {"on": [True], "off": [False], "both": [False, True], None: [tc.compile]}[args.compile]
-    policy = "full" if tc.grad_checkpointing and tc.checkpointing == "none" else tc.checkpointing
     grid = itertools.product(
         _choices(args.precision, tc.precision), _choices(args.attn, tc.attention), compiles,
-        _choices(args.checkpointing, policy),
+        _choices(args.checkpointing, tc.checkpointing),
     )  # fmt: skip
     from amt_core.train import parts
 
@@ -89,13 +89,12 @@ def run(args: argparse.Namespace) -> dict:
     rows = []
     for precision, attention, compiled, checkpointing in grid:
         settings = [f"trainer.precision={precision}", f"trainer.attention={attention}",
-                    f"trainer.compile={str(compiled).lower()}", f"trainer.checkpointing={checkpointing}",
-                    "trainer.grad_checkpointing=false"]  # fmt: skip
+                    f"trainer.compile={str(compiled).lower()}", f"trainer.checkpointing={checkpointing}"]  # fmt: skip
         config = apply_overrides(base, settings)
         rows.append(_row(config, args, flops_cache, dataset))
     _speedups_over_bf16(rows)
     # figures shared by every row go beside the table
-    common = {"preset": base.preset, "model": base.model.name}
+    common = {"preset": base.preset, "model": base.model_name}
     for key in ("device", "params_m", "gflop_per_image", "peak_tflops"):
         values = {row.pop(key) for row in rows if key in row}
         if len(values) == 1:
@@ -148,7 +147,7 @@ def _measure(config, args: argparse.Namespace, flops_cache: dict, dataset) -> di
             batch = trainer.next_batch()
             result = {"device": str(device), "attn": trainer.prepared.attention}
             if not args.no_flops:
-                key = (config.model.name, str(config.model.overrides))
+                key = repr(config.model)
                 if key not in flops_cache:
                     flops_cache[key] = _count_flops(config, device, batch)
                 step_flops = flops_cache[key]
@@ -206,7 +205,7 @@ def _count_flops(config, device, batch: dict):
     from amt_core.train.flops import count_step_flops
     from amt_core.train.memory import release_memory
 
-    model = parts.build_model(config.model.name, config.model.overrides).to(device).train()
+    model = parts.build_model(config.model).to(device).train()
     loss = parts.build_loss(config.loss).to(device)
     batch = parts.to_device({k: v for k, v in batch.items() if k != "index"}, device)
     try:

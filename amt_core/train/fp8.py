@@ -229,7 +229,7 @@ def resolve_backend(config: Fp8Config) -> tuple[str, str]:
     if backend not in available:
         raise UserError(
             f"fp8 backend {backend} does not import here; pip install {_PIP_NAMES[backend]}, "
-            "or use --set trainer.fp8_backend=auto"
+            "or use --set trainer.fp8.backend=auto"
         )
     recipe = config.recipe
     if recipe == "auto":
@@ -247,7 +247,7 @@ def check_recipe(recipe: str, capability: tuple[int, int] | None) -> None:
         found = "none" if capability is None else f"{capability[0]}.{capability[1]}"
         raise UserError(
             f"fp8 recipe mxfp8 needs a Blackwell GPU, compute capability 10.0+ (found {found}); "
-            "use --set trainer.fp8_recipe=current"
+            "use --set trainer.fp8.recipe=current"
         )
 
 
@@ -457,7 +457,7 @@ def _te_recipe(name: str) -> Any:
         raise UserError(
             f"fp8 recipe {name} needs a newer Transformer Engine ({version} has no "
             f"{_TE_RECIPE_CLASSES[name]}); pip install -U 'transformer-engine[pytorch]' "
-            "or use --set trainer.fp8_recipe=delayed"
+            "or use --set trainer.fp8.recipe=delayed"
         )
     return cls()
 

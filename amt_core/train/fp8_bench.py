@@ -1,7 +1,7 @@
 """`amt-core bench fp8`: where FP8 starts to pay on this GPU, measured, and cached for the trainer's threshold.
 
 Times forward and backward of a Linear pair (tokens x d -> d, then d -> 4d) in bf16 and in FP8 for each width d;
-the smallest width from which FP8 wins at every larger width becomes `trainer.fp8_min_dim`'s default on this GPU.
+the smallest width from which FP8 wins at every larger width becomes `trainer.fp8.min_dim`'s default on this GPU.
 """
 
 from __future__ import annotations

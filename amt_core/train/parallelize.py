@@ -17,12 +17,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from amt_core.errors import UserError
 from amt_core.models.attention import attention_backend_reason, set_attention_backend
 from amt_core.train import ddp
 from amt_core.train.checkpointing import make_policy, set_recompute_context
 from amt_core.train.compile import compile_model
-from amt_core.train.fp8 import Fp8Config, Fp8Report, prepare_fp8
+from amt_core.train.fp8 import Fp8Report, prepare_fp8
 from amt_core.train.trainer_config import TrainerConfig
 
 ORDER: tuple[str, ...] = ("attention", "checkpointing", "compile", "fp8", "ddp")
@@ -60,11 +59,6 @@ class Prepared:
         }
 
 
-def checkpoint_spec(tc: TrainerConfig) -> str:
-    """The checkpointing policy a trainer config asks for (the older `grad_checkpointing` switch means full)."""
-    return "full" if tc.grad_checkpointing and tc.checkpointing == "none" else tc.checkpointing
-
-
 def kernel_dtype(precision: str) -> torch.dtype:
     """What autocast feeds the attention kernels at a precision (the autotune key)."""
     return torch.bfloat16 if precision in ("bf16", "fp8") else torch.float32
@@ -91,7 +85,7 @@ def prepare_model(
         if not dist.is_main:
             set_attention_backend(module, backend, device=device, dtype=dtype)
     prepared = Prepared(attention=backend, attention_reason=attention_backend_reason(module) or "",
-                        checkpointing=checkpoint_spec(tc), offload_activations=tc.offload_activations)  # fmt: skip
+                        checkpointing=tc.checkpointing, offload_activations=tc.offload_activations)  # fmt: skip
     prepared.applied.append("attention")
 
     prepared.checkpointed = make_policy(prepared.checkpointing).apply(module)
@@ -103,11 +97,7 @@ def prepare_model(
         prepared.applied.append("compile")
 
     if tc.precision == "fp8":
-        try:
-            config = Fp8Config(backend=tc.fp8_backend, recipe=tc.fp8_recipe, min_dim=tc.fp8_min_dim)
-        except ValueError as err:
-            raise UserError(f"{err}; fix --set trainer.fp8_*") from None
-        prepared.fp8 = prepare_fp8(module, config, device)
+        prepared.fp8 = prepare_fp8(module, tc.fp8, device)
         prepared.applied.append("fp8")
         if prepared.fp8.backend == "te":  # recomputed blocks must re-enter TE's FP8 autocast
             set_recompute_context(module, prepared.fp8.checkpoint_contexts)

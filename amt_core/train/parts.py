@@ -4,33 +4,36 @@ batches; every failure a user can cause becomes a one-line UserError here, befor
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from amt_core.errors import UserError
 
+if TYPE_CHECKING:
+    from amt_core.losses import AMTLoss
+    from amt_core.models import ModelConfig
 
-def build_model(name: str, overrides: dict[str, Any]) -> nn.Module:
-    """`create_model(name, **overrides)`, with unknown names and bad overrides as UserError."""
-    from amt_core.models import create_model, list_models
 
-    if name not in list_models():
-        raise UserError(f"unknown model {name!r}; choose one of {', '.join(list_models())}")
+def build_model(config: ModelConfig) -> nn.Module:
+    """The model a resolved configuration describes (`RunConfig.model`), with a bad configuration as UserError."""
+    from amt_core.models import model_from_config
+
     try:
-        return create_model(name, **overrides)
+        return model_from_config(config)
     except UserError:
         raise
     except (TypeError, ValueError, KeyError) as err:
-        raise UserError(f"model {name}: bad override ({err}); check --set model.KEY=VALUE") from None
+        raise UserError(f"model {type(config).__name__}: {err}; check --set model.KEY=VALUE") from None
 
 
-def build_loss(overrides: dict[str, Any]) -> nn.Module:
-    """The AMT loss with its config's fields overridden (`--set loss.KEY=VALUE`); bad keys are a UserError."""
+def build_loss(config: AMTLoss.Config | dict[str, Any]) -> nn.Module:
+    """The AMT loss of a configuration (`RunConfig.loss`), or of overrides over its defaults (a dict, as
+    `AMTLoss.Config.from_dict` takes); bad keys are a UserError."""
     from amt_core.losses import AMTLoss
 
-    return AMTLoss(dict(overrides))
+    return AMTLoss(config)
 
 
 def open_data(spec: str):
@@ -119,7 +122,8 @@ def reference_pose_of(folder) -> torch.Tensor | None:
 
 
 def model_from_checkpoint(path: str, device: torch.device):
-    """The model a checkpoint holds, rebuilt from its stored config, in eval mode on `device`.
+    """The model a checkpoint holds, rebuilt from the model configuration stored with it (no registry defaults
+    involved; a format-1 checkpoint names a registered model instead, see `amt_core.train.config`), in eval mode.
 
     Returns:
         (model, RunConfig, checkpoint folder).
@@ -127,22 +131,22 @@ def model_from_checkpoint(path: str, device: torch.device):
     Raises:
         UserError: no checkpoint there, a corrupt one, or weights that do not fit the stored model.
     """
-    from amt_core.presets import config_from_dict
     from amt_core.train.checkpoint import load_checkpoint
+    from amt_core.train.config import config_from_dict
 
     checkpoint = load_checkpoint(path, with_state=False)
     try:
         config = config_from_dict(checkpoint.config["config"])
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, UserError) as err:
         raise UserError(
             f"checkpoint {checkpoint.path} has no readable config ({err}); use another checkpoint"
         ) from None
-    model = build_model(config.model.name, config.model.overrides)
+    model = build_model(config.model)
     try:
         model.load_state_dict(checkpoint.weights)
     except RuntimeError as err:
         first = state_dict_problem(err)
-        raise UserError(f"checkpoint {checkpoint.path} does not match model {config.model.name} ({first})") from None
+        raise UserError(f"checkpoint {checkpoint.path} does not match model {config.model_name} ({first})") from None
     return model.to(device).eval(), config, checkpoint.path
 
 

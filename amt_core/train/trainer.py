@@ -25,9 +25,9 @@ from torch import nn
 
 from amt_core.errors import UserError
 from amt_core.metrics.reference import MeanPose
-from amt_core.train.config import RunConfig
 from amt_core.train import checkpoint as ckpt_io
 from amt_core.train import ddp, memory, parts
+from amt_core.train.config import RunConfig
 from amt_core.train.control import ControlServer, PendingCommand
 from amt_core.train.events import EventWriter
 from amt_core.train.fp8 import load_weights, split_extra_state

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from amt_core.errors import UserError
 from amt_core.models.attention import MODES as ATTENTION_MODES
@@ -32,21 +32,15 @@ class TrainerConfig:
     precision: str = "fp32"
     """fp32, bf16 (autocast; parameters and optimizer state stay fp32) or fp8 (bf16 plus FP8 matmuls in the layers
     large enough to gain from them; CUDA compute capability 8.9+ with Transformer Engine or torchao)."""
-    fp8_backend: str = "auto"
-    """FP8 library: auto (Transformer Engine when installed, else torchao), te or torchao."""
-    fp8_recipe: str = "auto"
-    """FP8 scaling recipe: auto, or te's delayed/current/mxfp8, or torchao's tensorwise/rowwise."""
-    fp8_min_dim: int = 0
-    """Convert a Linear to FP8 only when both its widths reach this (0: the threshold measured on this GPU by
-    `amt-core bench fp8`, else the published 1025)."""
+    fp8: Fp8Config = field(default_factory=Fp8Config)
+    """With precision fp8: the library (`trainer.fp8.backend`), the scaling recipe (`trainer.fp8.recipe`) and which
+    Linear layers are worth converting (`trainer.fp8.min_dim`, 0: measured on this GPU by `amt-core bench fp8`)."""
     attention: str = "auto"
     """Attention backend for the whole model: auto (measured fastest on this GPU for the backbone's token count,
     cached; sdpa on the CPU), fa3, fa2, sdpa, sdpa_cudnn, sdpa_flash, sdpa_efficient or math ($AMT_ATTN wins)."""
     checkpointing: str = "none"
     """Activation checkpointing policy: none, full (every transformer block), every:N, or selective (keep matmul
-    outputs, recompute the element-wise ops)."""
-    grad_checkpointing: bool = False
-    """Older switch for checkpointing=full (kept so earlier configs load)."""
+    outputs, recompute the element-wise ops). The one switch: models are built without checkpointing."""
     offload_activations: bool = False
     """Keep saved activations in (pinned) host memory until the backward pass: for the largest presets."""
     compile: bool = False
@@ -97,8 +91,6 @@ class TrainerConfig:
             make_policy(self.checkpointing)
         except UserError as err:
             raise ValueError(f"TrainerConfig.checkpointing: {err}") from None
-        # FP8's backend, recipe and threshold are checked by its own config
-        Fp8Config(backend=self.fp8_backend, recipe=self.fp8_recipe, min_dim=self.fp8_min_dim)
         if self.progress not in PROGRESS:
             raise ValueError(f"TrainerConfig.progress must be one of {PROGRESS} (got {self.progress!r})")
         for name in ("max_steps", "num_workers", "snapshot_every", "eval_every", "keep_checkpoints"):
