@@ -29,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("predict", "run a checkpoint on images; write joints, meshes and overlays"),
     "ctl": ("ctl", "steer a running trainer: pause, resume, stop, save, stage N, rollback CKPT, snapshot"),
     "datasets": ("datasets", "check a dataset spec: counts, files, shapes"),
-    "bench": ("bench", "benchmarks that print their figures (synth, model, train, studio)"),
+    "bench": ("bench", "benchmarks that print their figures (synth, data, model, train, fp8, studio, cli)"),
 }
 
 

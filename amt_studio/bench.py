@@ -206,6 +206,7 @@ def _refcount_and_rss(samples: list[dict], warm_up: float = SOAK_WARM_UP_S) -> d
 
 def _soak_child(minutes: float, work: Path, preset: str, size: int) -> int:
     """The window under test: start the run, steer it, sample, write soak-result.json. Runs in its own process."""
+    # long: one script in time order; the timer callbacks share the counters it reports, as closures
     from PySide6.QtCore import QElapsedTimer, QTimer
 
     from amt_studio.session import trainer_argv
@@ -380,6 +381,8 @@ def _steering_plan():
 
 
 def _watch(args: argparse.Namespace, work: Path) -> dict:
+    """The paint/fps bench: a live micro run watched by the real window; frames/s and stall percentiles."""
+    # long: one script in time order; the timer callbacks share the samples it reports, as closures
     if not os.environ.get("DISPLAY"):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtCore import QElapsedTimer, QTimer

@@ -90,6 +90,7 @@ class MainWindow(QMainWindow):
     def __init__(
         self, settings: QSettings | None = None, show_dialogs: bool = True, runs_dir: Path = DEFAULT_RUNS_DIR
     ) -> None:
+        # long: builds the window (menus, tabs, panels, shortcuts) in reading order; each piece is used only here
         super().__init__()
         self.setWindowTitle("AMT Studio")
         self.settings = settings or QSettings(ORGANIZATION, APPLICATION)

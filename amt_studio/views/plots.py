@@ -158,6 +158,7 @@ class PlotsPanel(QWidget):
     """All training plots for one `RunState` plus overlaid runs; call `refresh()` after the states ingested events."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
+        # long: builds the panel's widgets top to bottom in the order they appear; each piece is used only here
         super().__init__(parent)
         self.banner = QLabel("")
         self.banner.setObjectName("banner")
