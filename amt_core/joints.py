@@ -26,7 +26,6 @@ FINGER_BASES: tuple[int, ...] = (1, 5, 9, 13, 17)
 
 # MANO's 16 kinematic joints: 0 wrist, 1-3 index, 4-6 middle, 7-9 little, 10-12 ring, 13-15 thumb.
 MANO_PARENTS: tuple[int, ...] = (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14)
-MANO_FINGER_ORDER: tuple[str, ...] = ("index", "middle", "little", "ring", "thumb")
 
 # For each of our 21 joints, the index into [16 MANO joints, 5 fingertip vertices (thumb, index, middle, ring, little)].
 MANO_TO_PROJECT: tuple[int, ...] = (

@@ -10,6 +10,7 @@ from amt_core.geometry.rotations import (
     matrix_to_axis_angle,
     matrix_to_rot6d,
     rot6d_to_matrix,
+    transform_points,
 )
 
 __all__ = [
@@ -20,4 +21,5 @@ __all__ = [
     "rot6d_to_matrix",
     "matrix_to_rot6d",
     "geodesic_angle",
+    "transform_points",
 ]

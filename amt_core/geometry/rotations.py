@@ -37,3 +37,8 @@ def geodesic_angle(R1: torch.Tensor, R2: torch.Tensor) -> torch.Tensor:
     trace = rel.diagonal(dim1=-2, dim2=-1).sum(-1)
     cos = ((trace - 1) / 2).clamp(-1 + 1e-7, 1 - 1e-7)
     return torch.acos(cos)
+
+
+def transform_points(rot: torch.Tensor, trans: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Points (B, P, 3) moved by rotations (B, 3, 3) and translations (B, 3): object frame -> camera frame."""
+    return points @ rot.transpose(-1, -2) + trans[:, None, :]

@@ -214,12 +214,5 @@ class HandModel(nn.Module):
         joints = torch.cat([mano_joints[:, :16], verts[:, self.fingertip_index]], dim=1)  # (B, 21, 3) MANO + tips
         return HandOutput(verts=verts, joints=joints[:, self.project_index])
 
-    def rest_joints(self, shape: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, 21, 3) joints of the flat template for shape coefficients (B, num_betas) (None: one mean hand)."""
-        device = self.mano.v_template.device
-        if shape is None:
-            shape = torch.zeros(1, self.num_betas, device=device, dtype=self.mano.v_template.dtype)
-        return self.forward(shape.new_zeros(shape.shape[0], 45), shape).joints
-
     def __repr__(self) -> str:
         return f"HandModel(side={self.side!r}, source={str(self.path)!r}, num_verts={self.num_verts})"

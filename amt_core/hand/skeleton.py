@@ -11,8 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from amt_core.joints import MANO_PARENTS
-
 # MANO's finger blocks: (finger name, first MANO joint of its three) in MANO order.
 MANO_FINGER_JOINTS: dict[str, tuple[int, int, int]] = {
     "index": (1, 2, 3),
@@ -62,13 +60,6 @@ class Skeleton:
     tip_radii: np.ndarray  # (5,) radius near each fingertip, thumb..little
     frames: np.ndarray  # (16, 3, 3) columns: flexion axis, abduction axis, twist (bone) axis; identity for the wrist
     finger_of_joint: tuple[str, ...]  # (16,) finger name of each MANO joint ("wrist" for 0)
-
-    def child_point(self, joint: int) -> np.ndarray:
-        """The far end of the bone that `joint` rotates: its child joint, or the fingertip for a finger's last joint."""
-        children = [c for c, p in enumerate(MANO_PARENTS) if p == joint]
-        if children:
-            return self.joints[children[0]]
-        return self.tips[TIP_ORDER.index(self.finger_of_joint[joint])]
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

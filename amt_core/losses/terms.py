@@ -13,7 +13,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch.nn import functional as F
 
-from amt_core.geometry import axis_angle_to_matrix, project_to_image
+from amt_core.geometry import axis_angle_to_matrix, project_to_image, transform_points
 
 # Keeps asin's derivative finite at 180 degrees in the geodesic rotation loss.
 _GEODESIC_CLAMP = 1.0 - 1e-6
@@ -54,16 +54,6 @@ def rotation_chordal(pred_rotvec: torch.Tensor, gt_rotvec: torch.Tensor) -> torc
 def geodesic(pred_rot: torch.Tensor, gt_rot: torch.Tensor) -> torch.Tensor:
     """Geodesic angle between rotation matrices, (..., 3, 3) x2 -> (...) radians, with finite gradients."""
     return roma.rotmat_geodesic_distance(pred_rot, gt_rot, clamping=_GEODESIC_CLAMP)
-
-
-def transform_points(rot: torch.Tensor, trans: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """(B, 3, 3), (B, 3), object-frame (B, P, 3) -> camera-frame (B, P, 3)."""
-    return points @ rot.transpose(-1, -2) + trans[:, None, :]
-
-
-def to_object_frame(rot: torch.Tensor, trans: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """Camera-frame (B, N, 3) into the object frame of poses (B, 3, 3), (B, 3)."""
-    return (points - trans[:, None, :]) @ rot
 
 
 def object_points(

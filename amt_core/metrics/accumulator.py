@@ -291,8 +291,3 @@ class MetricAccumulator:
         thresholds = pck_thresholds()
         curve = pck_curve(errors if errors is not None else torch.zeros(0), thresholds)
         return (thresholds * MM).numpy(), curve.numpy()
-
-    def per_sample_mpjpe(self, procrustes: bool = False) -> np.ndarray:
-        """(N,) metres, for the samples with ground-truth joints, in the order seen."""
-        errors = self._cat("pa_joint_errors" if procrustes else "joint_errors")
-        return np.zeros(0) if errors is None else errors.mean(dim=-1).numpy()

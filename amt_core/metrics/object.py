@@ -8,15 +8,11 @@ import numpy as np
 import roma
 import torch
 
+from amt_core.geometry import transform_points
 from amt_core.metrics.hand import as_float64
 
 # ADD-S compares every transformed model point with every other; chunk the samples so N * P * P stays bounded.
 _ADDS_CHUNK_ELEMENTS = 32_000_000
-
-
-def transform_points(rot: torch.Tensor, trans: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """Object-frame points (N, P, 3) to the camera frame by (N, 3, 3) rotations and (N, 3) translations."""
-    return points @ rot.transpose(-1, -2) + trans[:, None, :]
 
 
 def add(

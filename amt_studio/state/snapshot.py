@@ -173,9 +173,6 @@ class SnapshotTimeline:
         self.entries = keep
         return dropped
 
-    def step_of(self, index: int) -> int:
-        return self.entries[index][0]
-
     def get(self, index: int) -> SnapshotData:
         """The snapshot at `index` (negative counts from the latest)."""
         step, path = self.entries[index]
