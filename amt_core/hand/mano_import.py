@@ -6,14 +6,13 @@ pickled state and rebuilds numpy arrays from it. Only an exact list of globals m
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from amt_core.atomic import atomic_write
 from amt_core.data.safe_pickle import (
     BYTES_FROM_PYTHON2,
     NUMPY_ARRAYS,
@@ -241,17 +240,12 @@ def output_path(out: Path, side: Side | None) -> Path:
 
 
 def write_npz(arrays: dict[str, np.ndarray], path: Path) -> None:
-    """Write atomically: a temporary file in the same folder, renamed over the target only when complete."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".npz.tmp")
+    """Write atomically (`amt_core.atomic`); UserError naming the file if it cannot be written."""
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with atomic_write(path) as handle:
             np.savez_compressed(handle, **arrays)
-        os.replace(tmp, path)
     except OSError as err:
         raise UserError(f"{path}: cannot write ({err.strerror or err})") from err
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def import_mano(source: Path, out: Path, *, side: Side | None = None, force: bool = False) -> ImportResult:
