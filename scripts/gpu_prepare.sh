@@ -19,7 +19,7 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -
   --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl "${packages[@]}"
 rm -rf .gpu-cache && mkdir -p .gpu-cache
 export AMT_CACHE_DIR="$PWD/.gpu-cache"
-python3 -c "from amt_core.losses.object_tables import ObjectTables; ObjectTables.from_catalog()"  # SDF grids
+python3 -c "from amt_core.objects.tables import ObjectTables; ObjectTables.from_catalog()"  # SDF grids
 rm -rf .gpu-cache/grasp_bank
 amt-core synth --out .gpu-cache/shards224 --num 64 --seed 0 --size 224 --workers 2 >/dev/null
 rm -rf .gpu-cache/grasp_bank

@@ -18,9 +18,9 @@ from amt_core.geometry import project_to_image
 from amt_core.joints import FINGERTIPS
 from amt_core.losses import AMTLoss, LossSchedule, MixInfo, ObjectTables, Ramp
 from amt_core.losses import terms as T
-from amt_core.losses.object_tables import SYMMETRY_CONTINUOUS, SYMMETRY_DISCRETE, SYMMETRY_NONE
 from amt_core.models.output import AMTOutput
 from amt_core.objects import SDFBank, SDFGrid, Symmetry
+from amt_core.objects.tables import SYMMETRY_CONTINUOUS, SYMMETRY_DISCRETE, SYMMETRY_NONE
 
 HEIGHT = WIDTH = 64
 NUM_VERTS = 40

@@ -12,7 +12,6 @@ from torch.utils.data import default_collate
 
 from amt_core.data.sample import empty_sample
 from amt_core.losses import ObjectTables
-from amt_core.losses.object_tables import SYMMETRY_CONTINUOUS, SYMMETRY_NONE
 from amt_core.metrics import (
     MetricAccumulator,
     add,
@@ -37,6 +36,7 @@ from amt_core.metrics import (
 )
 from amt_core.models.output import AMTOutput
 from amt_core.objects import SDFBank, SDFGrid
+from amt_core.objects.tables import SYMMETRY_CONTINUOUS, SYMMETRY_NONE
 
 RNG = np.random.default_rng(0)
 

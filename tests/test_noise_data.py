@@ -32,7 +32,7 @@ def test_samples_are_well_formed_and_reproducible():
 
 
 def test_a_train_step_on_noise_imports_no_open3d(tmp_path):
-    from amt_core.losses.object_tables import ObjectTables
+    from amt_core.objects.tables import ObjectTables
 
     ObjectTables.from_catalog()  # the SDF grids come from the cache (built here, with Open3D, if missing)
     script = f"""

@@ -18,8 +18,8 @@ import pytest
 
 from amt_core.cli import main
 from amt_core.data.ho3d import load_meta
-from amt_core.data.safe_pickle import NUMPY_ARRAYS, RefusedGlobal, SafeUnpickler
 from amt_core.errors import UserError
+from amt_core.safe_pickle import NUMPY_ARRAYS, RefusedGlobal, SafeUnpickler
 
 
 class Call:

@@ -38,7 +38,7 @@ from amt_core.data.crop import (
     split_target,
 )
 from amt_core.data.registry import DatasetSpec
-from amt_core.data.safe_pickle import BYTES_FROM_PYTHON2, NUMPY_ARRAYS, RefusedGlobal, load_file
+from amt_core.safe_pickle import BYTES_FROM_PYTHON2, NUMPY_ARRAYS, RefusedGlobal, load_file
 from amt_core.errors import UserError
 from amt_core.joints import MANO_TO_PROJECT
 

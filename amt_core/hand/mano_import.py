@@ -13,7 +13,7 @@ from typing import Any, Literal
 import numpy as np
 
 from amt_core.atomic import atomic_write
-from amt_core.data.safe_pickle import (
+from amt_core.safe_pickle import (
     BYTES_FROM_PYTHON2,
     NUMPY_ARRAYS,
     OBJECT_RECONSTRUCTION,

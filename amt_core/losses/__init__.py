@@ -5,8 +5,8 @@ by a `LossSchedule`; the per-sample term functions live in `terms`.
 from amt_core.losses.adaptive import AdaptiveConfig, AdaptiveMPJPELoss
 from amt_core.losses.amt_loss import DEFAULT_WEIGHTS, GROUPS, TERM_GROUPS, AMTLoss, LossResult
 from amt_core.losses.mix import MixInfo
-from amt_core.losses.object_tables import ObjectTables
 from amt_core.losses.schedule import LossSchedule, Ramp
+from amt_core.objects.tables import ObjectTables
 
 __all__ = [
     "AMTLoss",

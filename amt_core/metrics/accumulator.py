@@ -12,7 +12,6 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from amt_core.losses.object_tables import ObjectTables, symmetric_rotation_error
 from amt_core.metrics.contact import contact_counts, penetration_depth, precision_recall_f1
 from amt_core.metrics.diagnostics import COLLAPSE_STD_M, attention_entropy
 from amt_core.metrics.hand import (
@@ -29,6 +28,7 @@ from amt_core.metrics.hand import (
 )
 from amt_core.metrics.object import add, add_s, class_correct, rotation_error_deg, translation_error
 from amt_core.models.output import AMTOutput
+from amt_core.objects.tables import ObjectTables, symmetric_rotation_error
 
 MM = 1000.0  # metres -> millimetres, for reports only
 

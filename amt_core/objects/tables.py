@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from amt_core.objects import SDFBank
+from amt_core.objects.sdf import SDFBank
 
 # Symmetry kinds as stored in `ObjectTables.symmetry_kind`.
 SYMMETRY_NONE, SYMMETRY_CONTINUOUS, SYMMETRY_DISCRETE = 0, 1, 2
