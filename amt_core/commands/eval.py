@@ -5,6 +5,10 @@ num_samples, and the object and contact metrics where the data has them) plus wh
 model, the trivial predictors are scored on the same samples: the training data's mean pose (stored in the
 checkpoint by the trainer) and all joints on the wrist (`ref_mean_pose_mpjpe_mm`, `ref_mean_pose_pa_mpjpe_mm`,
 `ref_wrist_mpjpe_mm`, `skill_mpjpe` = 1 - model / mean-pose reference).
+
+Where the dataset has its own protocol (FreiHAND, HO3D, DexYCB; `amt_core.metrics.protocols`), its numbers follow,
+keyed `<protocol>/<metric>` as the official scripts compute them. `--submission FILE` writes the CodaLab file of an
+evaluation split (HO3D's, FreiHAND's) from the same predictions.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-samples", type=int, default=0, help="evaluate only the first N samples (0: all)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument(
+        "--submission", type=Path, metavar="FILE", help="also write the challenge's JSON (ho3d or freihand data)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,8 +36,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1 or args.max_samples < 0 or args.workers < 0:
         raise UserError("--batch-size must be >= 1, --max-samples and --workers >= 0")
-    if args.json is not None and args.json.is_dir():
-        raise UserError(f"--json {args.json} is a folder; give a file name")
+    for flag, path in (("--json", args.json), ("--submission", args.submission)):
+        if path is not None and path.is_dir():
+            raise UserError(f"{flag} {path} is a folder; give a file name")
 
     from rich.console import Console
     from rich.progress import Progress
@@ -44,24 +52,79 @@ def run(args: argparse.Namespace) -> int:
     reference = parts.reference_pose_of(folder)
     spec = args.data or config.val_data
     dataset = parts.open_data(spec)
+    protocol, submission = _protocol_and_submission(spec, args.submission, model)
     precision = config.trainer.precision if device.type == "cuda" else "fp32"
     console = Console(stderr=True)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("evaluating", total=None)
         metrics = evaluate(model, dataset, device, batch_size=args.batch_size, precision=precision,
                            max_samples=args.max_samples, num_workers=args.workers, reference_pose=reference,
-                           on_batch=lambda done, total: progress.update(task, completed=done, total=total))  # fmt: skip
+                           on_batch=lambda done, total: progress.update(task, completed=done, total=total),
+                           on_output=_feeder(protocol, submission))  # fmt: skip
+    if protocol is not None:
+        metrics.update(protocol.compute())
+    if submission is not None:
+        _write_submission(spec, args.submission, submission, console)
     if metrics.get("invalid_samples"):
         console.print(f"warning: {metrics['invalid_samples']} samples have NaN or infinite labels; their labels were "
                       "skipped (the figures are over the valid ones)")  # fmt: skip
     _print_table(metrics, folder, spec)
     if args.json is not None:
-        report = {**metrics, "checkpoint": str(folder), "data": spec, "model": config.model.name}
+        report = {**metrics, "checkpoint": str(folder), "data": spec, "model": config.model_name}
         args.json.parent.mkdir(parents=True, exist_ok=True)
         tmp = args.json.with_name(f".{args.json.name}.tmp")
         tmp.write_text(json.dumps(report, indent=2, default=float))
         tmp.replace(args.json)
     return 0
+
+
+def _protocol_and_submission(spec: str, submission: Path | None, model):
+    """(the dataset's protocol or None, a list collecting (joints, verts) per batch for --submission or None).
+    A submission the model cannot make is refused before anything runs."""
+    from amt_core.data.registry import parse_spec
+    from amt_core.errors import UserError
+    from amt_core.metrics.protocols import protocol_for
+
+    if submission is not None:
+        if parse_spec(spec).scheme not in ("ho3d", "freihand"):
+            raise UserError(f"--submission writes HO3D's and FreiHAND's challenge files; {spec} is neither")
+        layer = getattr(model, "hand_layer", None)
+        found = f"{layer.num_verts} vertices" if layer is not None else "no mesh"
+        if layer is None or int(layer.num_verts) != 778:
+            raise UserError(
+                f"--submission needs MANO meshes (778 vertices) and this model predicts {found}: the challenges "
+                f"score MANO's mesh, which a model on the shipped open hand cannot give; leave out --submission"
+            )
+    return protocol_for(spec), ([] if submission is not None else None)
+
+
+def _feeder(protocol, submission: list | None):
+    """The per-batch callback: the protocol gets the predictions against the batch; the submission keeps them."""
+    if protocol is None and submission is None:
+        return None
+
+    def feed(output, batch: dict) -> None:
+        if protocol is not None:
+            protocol.update(output.joints3d, batch, output.hand_verts)
+        if submission is not None:
+            verts = output.hand_verts
+            submission.append((output.joints3d.float().cpu(), None if verts is None else verts.float().cpu()))
+
+    return feed
+
+
+def _write_submission(spec: str, path: Path, batches: list, console) -> None:
+    import torch
+
+    from amt_core.data.registry import parse_spec
+    from amt_core.metrics.protocols import write_freihand_submission, write_ho3d_submission
+
+    joints = torch.cat([j for j, _ in batches]).double().numpy()
+    verts = torch.cat([v for _, v in batches]).double().numpy()
+    write = write_ho3d_submission if parse_spec(spec).scheme == "ho3d" else write_freihand_submission
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write(path, joints, verts)
+    console.print(f"wrote the submission for {len(joints)} samples to {path} (zip it as pred.zip to upload)")
 
 
 def _print_table(metrics: dict, folder: Path, spec: str) -> None:
