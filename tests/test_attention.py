@@ -7,6 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from amt_core.accel import attention as autotuner
+from amt_core.accel import probe
 from amt_core.errors import UserError
 from amt_core.models import attention
 from amt_core.models.attention import (
@@ -143,7 +145,7 @@ def test_every_cuda_backend_names_the_fix_on_the_cpu(monkeypatch, name):
     with pytest.raises(UserError, match="needs a CUDA GPU"):
         Attention(Attention.Config(num_heads=2), 16)
     with pytest.raises(UserError, match="needs a CUDA GPU"):
-        attention.set_attention_backend(
+        autotuner.set_attention_backend(
             torch.nn.Sequential(Attention(Attention.Config(num_heads=2), 16, backend="sdpa"))
         )
 
@@ -159,8 +161,8 @@ def _fake_gpu(monkeypatch, capability, *, flash_modules: bool, cudnn: int | None
             return object() if flash_modules else None
         return real_find_spec(name, *args, **kwargs)
 
-    monkeypatch.setattr(attention, "cuda_capability", lambda: capability)
-    monkeypatch.setattr(attention, "cudnn_version", lambda: cudnn)
+    monkeypatch.setattr(probe, "cuda_capability", lambda device=None: capability)
+    monkeypatch.setattr(probe, "cudnn_version", lambda: cudnn)
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
     monkeypatch.setattr(torch.backends.cuda, "is_flash_attention_available", lambda: torch_flash)
 
@@ -223,8 +225,8 @@ def test_one_backend_reaches_timm_attention_and_keeps_the_output(monkeypatch, mi
     monkeypatch.delenv("AMT_ATTN", raising=False)
     model = copy.deepcopy(micro)
     keys = list(model.state_dict())
-    assert attention.set_attention_backend(model, name) == name
-    assert attention.attention_backend_of(model) == name
+    assert autotuner.set_attention_backend(model, name) == name
+    assert autotuner.attention_backend_of(model) == name
     assert model.attention_backend_reason == f"argument: {name}"
     timm_modules = _timm_attention_modules(model)
     assert len(timm_modules) == len(model.backbone.vit.blocks)
@@ -259,7 +261,7 @@ def test_a_patched_model_loads_into_an_unpatched_one_and_copies(micro):
     import io
 
     model = copy.deepcopy(micro)
-    attention.set_attention_backend(model, "math")
+    autotuner.set_attention_backend(model, "math")
     fresh = copy.deepcopy(micro)
     fresh.load_state_dict(model.state_dict(), strict=True)
     buffer = io.BytesIO()
@@ -267,9 +269,9 @@ def test_a_patched_model_loads_into_an_unpatched_one_and_copies(micro):
     buffer.seek(0)
     restored = torch.load(buffer, weights_only=False)
     assert type(restored.backbone.vit.blocks[0].attn) is attention.TimmAttention
-    assert attention.attention_backend_of(restored) == "math"
+    assert autotuner.attention_backend_of(restored) == "math"
     # Re-tuning a patched model keeps it patched and changes the backend everywhere.
-    attention.set_attention_backend(model, "sdpa")
+    autotuner.set_attention_backend(model, "sdpa")
     assert {m.attention_backend for m in _timm_attention_modules(model)} == {"sdpa"}
 
 
@@ -277,7 +279,7 @@ def test_record_attention_still_yields_backbone_probabilities_after_patching(mic
     import copy
 
     model = copy.deepcopy(micro)
-    attention.set_attention_backend(model, "sdpa")
+    autotuner.set_attention_backend(model, "sdpa")
     batch = _micro_batch()
     with torch.no_grad(), record_attention(model):
         patched = model(batch).attention
@@ -298,13 +300,13 @@ def test_the_environment_decides_when_the_argument_is_auto(monkeypatch, micro):
 
     model = copy.deepcopy(micro)
     monkeypatch.setenv("AMT_ATTN", "math")
-    assert attention.set_attention_backend(model) == "math"
+    assert autotuner.set_attention_backend(model) == "math"
     assert model.attention_backend_reason == "$AMT_ATTN: math"
-    assert attention.set_attention_backend(model, "sdpa") == "sdpa"
+    assert autotuner.set_attention_backend(model, "sdpa") == "sdpa"
     monkeypatch.delenv("AMT_ATTN")
-    assert attention.set_attention_backend(model) == "sdpa"
-    assert attention.attention_backend_reason(model) == attention.CPU_REASON
-    assert attention.attention_backend_of(torch.nn.Linear(2, 2)) is None
+    assert autotuner.set_attention_backend(model) == "sdpa"
+    assert autotuner.attention_backend_reason(model) == attention.CPU_REASON
+    assert autotuner.attention_backend_of(torch.nn.Linear(2, 2)) is None
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -314,7 +316,7 @@ def test_each_cuda_backend_on_the_patched_model_matches_timm(micro, name):
 
     model = copy.deepcopy(micro).cuda()
     reference = copy.deepcopy(micro).cuda()
-    assert attention.set_attention_backend(model, name) == name
+    assert autotuner.set_attention_backend(model, name) == name
     batch = {k: v.cuda() for k, v in _micro_batch().items()}
     with torch.no_grad():
         torch.testing.assert_close(model(batch).joints3d, reference(batch).joints3d, atol=2e-2, rtol=2e-2)

@@ -11,9 +11,12 @@ import json
 import pytest
 import torch
 
+from amt_core.accel import attention as autotuner
+from amt_core.accel import probe
+from amt_core.accel.attention import AttentionShape, autotune, set_attention_backend
 from amt_core.errors import UserError
 from amt_core.models import attention
-from amt_core.models.attention import Attention, AttentionShape, autotune, set_attention_backend
+from amt_core.models.attention import Attention
 
 CANDIDATES = ["sdpa_cudnn", "sdpa_flash", "sdpa_efficient", "sdpa"]
 TIMES = {"sdpa_cudnn": 0.31, "sdpa_flash": 0.25, "sdpa_efficient": 0.42, "sdpa": 0.27, "fa2": 0.22, "fa3": 0.2}
@@ -48,14 +51,14 @@ def fake_gpu(monkeypatch, tmp_path):
             return None
         return real_find_spec(name, *args, **kwargs)
 
-    monkeypatch.setattr(attention, "cuda_capability", lambda: (9, 0))
-    monkeypatch.setattr(attention, "cuda_device_name", lambda device: "Fake H200")
-    monkeypatch.setattr(attention, "cudnn_version", lambda: 90400)
+    monkeypatch.setattr(probe, "cuda_capability", lambda device=None: (9, 0))
+    monkeypatch.setattr(probe, "gpu_name", lambda device: "Fake H200")
+    monkeypatch.setattr(probe, "cudnn_version", lambda: 90400)
     monkeypatch.setattr(torch.backends.cuda, "is_flash_attention_available", lambda: True)
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
     monkeypatch.setenv("AMT_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("AMT_ATTN", raising=False)
-    return tmp_path / "cache" / attention.CACHE_FILE
+    return tmp_path / "cache" / autotuner.CACHE_FILE
 
 
 def _tune(timer, path, tokens=257, dtype=torch.bfloat16, candidates=CANDIDATES, **kwargs):
@@ -105,7 +108,7 @@ def test_the_cache_is_read_back_and_keyed_by_shape_dtype_gpu_and_candidates(fake
     # Another token count, dtype, GPU or candidate set is another measurement, kept beside the first.
     assert _tune(again, path, tokens=1370).backend == "sdpa"
     assert _tune(again, path, dtype=torch.float16).backend == "sdpa"
-    monkeypatch.setattr(attention, "cuda_device_name", lambda device: "Fake H100")
+    monkeypatch.setattr(probe, "gpu_name", lambda device: "Fake H100")
     assert _tune(again, path).backend == "sdpa"
     assert _tune(again, path, candidates=["fa2", *CANDIDATES]).backend == "sdpa"
     assert len(again.calls) == 4 * len(CANDIDATES) + 1
@@ -221,7 +224,7 @@ def test_a_forced_backend_that_fails_at_the_models_shape_is_one_line(fake_gpu, m
     assert message.startswith("attention backend 'sdpa_cudnn' cannot run 2 heads of 32 at 65 tokens in float32")
     assert "on Fake H200 (RuntimeError: No available kernel. Aborting execution.); use AMT_ATTN=auto" in message
     assert timer.calls[0][1].batch == 1
-    assert attention.attention_backend_of(model) is None  # nothing was applied
+    assert autotuner.attention_backend_of(model) is None  # nothing was applied
     assert set_attention_backend(model, "sdpa_efficient", device="cuda", timer=timer) == "sdpa_efficient"
     assert model.attention_backend_reason == "argument: sdpa_efficient"
     with pytest.raises(UserError, match="needs flash-attn"):

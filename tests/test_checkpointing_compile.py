@@ -14,10 +14,8 @@ import torch.utils.checkpoint as torch_checkpoint
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from amt_core.errors import UserError
-from amt_core.models import create_model
-from amt_core.train import checkpointing, memory
-from amt_core.train.checkpointing import (
+from amt_core.accel import checkpointing
+from amt_core.accel.checkpointing import (
     EveryNth,
     FullCheckpointing,
     NoCheckpointing,
@@ -28,6 +26,9 @@ from amt_core.train.checkpointing import (
     save_matmuls_policy,
     transformer_blocks,
 )
+from amt_core.errors import UserError
+from amt_core.models import create_model
+from amt_core.train import memory
 from amt_core.train.compile import compile_model, compile_targets, run_eagerly
 
 aten = torch.ops.aten

@@ -48,7 +48,7 @@ def test_model_step_flops_are_linear_in_the_batch_and_counted_for_every_preset_p
     from amt_core.models import create_model
 
     torch.manual_seed(0)
-    from amt_core.models.attention import attention_backend_of, set_attention_backend
+    from amt_core.accel.attention import attention_backend_of, set_attention_backend
 
     model = create_model("amt_micro")
     set_attention_backend(model, "sdpa")

@@ -14,9 +14,9 @@ import pytest
 import torch
 from torch import nn
 
+from amt_core.accel import fp8, precision, probe
+from amt_core.accel.fp8 import Fp8Config, Fp8Report
 from amt_core.errors import UserError
-from amt_core.train import fp8, precision
-from amt_core.train.fp8 import Fp8Config, Fp8Report
 
 CUDA = torch.device("cuda")
 CPU = torch.device("cpu")
@@ -27,8 +27,8 @@ def gpu(monkeypatch):
     """Pretend to be on an sm_90 GPU with torchao importable; returns a setter for other capabilities/backends."""
 
     def set_gpu(capability=(9, 0), backends=("torchao",)):
-        monkeypatch.setattr(precision, "cuda_capability", lambda device: capability)
-        monkeypatch.setattr(precision, "fp8_backends", lambda: tuple(backends))
+        monkeypatch.setattr(probe, "cuda_capability", lambda device=None: capability)
+        monkeypatch.setattr(probe, "fp8_backends", lambda: tuple(backends))
 
     set_gpu()
     return set_gpu
@@ -91,16 +91,16 @@ def test_backend_probe_skips_missing_and_broken_packages(tmp_path, monkeypatch):
     (tmp_path / "broken_fp8_lib.py").write_text("raise OSError('libcudart.so: cannot open shared object file')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "broken_fp8_lib", raising=False)
-    monkeypatch.setattr(precision, "FP8_PACKAGES", {"te": "broken_fp8_lib", "torchao": "json"})
-    assert precision.fp8_backends() == ("torchao",)
-    monkeypatch.setattr(precision, "FP8_PACKAGES", {"te": "no_such_fp8_module_here", "torchao": "json.decoder"})
-    assert precision.fp8_backends() == ("torchao",)
-    monkeypatch.setattr(precision, "FP8_PACKAGES", {"te": "json", "torchao": "no_such_fp8_module_here"})
-    assert precision.fp8_backends() == ("te",)
+    monkeypatch.setattr(probe, "FP8_PACKAGES", {"te": "broken_fp8_lib", "torchao": "json"})
+    assert probe.fp8_backends() == ("torchao",)
+    monkeypatch.setattr(probe, "FP8_PACKAGES", {"te": "no_such_fp8_module_here", "torchao": "json.decoder"})
+    assert probe.fp8_backends() == ("torchao",)
+    monkeypatch.setattr(probe, "FP8_PACKAGES", {"te": "json", "torchao": "no_such_fp8_module_here"})
+    assert probe.fp8_backends() == ("te",)
 
 
 def test_cuda_capability_is_none_off_cuda():
-    assert precision.cuda_capability(CPU) is None
+    assert probe.cuda_capability(CPU) is None
 
 
 def test_prepare_fp8_refuses_the_cpu():
@@ -379,7 +379,7 @@ def test_cache_round_trip_keeps_other_entries(gpu, cache):
     assert set(data) == {tensorwise, rowwise}
     assert data[tensorwise]["min_dim"] == 1024 and data[rowwise]["min_dim"] == 512
     assert data[tensorwise]["speedup"] == {"512": pytest.approx(0.9), "1024": pytest.approx(1.2)}
-    assert "torch " + torch.__version__ in tensorwise and tensorwise.endswith("| tensorwise")
+    assert "torch " + torch.__version__ in tensorwise and tensorwise.endswith("|tensorwise")
     assert not list(cache.parent.glob(".*.tmp"))
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from amt_core.accel.fp8 import Fp8Config, Fp8Report
 from amt_core.models import create_model
 from amt_core.train import parallelize
 from amt_core.train.config import config_from_dict
 from amt_core.train.ddp import DistInfo
-from amt_core.train.fp8 import Fp8Config, Fp8Report
 from amt_core.train.trainer_config import TrainerConfig
 
 

@@ -97,10 +97,11 @@ def collect() -> dict:
 
 def _speed(torch) -> dict:
     """What the GPU path would use here: attention `auto` at the presets' token counts, FP8, the bf16 peak."""
+    from amt_core.accel.attention import autotune
+    from amt_core.accel.precision import check_precision
     from amt_core.errors import UserError
-    from amt_core.models.attention import autotune, requested_mode
+    from amt_core.models.attention import requested_mode
     from amt_core.train.flops import bf16_peak_tflops
-    from amt_core.train.precision import check_precision
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32

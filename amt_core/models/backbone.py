@@ -25,6 +25,7 @@ from timm.layers import PatchEmbed
 from torch import nn
 
 from amt_core.errors import UserError
+from amt_core.models.attention import TimmAttention
 
 # variant -> timm model name
 DINOV2_MODELS: dict[str, str] = {
@@ -153,6 +154,9 @@ def _build_vit(config: BackboneConfig) -> nn.Module:
     from timm.models.vision_transformer import VisionTransformer
 
     common = dict(
+        # timm's extension point for the attention layer: a subclass computing the kernel the model's backend names
+        # (`amt_core.accel.attention.set_attention_backend`), with timm's parameters and state_dict keys.
+        attn_layer=TimmAttention,
         num_classes=0,
         img_size=config.img_size,
         dynamic_img_size=True,

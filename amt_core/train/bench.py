@@ -218,10 +218,10 @@ def _count_flops(config, device, batch: dict):
 def _saved_activations_per_image(trainer, batch: dict) -> float:
     """MiB autograd keeps per image between a micro-batch's forward and backward, as the trainer runs it (policy,
     precision), on the eager path: compiled graphs may keep less, and offloaded tensors sit in host memory."""
+    from amt_core.accel.precision import autocast
     from amt_core.train import parts
     from amt_core.train.compile import run_eagerly
     from amt_core.train.memory import saved_activations
-    from amt_core.train.precision import autocast
 
     size = min(trainer.micro_batch, batch["image"].shape[0])
     chunk = parts.to_device(parts.slice_batch({k: v for k, v in batch.items() if k != "index"}, 0, size),

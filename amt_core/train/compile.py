@@ -24,8 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from amt_core.accel.checkpointing import transformer_blocks
 from amt_core.errors import UserError
-from amt_core.train.checkpointing import transformer_blocks
 
 MODES: tuple[str, ...] = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+from amt_core.accel.precision import autocast
 from amt_core.train import parts
-from amt_core.train.precision import autocast
 
 
 @torch.no_grad()

@@ -87,7 +87,7 @@ def count_step_flops(model: nn.Module, loss_fn: nn.Module | None, batch: dict, e
     The model runs as it is (train mode, its frozen parameters frozen) with the math attention path, in fp32 without
     autocast; its gradients are cleared afterwards. Per-image FLOPs are the difference of the two counts.
     """
-    from amt_core.models.attention import attention_backend_of, set_attention_backend
+    from amt_core.accel.attention import attention_backend_of, set_attention_backend
     from amt_core.train.parts import slice_batch
 
     previous = attention_backend_of(model)

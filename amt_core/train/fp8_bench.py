@@ -19,9 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> dict:
     import torch
 
+    from amt_core.accel import fp8
+    from amt_core.accel.precision import check_precision
     from amt_core.errors import UserError
-    from amt_core.train import fp8
-    from amt_core.train.precision import check_precision
 
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     check_precision("fp8", device)

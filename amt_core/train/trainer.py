@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from amt_core.accel.fp8 import load_weights, split_extra_state
+from amt_core.accel.precision import autocast, check_precision
 from amt_core.errors import UserError
 from amt_core.metrics.reference import MeanPose
 from amt_core.train import checkpoint as ckpt_io
@@ -30,10 +32,8 @@ from amt_core.train import ddp, memory, parts
 from amt_core.train.config import RunConfig
 from amt_core.train.control import ControlServer, PendingCommand
 from amt_core.train.events import EventWriter
-from amt_core.train.fp8 import load_weights, split_extra_state
 from amt_core.train.optim import build_optimizer
 from amt_core.train.parallelize import prepare_model
-from amt_core.train.precision import autocast, check_precision
 from amt_core.train.progress import ProgressView
 from amt_core.train.rundir import RunDir
 from amt_core.train.sampler import BatchPlan, PlanBatches, plan_loader

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from amt_core.accel.checkpointing import make_policy
+from amt_core.accel.fp8 import Fp8Config
+from amt_core.accel.precision import PRECISIONS
 from amt_core.errors import UserError
 from amt_core.models.attention import MODES as ATTENTION_MODES
-from amt_core.train.checkpointing import make_policy
 from amt_core.train.compile import MODES as compile_modes
-from amt_core.train.fp8 import Fp8Config
-from amt_core.train.precision import PRECISIONS
 
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 PROGRESS: tuple[str, ...] = ("auto", "rich", "log", "none")

@@ -1,5 +1,5 @@
 """Numeric precision of the forward pass: fp32, bf16 autocast, or fp8 (bf16 autocast plus FP8 GEMMs in the large
-Linear layers, see `amt_core.train.fp8`). Parameters and optimizer state stay fp32 in every mode.
+Linear layers, see `amt_core.accel.fp8`). Parameters and optimizer state stay fp32 in every mode.
 
 bf16 is the GPU setting; on this kind of CPU it runs about 20 times slower than fp32 (DESIGN.md), so the trainer warns.
 """
@@ -7,44 +7,24 @@ bf16 is the GPU setting; on this kind of CPU it runs about 20 times slower than 
 from __future__ import annotations
 
 import contextlib
-import importlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 
+from amt_core.accel import probe
 from amt_core.errors import UserError
-
-if TYPE_CHECKING:
-    from amt_core.train.fp8 import Fp8Report
 
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp8")
 
 FP8_MIN_CAPABILITY: tuple[int, int] = (8, 9)
 """FP8 tensor cores arrived with Ada (sm_89) and Hopper (sm_90)."""
 
-FP8_PACKAGES: dict[str, str] = {"te": "transformer_engine.pytorch", "torchao": "torchao.float8"}
-"""The FP8 backends in order of preference, and the module each one needs."""
 
+class Quantization(Protocol):
+    """What `autocast` needs of an FP8 report (`amt_core.accel.fp8.Fp8Report`): the context its layers compute in."""
 
-def cuda_capability(device: torch.device) -> tuple[int, int] | None:
-    """The device's compute capability, or None when it is not a usable CUDA device (tests monkeypatch this)."""
-    if device.type != "cuda" or not torch.cuda.is_available():
-        return None
-    return tuple(torch.cuda.get_device_capability(device))  # type: ignore[return-value]
-
-
-def fp8_backends() -> tuple[str, ...]:
-    """The FP8 backends that import here ("te", "torchao"), in order of preference (tests monkeypatch this)."""
-    found = []
-    for name, module in FP8_PACKAGES.items():
-        try:
-            importlib.import_module(module)
-        # Not only ImportError: TE raises OSError or RuntimeError when its CUDA libraries are missing.
-        except Exception:
-            continue
-        found.append(name)
-    return tuple(found)
+    def quantization_context(self) -> contextlib.AbstractContextManager: ...
 
 
 def check_precision(precision: str, device: torch.device) -> str | None:
@@ -58,7 +38,7 @@ def check_precision(precision: str, device: torch.device) -> str | None:
     if precision == "bf16" and device.type == "cpu":
         return "bf16 autocast on the CPU is about 20x slower than fp32 here; use --set trainer.precision=fp32"
     if precision == "fp8":
-        capability = cuda_capability(device)
+        capability = probe.cuda_capability(device)
         if capability is None:
             raise UserError(
                 "FP8 needs a CUDA GPU with compute capability 8.9+ (none found); use --set trainer.precision=fp32"
@@ -66,7 +46,7 @@ def check_precision(precision: str, device: torch.device) -> str | None:
         if capability < FP8_MIN_CAPABILITY:
             found = f"{capability[0]}.{capability[1]}"
             raise UserError(f"FP8 needs compute capability 8.9+ (found {found}); use --set trainer.precision=bf16")
-        if not fp8_backends():
+        if not probe.fp8_backends():
             raise UserError(
                 "FP8 needs Transformer Engine or torchao and neither imports; "
                 "pip install 'transformer-engine[pytorch]' or torchao, or use --set trainer.precision=bf16"
@@ -74,7 +54,9 @@ def check_precision(precision: str, device: torch.device) -> str | None:
     return None
 
 
-def autocast(precision: str, device: torch.device, fp8: Fp8Report | None = None) -> contextlib.AbstractContextManager:
+def autocast(
+    precision: str, device: torch.device, fp8: Quantization | None = None
+) -> contextlib.AbstractContextManager:
     """The context the forward pass and loss run in.
 
     Args:

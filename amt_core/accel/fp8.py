@@ -11,9 +11,7 @@ import contextlib
 import functools
 import importlib
 import importlib.metadata
-import json
 import math
-import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,9 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from amt_core import paths
+from amt_core.accel import precision, probe
+from amt_core.accel.measured import MeasuredCache, cuda_seconds, measurement_key
 from amt_core.errors import UserError
-from amt_core.train import precision
 
 BACKENDS: tuple[str, ...] = ("auto", "te", "torchao")
 TE_RECIPES: tuple[str, ...] = ("delayed", "current", "mxfp8")
@@ -51,6 +49,7 @@ the actual GPU replaces this default as soon as one is cached.
 
 DEFAULT_SIZES: tuple[int, ...] = (512, 768, 1024, 1280, 1536, 2048, 3072, 4096)
 THRESHOLD_FILE = "fp8_threshold.json"
+_CACHE = MeasuredCache(THRESHOLD_FILE)
 
 _TE_RECIPE_CLASSES = {"delayed": "DelayedScaling", "current": "Float8CurrentScaling", "mxfp8": "MXFP8BlockScaling"}
 _PIP_NAMES = {"te": "'transformer-engine[pytorch]'", "torchao": "torchao"}
@@ -207,12 +206,12 @@ def select_fp8_linears(
 
 
 def resolve_backend(config: Fp8Config) -> tuple[str, str]:
-    """The backend and recipe to use: `auto` resolved against what imports here (`precision.fp8_backends`).
+    """The backend and recipe to use: `auto` resolved against what imports here (`probe.fp8_backends`).
 
     Raises:
         UserError: the backend asked for (or any, for auto) does not import.
     """
-    available = precision.fp8_backends()
+    available = probe.fp8_backends()
     backend = config.backend
     if backend == "auto":
         if config.recipe in TE_RECIPES:
@@ -270,7 +269,7 @@ def prepare_fp8(model: nn.Module, config: Fp8Config, device: torch.device) -> Fp
     """
     precision.check_precision("fp8", device)
     backend, recipe = resolve_backend(config)
-    check_recipe(recipe, precision.cuda_capability(device))
+    check_recipe(recipe, probe.cuda_capability(device))
     min_dim, source = _resolve_min_dim(config, device, backend, recipe)
     align = MXFP8_ALIGN if recipe == "mxfp8" else FP8_ALIGN
     selection = select_fp8_linears(model, min_dim, config.skip, align)
@@ -334,7 +333,7 @@ def measure_fp8_threshold(
     faster_from = crossover(sizes, [speedup[d] for d in sizes])
     result = {
         "key": threshold_cache_key(device, backend, recipe),
-        "gpu": _gpu_name(device),
+        "gpu": probe.gpu_name(device),
         "backend": backend,
         "recipe": recipe,
         "tokens": tokens,
@@ -345,7 +344,7 @@ def measure_fp8_threshold(
         "faster_from": faster_from,
         "min_dim": faster_from if faster_from is not None else sizes[-1] + 1,
     }
-    _write_cache(result["key"], result)
+    _CACHE.put(result["key"], result)
     return result
 
 
@@ -366,7 +365,7 @@ def threshold_cache_key(device: torch.device, backend: str, recipe: str) -> str:
         version = importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         version = "none"
-    return f"{_gpu_name(device)} | torch {torch.__version__} | {backend} {version} | {recipe}"
+    return measurement_key(device, f"{backend} {version}", recipe)
 
 
 def split_extra_state(state_dict: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -411,37 +410,13 @@ def _is_extra_state(key: str) -> bool:
     return key == "_extra_state" or key.endswith("._extra_state")
 
 
-def _gpu_name(device: torch.device) -> str:
-    if device.type == "cuda" and torch.cuda.is_available():
-        return torch.cuda.get_device_name(device)
-    return device.type
-
-
 def _resolve_min_dim(config: Fp8Config, device: torch.device, backend: str, recipe: str) -> tuple[int, str]:
     if config.min_dim > 0:
         return config.min_dim, "config"
-    entry = _read_cache().get(threshold_cache_key(device, backend, recipe))
+    entry = _CACHE.get(threshold_cache_key(device, backend, recipe))
     if isinstance(entry, dict) and type(entry.get("min_dim")) is int and entry["min_dim"] > 0:
         return entry["min_dim"], "measured"
     return DEFAULT_MIN_DIM, "default"
-
-
-def _read_cache() -> dict[str, Any]:
-    """The threshold cache, or {} when it is missing or unreadable (a corrupt cache only costs a re-measurement)."""
-    try:
-        data = json.loads((paths.cache_dir() / THRESHOLD_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write_cache(key: str, entry: dict[str, Any]) -> None:
-    path = paths.cache_dir() / THRESHOLD_FILE
-    data = _read_cache()
-    data[key] = entry
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, path)  # atomic: a reader never sees half a file
 
 
 def _te_default_recipe() -> str:
@@ -522,8 +497,8 @@ def _convert_torchao(model: nn.Module, names: list[str], recipe: str) -> None:
 def _cuda_timer(
     device: torch.device, tokens: int, backend: str, recipe: str, steps: int = 20, warmup: int = 5
 ) -> Timer:
-    """CUDA-event timing of one training step of the Linear pair in the trainer's setting (fp32 parameters, bf16
-    autocast): the mean of `steps` back-to-back steps after `warmup`, so launch overhead counts as in training."""
+    """CUDA-event timing (`cuda_seconds`) of one training step of the Linear pair in the trainer's setting (fp32
+    parameters, bf16 autocast): the mean of `steps` back-to-back steps after `warmup`."""
 
     def time_step(kind: str, d: int) -> float:
         torch.manual_seed(0)
@@ -544,15 +519,6 @@ def _cuda_timer(
                 y = step_model(x)
             y.backward(grad.to(y.dtype))
 
-        for _ in range(warmup):
-            step()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize(device)
-        start.record()
-        for _ in range(steps):
-            step()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end) / 1000 / steps
+        return cuda_seconds(step, device, warmup=warmup, iters=steps)
 
     return time_step

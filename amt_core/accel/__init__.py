@@ -1,0 +1,7 @@
+"""Acceleration: what the hardware can run, measured choices cached on disk, and the training transforms that use them.
+
+`probe` (what this machine has) and `measured` (one on-disk cache of measurements, one key, one CUDA timer) import
+nothing of amt_core but `errors` and `paths`, so the attention layer in `amt_core.models` may ask the probe which
+kernels can run; everything else here sits above `amt_core.models` and below `amt_core.train`: the attention
+autotuner (`attention`), `precision`, `fp8` and the activation-checkpointing policies (`checkpointing`).
+"""
