@@ -9,6 +9,7 @@ import torch
 from test_train_toys import events_of, toy_config, toy_trainer
 
 from amt_core.train import checkpoint as ckpt_io
+from amt_core.train.control import Command
 
 
 def _run_to(trainer, step: int) -> None:
@@ -50,28 +51,29 @@ def test_retention_after_manual_save_stage_end_best_and_rollback(tmp_path):
     trainer.start()
     try:
         _run_to(trainer, 3)
-        assert trainer._apply("save", None) == {"checkpoint": "step_00000003"}
+        assert trainer.apply_command(Command.SAVE) == {"checkpoint": "step_00000003"}
         _run_to(trainer, 20)
         names = ckpt_io.list_checkpoints(tmp_path / "checkpoints")
         assert "step_00000003" in names and _reasons(tmp_path, "step_00000003") == ["manual"]  # 17 steps later
         assert "step_00000006" in names and "stage_end" in _reasons(tmp_path, "step_00000006")
         best = [n for n in names if "best" in _reasons(tmp_path, n)]
-        assert best == [trainer.best_checkpoint]  # exactly one best, and it is the trainer's
+        assert best == [trainer.checkpointer.best_checkpoint]  # exactly one best, and it is the trainer's
         validations = {e["step"]: e["metrics"]["mpjpe_mm"] for e in events_of(tmp_path, "validation")}
         assert validations[int(best[0][-8:])] == min(validations.values())
         assert names[-2:] == ["step_00000019", "step_00000020"]
         assert len(names) <= 2 + 4  # keep_last 2 + initial, manual, stage end, best: nothing else accumulated
 
-        trainer._apply("rollback", "step_00000003")
-        assert trainer.branch == 1 and trainer.step == 3
+        trainer.apply_command(Command.ROLLBACK, "step_00000003")
+        assert trainer.checkpointer.branch == 1 and trainer.step == 3
         assert "rollback_target" in _reasons(tmp_path, "step_00000003")
         assert ckpt_io.latest_checkpoint(tmp_path / "checkpoints").name == "step_00000003"  # a resume follows it
         _run_to(trainer, 9)
         names = ckpt_io.list_checkpoints(tmp_path / "checkpoints")
         assert names[-2:] == ["step_b0001_00000008", "step_b0001_00000009"]  # the new branch is the newest
         assert "step_00000019" not in names  # the abandoned tail went first...
-        assert ("step_00000020" in names) == (trainer.best_checkpoint == "step_00000020")  # ...unless it is the best
-        for kept in ("step_00000000", "step_00000003", "step_00000006", "step_b0001_00000006", trainer.best_checkpoint):
+        best = trainer.checkpointer.best_checkpoint
+        assert ("step_00000020" in names) == (best == "step_00000020")  # ...unless it is the best
+        for kept in ("step_00000000", "step_00000003", "step_00000006", "step_b0001_00000006", best):
             assert kept in names
         assert "stage_end" in _reasons(tmp_path, "step_b0001_00000006")
         rollback = events_of(tmp_path, "rollback")[-1]
@@ -83,7 +85,7 @@ def test_retention_after_manual_save_stage_end_best_and_rollback(tmp_path):
     resumed = toy_trainer(tmp_path, toy_config(steps=(6, 40, 40), ckpt_every=1, keep_checkpoints=2, eval_every=4,
                                                max_steps=11), resume=True)  # fmt: skip
     assert resumed.train() == "finished"
-    assert resumed.branch == 1
+    assert resumed.checkpointer.branch == 1
     latest = ckpt_io.latest_checkpoint(tmp_path / "checkpoints").name
     assert latest == "step_b0001_00000011"
     state = json.loads((tmp_path / "checkpoints" / latest / "config.json").read_text())
@@ -97,8 +99,8 @@ def test_rollbacks_to_the_same_target_each_start_a_new_branch(tmp_path):
     try:
         _run_to(trainer, 4)
         for branch in (1, 2, 3):
-            trainer._apply("rollback", "step_00000002")
-            assert trainer.branch == branch
+            trainer.apply_command(Command.ROLLBACK, "step_00000002")
+            assert trainer.checkpointer.branch == branch
             _run_to(trainer, 6)
             assert ckpt_io.latest_checkpoint(tmp_path / "checkpoints").name == f"step_b{branch:04d}_00000006"
         names = ckpt_io.list_checkpoints(tmp_path / "checkpoints")

@@ -182,7 +182,7 @@ def test_resume_from_a_named_checkpoint_when_the_latest_is_corrupt(tmp_path):
     trainer = toy_trainer(tmp_path, toy_config(max_steps=6, ckpt_every=1), resume=True)
     trainer.resume_from = "step_00000003"
     assert trainer.train() == "finished"
-    assert trainer.branch == 1  # continued on a new branch: the corrupt step 4 is not overwritten in place
+    assert trainer.checkpointer.branch == 1  # continued on a new branch: the corrupt step 4 is not overwritten in place
     assert ckpt_io.latest_checkpoint(folder).name == "step_b0001_00000006"
     assert (folder / "step_00000004").exists()
     states = events_of(tmp_path, "state")

@@ -5,12 +5,15 @@
   per-component losses gives each component exactly the gradient of its own loss, i.e. they train separately.
 2 joint training (5e-4): every part and every loss term, balanced by the loss schedule.
 3 fine-tuning (1e-4): a share of each batch drawn from the hardest samples seen so far, physics terms weighted higher.
+
+`StagePlan` tracks the stage a run is in.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(kw_only=True)
@@ -103,3 +106,102 @@ def seed_stages(
             hard_mining=0.5,
         ),
     )
+
+
+class StagePlan:
+    """Where the run is in its stages: the current stage, when it started (step and training seconds) and when the
+    hard-case pool was last rebuilt. The trainer asks it for the learning-rate factor, the loss multipliers and
+    whether the stage is done; `state_dict` holds what a checkpoint must restore.
+
+    Args:
+        stages: the run's stages, in order.
+        lengths: each stage's length in steps.
+        time_budget_s: with `stage_by_time`, the training seconds the stages share in proportion to their lengths
+            (None: stages end by steps).
+    """
+
+    def __init__(self, stages: tuple[StageConfig, ...], lengths: list[int], time_budget_s: float | None) -> None:
+        self.stages = stages
+        self.lengths = lengths
+        self.time_budget_s = time_budget_s
+        self.stage = 0
+        self.start_step = 0
+        self.start_time_s = 0.0
+        self.mining_at = 0
+        self.loss_fn: Any = None
+        self.loss_has_stages = False
+
+    @property
+    def config(self) -> StageConfig:
+        return self.stages[self.stage]
+
+    @property
+    def length(self) -> int:
+        return self.lengths[self.stage]
+
+    def enter(self, stage: int, step: int, train_time_s: float) -> None:
+        """Start stage index `stage` (0-based) now: its warm-up and cosine start over."""
+        self.stage, self.start_step, self.start_time_s = stage, step, train_time_s
+
+    def progress(self, step: int, train_time_s: float) -> float:
+        """How much of the current stage is done (1.0: it ends): by steps, or by training time."""
+        if self.time_budget_s is not None:
+            budget = self.time_budget_s * self.length / sum(self.lengths)
+            return (train_time_s - self.start_time_s) / budget
+        return (step - self.start_step) / self.length
+
+    def position(self, step: int, train_time_s: float) -> float:
+        """Where the schedule is within the stage, in steps (time progress scaled to steps with stage_by_time)."""
+        if self.time_budget_s is not None:
+            return min(self.progress(step, train_time_s), 1.0) * self.length
+        return step - self.start_step
+
+    def lr_factor(self, position: float) -> float:
+        return self.config.lr_factor(position, self.length)
+
+    def bind_loss(self, loss_fn: Any) -> None:
+        """Use this loss: when it applies stage multipliers itself (`set_stage_multipliers`), every stage's
+        `loss_scale` is checked by it now (an unknown term is an error) and the current stage's is set."""
+        self.loss_fn = loss_fn
+        setter = getattr(loss_fn, "set_stage_multipliers", None)
+        self.loss_has_stages = callable(setter)
+        for stage in (*self.stages, self.config) if self.loss_has_stages else ():
+            setter(dict(stage.loss_scale))
+
+    def apply_to_loss(self) -> None:
+        """Set the current stage's multipliers in the loss (after a stage change or a load)."""
+        if self.loss_has_stages:
+            self.loss_fn.set_stage_multipliers(dict(self.config.loss_scale))
+
+    def loss_total(self, result: Any) -> Any:
+        """The step's loss: the loss's own total when it applies stage multipliers itself, else recomputed with them."""
+        scale = self.config.loss_scale
+        if self.loss_has_stages or not scale:
+            return result.total
+        return sum(result.weights[name] * scale.get(name, 1.0) * value for name, value in result.terms.items())
+
+    def group_lr(self, group: str, group_scale: float, position: float, lr_scale: float) -> float:
+        """A parameter group's learning rate at `position` (steps into the stage): 0 when the stage freezes it."""
+        if group in self.config.freeze:
+            return 0.0
+        factor = self.lr_factor(position) * lr_scale
+        return self.config.lr * group_scale * factor
+
+    def refresh_mining(self, step: int, plan: Any, refresh_every: int, pool_size: int, force: bool = False) -> bool:
+        """Rebuild the batch plan's hard-case pool at a stage change (`force`), every `refresh_every` steps of a
+        mining stage, and once when a stage without mining follows one that mined (to empty the pool). Returns
+        whether the plan's batches changed (the loader must restart)."""
+        share = self.config.hard_mining
+        due = force or (share > 0 and step - self.mining_at >= refresh_every) or (share == 0 and plan.mining_share > 0)
+        if not due:
+            return False
+        self.mining_at = step
+        return plan.refresh_pool(share, pool_size)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"stage": self.stage, "stage_start": self.start_step, "stage_time_start": self.start_time_s,
+                "mining_at": self.mining_at}  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.stage, self.start_step = state["stage"], state["stage_start"]
+        self.start_time_s, self.mining_at = state["stage_time_start"], state["mining_at"]

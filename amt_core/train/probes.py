@@ -1,0 +1,95 @@
+"""Looking at the model without changing the run: diagnostics on the last training batch (the collapse check,
+attention entropy, gradient norms) and snapshots of the fixed visualization samples. Both run in eval mode, without
+gradients, with the training RNG streams untouched, on rank 0."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from amt_core.accel.precision import autocast
+from amt_core.train import parts
+from amt_core.train.events import Diagnostics, Snapshot
+from amt_core.train.hooks import PeriodicHook
+from amt_core.train.snapshot import write_snapshot
+
+if TYPE_CHECKING:
+    from amt_core.train.trainer import Trainer
+
+
+@contextlib.contextmanager
+def inference(trainer: Trainer) -> Iterator[None]:
+    """Eval mode, no grad, the run's precision, and the training RNG streams untouched (so probes never change a
+    run)."""
+    devices = [trainer.device] if trainer.device.type == "cuda" else []
+    module = trainer.module
+    was_training = module.training
+    precision = autocast(trainer.tc.precision, trainer.device, trainer.prepared.fp8)
+    with torch.random.fork_rng(devices=devices), torch.no_grad(), precision:
+        module.eval()
+        try:
+            yield
+        finally:
+            module.train(was_training)
+
+
+class DiagnosticsHook(PeriodicHook):
+    """Every `diag_every` steps: prediction std against the ground truth's, attention entropy by layer, gradient norm
+    by parameter group, on the last training batch."""
+
+    def run(self, trainer: Trainer) -> None:
+        batch = trainer.last_batch
+        if not trainer.is_main or batch is None:
+            return
+        from amt_core.metrics.diagnostics import COLLAPSE_STD_M, attention_entropy, prediction_std
+
+        with inference(trainer):
+            output = parts.call_model(trainer.module, batch, attention=True)
+        fields: dict[str, Any] = {}
+        if output.joints3d.shape[0] >= 2:
+            fields["pred_std_mm"] = prediction_std(output.joints3d.float()) * 1000
+            fields["collapsed"] = fields["pred_std_mm"] < COLLAPSE_STD_M * 1000
+            valid = batch["valid"]["joints3d"].bool()
+            if int(valid.sum()) >= 2:
+                fields["gt_std_mm"] = prediction_std(batch["joints3d"][valid].float()) * 1000
+        entropy = {name: attention_entropy(probs.float(), normalized=True) for name, probs in output.attention.items()}
+        trainer.events.write(
+            Diagnostics(step=trainer.step, grad_norm=trainer.last_norms, attention_entropy=entropy, **fields)
+        )
+
+
+class SnapshotHook(PeriodicHook):
+    """Every `snapshot_every` steps (and on command): predictions and ground truth of the first `snapshot_samples`
+    validation samples, as snapshots/step_N.npz."""
+
+    def __init__(self, every: int) -> None:
+        super().__init__(every)
+        self._batch: dict | None = None
+
+    def run(self, trainer: Trainer) -> None:
+        self.take(trainer, reason="periodic")
+
+    def take(self, trainer: Trainer, reason: str) -> str | None:
+        """Write a snapshot now; returns its path relative to the run directory (None on ranks above 0)."""
+        if not trainer.is_main:
+            return None
+        batch = self._visualization_batch(trainer)
+        with inference(trainer):
+            output = parts.call_model(trainer.module, batch)
+        path = write_snapshot(trainer.run.snapshots, trainer.step, batch, output, parts.hand_faces(trainer.module))
+        relative = str(path.relative_to(trainer.run.path))
+        samples = int(batch["image"].shape[0])
+        trainer.events.write(Snapshot(step=trainer.step, path=relative, samples=samples, reason=reason))
+        return relative
+
+    def _visualization_batch(self, trainer: Trainer) -> dict:
+        if self._batch is None:
+            from torch.utils.data import default_collate
+
+            dataset = trainer.val_dataset()
+            count = min(trainer.tc.snapshot_samples, len(dataset))
+            self._batch = parts.to_device(default_collate([dataset[i] for i in range(count)]), trainer.device)
+        return self._batch
