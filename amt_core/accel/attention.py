@@ -130,10 +130,8 @@ class AutotuneResult:
 
 def _cache_key(shape: AttentionShape) -> str:
     dtype = str(shape.dtype).removeprefix("torch.")
-    return measurement_key(
-        shape.device, dtype, f"tokens={shape.tokens}", f"head_dim={shape.head_dim}", f"heads={shape.num_heads}",
-        f"batch={shape.batch}",
-    )  # fmt: skip
+    sizes = (f"tokens={shape.tokens}", f"head_dim={shape.head_dim}", f"heads={shape.num_heads}", f"batch={shape.batch}")
+    return measurement_key(shape.device, dtype, *sizes)
 
 
 def _cached_result(entry: object, candidates: list[str], tokens: int) -> AutotuneResult | None:
