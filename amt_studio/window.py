@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 )
 
 from amt_core.errors import UserError
+from amt_core.train.control import Command
 from amt_studio.session import RunSession
 from amt_studio.state.registry import discover_runs
 from amt_studio.state.run import RunState
@@ -214,9 +215,11 @@ class MainWindow(QMainWindow):
         )
         self.clear_compare_action = self._action("Remove compared runs", self.clear_overlays)
         self.pause_action = self._action("Pause", self.toggle_pause, "Space", "pause or resume training")
-        self.stop_action = self._action("Stop", lambda: self.send("stop"), "Ctrl+.", "stop training (saves first)")
-        self.save_action = self._action("Save", lambda: self.send("save"), "Ctrl+S", "save a checkpoint now")
-        self.snapshot_action = self._action("Snapshot", lambda: self.send("snapshot"), "Ctrl+P", "snapshot now")
+        self.stop_action = self._action(
+            "Stop", lambda: self.send(Command.STOP), "Ctrl+.", "stop training (saves first)"
+        )
+        self.save_action = self._action("Save", lambda: self.send(Command.SAVE), "Ctrl+S", "save a checkpoint now")
+        self.snapshot_action = self._action("Snapshot", lambda: self.send(Command.SNAPSHOT), "Ctrl+P", "snapshot now")
         self.rollback_action = self._action(
             "Roll back", self.rollback_selected, "Ctrl+R", "roll back to the checkpoint selected in the Run panel"
         )
@@ -399,7 +402,7 @@ class MainWindow(QMainWindow):
             if choice == "cancel":
                 return False
             if choice == "stop":
-                self.session.control.send("stop")
+                self.session.control.send(Command.STOP)
         self.session.close()
         self.session = None
         return True
@@ -482,17 +485,17 @@ class MainWindow(QMainWindow):
         pending = set(session.control.pending) if session is not None else set()
         paused = session is not None and session.state.state == "paused"
         self.pause_action.setText("Resume" if paused else "Pause")
-        self.pause_action.setEnabled(live and not pending & {"pause", "resume"})
-        self.stop_action.setEnabled(live and "stop" not in pending)
-        self.save_action.setEnabled(live and "save" not in pending)
-        self.snapshot_action.setEnabled(live and "snapshot" not in pending)
-        can_roll = live and "rollback" not in pending and self.checkpoint_list.count() > 0
+        self.pause_action.setEnabled(live and not pending & {Command.PAUSE, Command.RESUME})
+        self.stop_action.setEnabled(live and Command.STOP not in pending)
+        self.save_action.setEnabled(live and Command.SAVE not in pending)
+        self.snapshot_action.setEnabled(live and Command.SNAPSHOT not in pending)
+        can_roll = live and Command.ROLLBACK not in pending and self.checkpoint_list.count() > 0
         self.rollback_action.setEnabled(can_roll)
         self.rollback_button.setEnabled(can_roll)
         self.inspect_button.setEnabled(self.checkpoint_list.count() > 0)
         stage = session.state.stage if session is not None else None
         for index, action in enumerate(self.stage_actions, start=1):
-            action.setEnabled(live and "stage" not in pending)
+            action.setEnabled(live and Command.STAGE not in pending)
             if action.isChecked() != (stage == index):
                 action.setChecked(stage == index)
 
@@ -505,8 +508,7 @@ class MainWindow(QMainWindow):
         if self.session is None:
             return
         for info in reversed(self.session.state.checkpoints):
-            metrics = "  ".join(f"{k} {v:.3g}" for k, v in list(info.metrics.items())[:2])
-            item = QListWidgetItem(f"{info.name}   step {info.step}   {metrics}".rstrip())
+            item = QListWidgetItem(f"{info.name}   step {info.step}")
             item.setData(Qt.ItemDataRole.UserRole, info.name)
             self.checkpoint_list.addItem(item)
         if self.checkpoint_list.count():
@@ -514,7 +516,7 @@ class MainWindow(QMainWindow):
 
     # ---- controls ----------------------------------------------------------------------------------------
 
-    def send(self, command: str, argument: str | None = None) -> None:
+    def send(self, command: Command | str, argument: str | None = None) -> None:
         if self.session is None:
             return
         self.session.state.add_log("info", f"sent {command}" + (f" {argument}" if argument else ""))
@@ -523,10 +525,10 @@ class MainWindow(QMainWindow):
 
     def toggle_pause(self) -> None:
         if self.session is not None:
-            self.send("resume" if self.session.state.state == "paused" else "pause")
+            self.send(Command.RESUME if self.session.state.state == "paused" else Command.PAUSE)
 
     def switch_stage(self, stage: int) -> None:
-        self.send("stage", str(stage))
+        self.send(Command.STAGE, str(stage))
         self._update_controls()  # the check mark moves when the trainer's stage event arrives
 
     def selected_checkpoint(self) -> str | None:
@@ -536,7 +538,7 @@ class MainWindow(QMainWindow):
     def rollback_selected(self) -> None:
         name = self.selected_checkpoint()
         if name:
-            self.send("rollback", name)
+            self.send(Command.ROLLBACK, name)
 
     def inspect_selected(self) -> None:
         name = self.selected_checkpoint()
@@ -635,7 +637,7 @@ class MainWindow(QMainWindow):
 
     def _stop_and_wait(self, session: RunSession, timeout_s: float = 30.0) -> None:
         """Ask the trainer to stop; terminate it if it has not exited in time (closing must not hang)."""
-        session.control.send("stop")
+        session.control.send(Command.STOP)
         deadline = time.monotonic() + timeout_s
         while session.owns_live_process and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -73,7 +73,6 @@ class CheckpointInfo:
     path: Path
     step: int
     time: float
-    metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(kw_only=True)
