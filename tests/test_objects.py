@@ -217,6 +217,19 @@ def test_sdf_outside_grid_and_gradient(grid_cache: None) -> None:
     assert (direction > 0).float().mean() > 0.9
 
 
+def test_sdf_query_numpy_matches_query(grid_cache: None) -> None:
+    """The host path the grasp search uses gives the torch path's values, inside the grid and beyond it."""
+    rng = np.random.default_rng(0)
+    for name in ("mug", "banana", "wood_block"):
+        grid = get_object(name).sdf(GRID)
+        lo, hi = grid.lo.numpy().astype(np.float64), grid.hi.numpy().astype(np.float64)
+        points = rng.uniform(lo - 0.05, hi + 0.05, size=(6, 50, 3))
+        expected = grid.query(torch.from_numpy(points)).numpy()
+        got = grid.query_numpy(points)
+        assert got.shape == (6, 50) and got.dtype == np.float64
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
 def test_sdf_cache_reused(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     from amt_core.objects import sdf as sdf_module
 

@@ -113,6 +113,11 @@ class FastHand:
         self.parents = mano.parents.detach().cpu().numpy().astype(np.int64)  # (16,)
         self.tips = np.asarray(hand.fingertip_ids, dtype=np.int64)
         self.project = np.asarray(MANO_TO_PROJECT, dtype=np.int64)
+        self._subsets: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}  # vertex ids -> (posedirs, weights) columns
+        depth = np.zeros(len(self.parents), np.int64)
+        for j in range(1, len(self.parents)):
+            depth[j] = depth[self.parents[j]] + 1  # parents come before their children
+        self._levels = [np.nonzero(depth == d)[0] for d in range(1, int(depth.max()) + 1)]
 
     def shaped(self, shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rest vertices (V, 3) and joints (16, 3) for shape coefficients (S,)."""
@@ -121,42 +126,61 @@ class FastHand:
 
     def __call__(self, poses: np.ndarray, rest: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Posed verts (B, V, 3) and 21 joints (B, 21, 3) with no global rotation or translation."""
+        verts, joints = rest
+        rots, world, posed_joints = self._chain(poses, joints)
+        posed = self._skin(rots, world, verts, self.posedirs, self.weights)
+        all_joints = np.concatenate([posed_joints, posed[:, self.tips]], axis=1)[:, self.project]
+        return posed, all_joints
+
+    def posed_subset(self, poses: np.ndarray, rest: tuple[np.ndarray, np.ndarray], ids: np.ndarray) -> np.ndarray:
+        """Posed verts (B, len(ids), 3) of the vertices `ids` only: the same arithmetic as `__call__` on fewer
+        vertices (the grasp search tests a sample of finger vertices, a third of the hand)."""
+        key = ids.tobytes()
+        if key not in self._subsets:
+            columns = (3 * ids[:, None] + np.arange(3)[None]).reshape(-1)
+            self._subsets[key] = (np.ascontiguousarray(self.posedirs[:, columns]), self.weights[ids])
+        posedirs, weights = self._subsets[key]
+        verts, joints = rest
+        rots, world, _ = self._chain(poses, joints)
+        return self._skin(rots, world, verts[ids], posedirs, weights)
+
+    def _chain(self, poses: np.ndarray, joints: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Joint rotations (B, 16, 3, 3), rest-relative skinning transforms (B, 16, 4, 4), posed joints (B, 16, 3)."""
         from scipy.spatial.transform import Rotation
 
-        verts, joints = rest
         batch = len(poses)
         rotvecs = np.concatenate([np.zeros((batch, 1, 3)), np.asarray(poses, np.float64).reshape(batch, 15, 3)], 1)
         rots = Rotation.from_rotvec(rotvecs.reshape(-1, 3)).as_matrix().reshape(batch, 16, 3, 3)
+        local = np.zeros((batch, 16, 4, 4))
+        local[:, :, :3, :3] = rots
+        local[:, 0, :3, 3] = joints[0]
+        local[:, 1:, :3, 3] = joints[1:] - joints[self.parents[1:]]
+        local[:, :, 3, 3] = 1.0
+        world = local.copy()
+        for level in self._levels:  # joints of one depth in the tree at once: their parents are done
+            world[:, level] = world[:, self.parents[level]] @ local[:, level]
+        posed_joints = world[:, :, :3, 3].copy()  # (B, 16, 3)
+        # Skinning transforms relative to the rest pose: x -> R x + (t - R J).
+        world[:, :, :3, 3] -= np.einsum("bjrc,jc->bjr", world[:, :, :3, :3], joints)
+        return rots, world, posed_joints
+
+    def _skin(self, rots, world, verts, posedirs, weights) -> np.ndarray:
+        """Pose blend shapes, then linear blend skinning (one matmul) of rest verts (N, 3) -> (B, N, 3)."""
+        batch = len(rots)
         if self.has_posedirs:
             feature = (rots[:, 1:] - np.eye(3)).reshape(batch, 135)
-            verts = verts + (feature @ self.posedirs).reshape(batch, -1, 3)
+            verts = verts + (feature @ posedirs).reshape(batch, -1, 3)
         else:
             verts = np.broadcast_to(verts, (batch, *verts.shape))
-        world = np.zeros((batch, 16, 4, 4))
-        world[:, :, 3, 3] = 1.0
-        world[:, 0, :3, :3] = rots[:, 0]
-        world[:, 0, :3, 3] = joints[0]
-        for j in range(1, 16):
-            parent = self.parents[j]
-            local = np.zeros((batch, 4, 4))
-            local[:, :3, :3] = rots[:, j]
-            local[:, :3, 3] = joints[j] - joints[parent]
-            local[:, 3, 3] = 1.0
-            world[:, j] = world[:, parent] @ local
-        posed_joints = world[:, :, :3, 3].copy()  # (B, 16, 3)
-        # Skinning transforms relative to the rest pose: x -> R x + (t - R J), blended by the weights (one matmul).
-        world[:, :, :3, 3] -= np.einsum("bjrc,jc->bjr", world[:, :, :3, :3], joints)
         stacked = world[:, :, :3, :].transpose(1, 0, 2, 3).reshape(16, batch * 12)
-        blend = (self.weights @ stacked).reshape(-1, batch, 3, 4).transpose(1, 0, 2, 3)  # (B, V, 3, 4)
+        blend = (weights @ stacked).reshape(-1, batch, 3, 4).transpose(1, 0, 2, 3)  # (B, N, 3, 4)
         # x' = R x + t per vertex, written out: numpy's stacked 3x3 matmul is slow at this size.
-        posed = (
+        return (
             blend[..., 0] * verts[..., 0:1]
             + blend[..., 1] * verts[..., 1:2]
             + blend[..., 2] * verts[..., 2:3]
             + blend[..., 3]
-        )  # (B, V, 3)
-        all_joints = np.concatenate([posed_joints, posed[:, self.tips]], axis=1)[:, self.project]
-        return posed, all_joints
+        )  # (B, N, 3)
 
 
 def _rotation_from_columns(x_axis: np.ndarray, z_axis: np.ndarray) -> np.ndarray:
@@ -171,8 +195,6 @@ class GraspSynthesizer:
     """Makes grasps for catalog objects with the open hand (one per call, deterministic given the generator)."""
 
     def __init__(self, config: GraspConfig | None = None) -> None:
-        import torch
-
         from amt_core.hand import HandModel
         from amt_core.objects import catalog
 
@@ -190,7 +212,6 @@ class GraspSynthesizer:
         self.vertex_finger = joint_finger[self.vertex_bone]  # (V,) finger 0-4, -1 for palm
         # Closing tests every second finger vertex: enough to find first touch; exact checks use all vertices.
         self._finger_sample = np.nonzero(self.vertex_finger >= 0)[0][::2]
-        self._torch = torch
         self.fast = FastHand(self.hand)
         self._scenes: dict[int, object] = {}
         self._grids: dict[int, object] = {}
@@ -215,8 +236,12 @@ class GraspSynthesizer:
         """Approximate signed distance (..., ) of object-frame points (..., 3) from the cached SDF grid."""
         if class_id not in self._grids:
             self._grids[class_id] = self.classes[class_id].sdf()
-        flat = self._torch.from_numpy(np.ascontiguousarray(points.reshape(-1, 3), dtype=np.float32))
-        return self._grids[class_id].query(flat).numpy().reshape(points.shape[:-1])
+        return self._grids[class_id].query_numpy(points)
+
+    def load_grids(self) -> None:
+        """Load every class's distance grid now (from the disk cache) rather than on first use."""
+        for class_id in range(len(self.classes)):
+            self._grid_distance(class_id, np.zeros((1, 3)))
 
     def exact_distance(self, class_id: int, points: np.ndarray) -> np.ndarray:
         """Signed distance (N,) of object-frame points (N, 3) to the object mesh, negative inside.
@@ -254,13 +279,16 @@ class GraspSynthesizer:
         return points, np.asarray(mesh.face_normals)[faces]
 
     # --- the hand ----------------------------------------------------------------------------------------------
-    def _forward(self, poses: np.ndarray, shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Hand in its template frame (no global rotation or translation): verts (B, V, 3), joints (B, 21, 3)."""
+    def _rest_of(self, shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         key = shape.tobytes()
         if getattr(self, "_rest_key", None) != key:
             self._rest = self.fast.shaped(shape)
             self._rest_key = key
-        return self.fast(poses, self._rest)
+        return self._rest
+
+    def _forward(self, poses: np.ndarray, shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Hand in its template frame (no global rotation or translation): verts (B, V, 3), joints (B, 21, 3)."""
+        return self.fast(poses, self._rest_of(shape))
 
     def free_hand(self, rng: np.random.Generator) -> Grasp:
         """A hand alone in a random plausible pose, its template frame as the 'object' frame."""
@@ -453,9 +481,9 @@ class GraspSynthesizer:
         for levels in (_COARSE_LEVELS, _FINE_LEVELS):
             steps = np.linspace(0.0, 1.0, levels)
             curls = low[None] + steps[:, None] * (high - low)[None]  # (L, 5)
-            verts, _ = self._forward(flexion_pose(curls, np.broadcast_to(spread, curls.shape)), shape)
-            verts = (verts - wrist) @ rot.T + wrist + trans  # (L, V, 3)
-            dist = self._grid_distance(class_id, verts[:, self._finger_sample])  # (L, Vs)
+            poses = flexion_pose(curls, np.broadcast_to(spread, curls.shape))
+            verts = self.fast.posed_subset(poses, self._rest_of(shape), self._finger_sample)  # (L, Vs, 3)
+            dist = self._grid_distance(class_id, (verts - wrist) @ rot.T + wrist + trans)  # (L, Vs)
             new_low, new_high = low.copy(), high.copy()
             touched = np.zeros(5, bool)
             for f in range(5):
