@@ -77,6 +77,44 @@ def test_fast_hand_matches_the_hand_model(world):
     assert np.abs(joints - out.joints.numpy()).max() < 1e-5
 
 
+def test_fast_hand_subset_matches_the_whole_hand(world):
+    """The grasp search poses a sample of finger vertices only: the same vertices as posing the whole hand."""
+    from amt_core.hand.limits import sample_pose
+
+    rng = np.random.default_rng(4)
+    poses, rest = sample_pose(5, rng), world.grasps.fast.shaped(rng.normal(size=10))
+    ids = world.grasps._finger_sample
+    verts, _ = world.grasps.fast(poses, rest)
+    assert np.abs(world.grasps.fast.posed_subset(poses, rest, ids) - verts[:, ids]).max() < 1e-12
+
+
+def test_only_covered_pixels_need_rays(samples, world):
+    """Pixels outside every mesh's projected box are misses: casting every ray gives the same hits."""
+    import open3d as o3d
+
+    from amt_core.synth.render import MeshInstance, covered_pixels, pixel_rays
+
+    rng = np.random.default_rng(5)
+    K = np.array([[150.0, 0.0, 60.0], [0.0, 150.0, 70.0], [0.0, 0.0, 1.0]])
+    hand = samples[0]["hand_verts"].numpy().astype(np.float64)
+    box = world._distractors[0]
+    meshes = [
+        MeshInstance(verts=hand, faces=np.asarray(world.hand.faces), kind=1),
+        MeshInstance(
+            verts=np.asarray(box.vertices) * 0.05 + hand.mean(0) + rng.normal(0, 0.05, 3), faces=box.faces, kind=3
+        ),
+    ]
+    scene = o3d.t.geometry.RaycastingScene()
+    for mesh in meshes:
+        scene.add_triangles(
+            o3d.core.Tensor(mesh.verts.astype(np.float32)), o3d.core.Tensor(mesh.faces.astype(np.uint32))
+        )
+    hit = np.isfinite(scene.cast_rays(o3d.core.Tensor(pixel_rays(K, 128, 128).reshape(-1, 6)))["t_hit"].numpy())
+    covered = covered_pixels(meshes, K, 128, 128)
+    assert hit.any() and not covered.all()
+    assert not (hit & ~covered).any()
+
+
 def test_visible_joints_project_inside_the_hand_mask(samples):
     inside, total = 0, 0
     for sample in samples:

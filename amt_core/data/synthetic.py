@@ -175,11 +175,13 @@ class SynthLiveDataset(Dataset):
         return self.seed * len(SPLITS) + SPLITS.index(self.split)
 
     def record(self, index: int) -> dict[str, np.ndarray]:
-        from amt_core.synth.world import World
+        from amt_core.synth.world import World, single_threaded
 
         if not 0 <= index < self.num:
             raise IndexError(index)
         if self._world is None or self._pid != os.getpid():  # one world per worker process, built on first use
+            if torch.utils.data.get_worker_info() is not None:
+                single_threaded()  # a DataLoader worker: the trainer's process keeps its threads
             self._world = World(self.world_config)
             self._pid = os.getpid()
         return self._world.record(self.stream_seed, index)

@@ -116,6 +116,39 @@ def pixel_rays(K: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.concatenate([np.zeros_like(dirs), dirs], axis=-1).astype(np.float32)
 
 
+def _ray_directions(K: np.ndarray, pixels: np.ndarray, width: int) -> np.ndarray:
+    """(N, 3) float32 directions (z = 1) of the rays through flat pixel indices (N,): `pixel_rays`' arithmetic."""
+    v, u = np.divmod(pixels, width)
+    v, u = v.astype(np.float32), u.astype(np.float32)
+    fx, fy, cx, cy, skew = K[0, 0], K[1, 1], K[0, 2], K[1, 2], K[0, 1]
+    y = (v - cy) / fy
+    x = (u - cx - skew * y) / fx
+    return np.stack([x, y, np.ones_like(x)], axis=-1).astype(np.float32)
+
+
+def covered_pixels(meshes: list[MeshInstance], K: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(H * W,) bool: the pixels whose ray can hit a mesh, the union of the meshes' projected bounding boxes.
+
+    A triangle in front of the camera projects inside the box of its vertices' projections (grown by a pixel for
+    rounding), so a ray outside every box misses everything; a mesh reaching behind the camera covers every pixel.
+    """
+    covered = np.zeros((height, width), bool)
+    for mesh in meshes:
+        z = mesh.verts[:, 2]
+        if not len(z):
+            continue
+        if z.min() <= 1e-6:
+            covered[:] = True
+            break
+        x, y = mesh.verts[:, 0] / z, mesh.verts[:, 1] / z
+        u = K[0, 0] * x + K[0, 1] * y + K[0, 2]
+        v = K[1, 1] * y + K[1, 2]
+        u0, u1 = max(int(np.floor(u.min())) - 1, 0), min(int(np.ceil(u.max())) + 2, width)
+        v0, v1 = max(int(np.floor(v.min())) - 1, 0), min(int(np.ceil(v.max())) + 2, height)
+        covered[v0:v1, u0:u1] = True
+    return covered.reshape(-1)
+
+
 def _interpolation_matrix(cells: int, length: int) -> np.ndarray:
     """(length, cells) weights that linearly interpolate `cells` samples onto `length` pixels."""
     pos = np.linspace(0, cells - 1, length, dtype=np.float32)
@@ -190,14 +223,22 @@ class Renderer:
                 o3d.core.Tensor(np.ascontiguousarray(mesh.verts, dtype=np.float32)),
                 o3d.core.Tensor(np.ascontiguousarray(mesh.faces, dtype=np.uint32)),
             )
-        rays = pixel_rays(K, height, width).reshape(-1, 6)
+        # Only rays that can hit something are cast (often under half the image): the rest are misses anyway, and
+        # Open3D's cost is mostly per ray.
+        cast = np.nonzero(covered_pixels(meshes, K, height, width))[0]  # (C,) flat pixel indices
+        cast_dirs = _ray_directions(K, cast, width)  # (C, 3)
+        rays = np.concatenate([np.zeros_like(cast_dirs), cast_dirs], axis=1)
         hit = scene.cast_rays(o3d.core.Tensor(rays), nthreads=cfg.threads)
-        t_hit = hit["t_hit"].numpy()  # (P,) depth, since ray directions have z = 1
-        geom = hit["geometry_ids"].numpy().astype(np.int64)  # (P,)
-        prim = hit["primitive_ids"].numpy().astype(np.int64)
-        bary_uv = hit["primitive_uvs"].numpy()  # (P, 2)
-        face_normals = hit["primitive_normals"].numpy()  # (P, 3) unit, camera frame
-        is_hit = np.isfinite(t_hit)
+        t_cast = hit["t_hit"].numpy()  # (C,) depth, since ray directions have z = 1
+        is_hit = np.zeros(height * width, bool)
+        is_hit[cast] = np.isfinite(t_cast)
+        t_hit = np.full(height * width, np.inf, np.float32)
+        t_hit[cast] = t_cast
+        hit_in_cast = np.nonzero(np.isfinite(t_cast))[0]  # (Q,) hits, as indices into the cast rays
+        geom = hit["geometry_ids"].numpy()[hit_in_cast].astype(np.int64)  # (Q,)
+        prim = hit["primitive_ids"].numpy()[hit_in_cast].astype(np.int64)
+        bary_uv = hit["primitive_uvs"].numpy()[hit_in_cast]  # (Q, 2)
+        face_normals = hit["primitive_normals"].numpy()[hit_in_cast]  # (Q, 3) unit, camera frame
 
         rgb = background if background is not None else procedural_background(rng, height, width)
         rgb = rgb.reshape(-1, 3).copy()
@@ -214,26 +255,26 @@ class Renderer:
         fill_dir = _random_unit(rng)
         fill_strength = rng.uniform(0.0, 0.35)
 
-        hit_idx = np.nonzero(is_hit)[0]
-        points = rays[hit_idx, 3:] * t_hit[hit_idx, None]  # (Q, 3) camera frame
+        hit_idx = cast[hit_in_cast]  # (Q,) flat pixel indices, increasing
+        points = cast_dirs[hit_in_cast] * t_cast[hit_in_cast, None]  # (Q, 3) camera frame
         normals = np.zeros_like(points)
         albedo = np.zeros_like(points)
         shininess = np.zeros(len(hit_idx), np.float32)
         specular = np.zeros(len(hit_idx), np.float32)
         for gid, mesh in enumerate(meshes):
-            sel = geom[hit_idx] == gid
+            sel = geom == gid
             if not sel.any():
                 continue
             kinds[hit_idx[sel]] = mesh.kind
             if mesh.normals is None:
                 mesh.normals = vertex_normals(mesh.verts.astype(np.float64), mesh.faces).astype(np.float32)
-            tri = mesh.faces[prim[hit_idx[sel]]]  # (S, 3)
-            u, v = bary_uv[hit_idx[sel], 0:1], bary_uv[hit_idx[sel], 1:2]
+            tri = mesh.faces[prim[sel]]  # (S, 3)
+            u, v = bary_uv[sel, 0:1], bary_uv[sel, 1:2]
             w = 1.0 - u - v
             n = w * mesh.normals[tri[:, 0]] + u * mesh.normals[tri[:, 1]] + v * mesh.normals[tri[:, 2]]
             n = n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-9)
             # Smooth shading, except across creases (box edges): there the face normal is the true one.
-            flat = face_normals[hit_idx[sel]]
+            flat = face_normals[sel]
             crease = (n * flat).sum(1) < _CREASE_COS
             normals[sel] = np.where(crease[:, None], flat, n)
             if mesh.vertex_colors is not None:

@@ -28,6 +28,8 @@ from amt_core.synth.render import (
     vertex_normals,
 )
 
+# `amt_core.geometry.camera.MIN_DEPTH`: points nearer the camera plane are clamped before dividing.
+_MIN_DEPTH = 1e-4
 # Offset that separates the grasp bank's random streams from the per-sample ones.
 _BANK_STREAM = 0x5EED_BA4C
 
@@ -81,6 +83,32 @@ class WorldConfig:
         if not 0.0 < self.contact_threshold <= 0.02:
             raise ValueError(f"WorldConfig.contact_threshold must be in (0, 0.02] metres, got {self.contact_threshold}")
         self.grasp.contact_threshold = self.contact_threshold
+
+
+# What `World.timings` adds up (CPU seconds of this process, and a count): the bank grasp a sample uses (a lookup,
+# or building it on first use), the free hand, the view and scene set-up, ray casting and shading, the labels
+# (projection, contact forces) and the image arrays; `amt_core.synth.bench` reports them per image.
+TIMINGS = ("grasp_s", "scene_s", "render_s", "forces_s", "label_s", "samples")
+
+
+def single_threaded() -> None:
+    """Limit this process to one BLAS and one torch thread: a world makes many small numpy calls, where OpenBLAS's
+    threads cost several times the arithmetic (a 3x slower grasp search on 2 cores, more when they are busy), and
+    the processes that render (writer workers, DataLoader workers) already use every core. Call it in those
+    processes only: it is process-wide."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    torch.set_num_threads(1)
+
+
+def project_points(points_cam: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """(N, 2) pixels of camera-frame points (N, 3) metres: `amt_core.geometry.project_to_image` in numpy (which
+    imports torch's compiler stack through roma, seconds of start-up per process)."""
+    z = np.maximum(points_cam[:, 2:3], _MIN_DEPTH)
+    x, y = points_cam[:, 0:1] / z, points_cam[:, 1:2] / z
+    return np.concatenate([K[0, 0] * x + K[0, 1] * y + K[0, 2], K[1, 1] * y + K[1, 2]], axis=1)
 
 
 def look_at(center: np.ndarray, view_dir: np.ndarray, up: np.ndarray, distance: float, roll: float):
@@ -142,11 +170,9 @@ class World:
     """Builds records; holds the hand model, the catalog, the grasp bank and the renderer of one process."""
 
     def __init__(self, config: WorldConfig | None = None) -> None:
-        import torch
         import trimesh
 
         self.config = config or WorldConfig()
-        torch.set_num_threads(1)  # many small calls: threads cost more than they give, and workers share cores
         self.grasps = GraspSynthesizer(self.config.grasp)
         self.hand = self.grasps.hand
         self.classes = self.grasps.classes
@@ -161,9 +187,7 @@ class World:
             trimesh.creation.cylinder(radius=0.5, height=1.0, sections=24),
             trimesh.creation.capsule(height=1.0, radius=0.3, count=[12, 12]),
         ]
-        from amt_core.geometry import project_to_image  # noqa: F401  (imported here, not inside a timed sample)
-
-        self.timings = {"grasp_s": 0.0, "render_s": 0.0, "label_s": 0.0, "samples": 0}
+        self.timings = dict.fromkeys(TIMINGS, 0.0)
 
     @property
     def num_verts(self) -> int:
@@ -281,6 +305,7 @@ class World:
             meshes.append(
                 MeshInstance(verts=verts, faces=np.asarray(shape.faces), kind=DISTRACTOR, vertex_colors=color)
             )
+        t2 = time.process_time()
         out = self.renderer.render(meshes, K, cfg.size, cfg.size, rng)
         t3 = time.process_time()
 
@@ -291,18 +316,16 @@ class World:
         record["obj_mask"] = out.obj_mask
         t4 = time.process_time()
         self.timings["grasp_s"] += t1 - t0
-        self.timings["render_s"] += t3 - t1
+        self.timings["scene_s"] += t2 - t1
+        self.timings["render_s"] += t3 - t2
         self.timings["label_s"] += t4 - t3
         self.timings["samples"] += 1
         return record
 
     def _labels(self, grasp, obj, rot, trans, up, verts_cam, joints_cam, K) -> dict[str, np.ndarray]:
-        import torch
         from scipy.spatial.transform import Rotation
 
-        from amt_core.geometry import project_to_image
-
-        joints2d = project_to_image(torch.from_numpy(joints_cam).float(), torch.from_numpy(K).float()).numpy()
+        joints2d = project_points(joints_cam, K)
         hand_rot_mat = rot @ grasp.rot_matrix
         rest_wrist = grasp.joints[0] - grasp.trans  # the wrist before translation (rotation keeps it fixed)
         record: dict[str, np.ndarray] = {
@@ -334,6 +357,7 @@ class World:
         record["obj_trans"] = trans.astype(np.float32)
         count = min(len(grasp.contact_points), MAX_CONTACTS)
         if count:
+            t0 = time.process_time()
             solution = solve_contact_forces(
                 grasp.contact_points[:count],
                 grasp.contact_normals[:count],
@@ -342,6 +366,7 @@ class World:
                 -up,
                 self.config.forces,
             )
+            self.timings["forces_s"] += time.process_time() - t0  # inside label_s too
             record["contact_points"][:count] = grasp.contact_points[:count] @ rot.T + trans
             record["contact_forces"][:count] = solution.forces @ rot.T
             record["contact_normals"][:count] = grasp.contact_normals[:count] @ rot.T

@@ -1,8 +1,9 @@
 """Writes a synthetic dataset folder: shards rendered by worker processes, resumable, the same bytes for a seed.
 
-Each worker builds its own `World` once. With several workers, the grasps the pending samples need are built first,
-each once, spread over the workers, and handed to the worker that renders each shard; then workers render whole
-shards. Shards already complete on disk are skipped, so re-running an interrupted command finishes it.
+The `World` is built once, in this process, and forked workers share it (a spawned worker builds its own). With
+several workers, the grasps the pending samples need are built first, each once, spread over the workers, and handed
+to the worker that renders each shard; then workers render whole shards. Shards already complete on disk are skipped,
+so re-running an interrupted command finishes it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amt_core.synth.shards import Manifest, prepare_folder, shard_is_complete, write_shard
-from amt_core.synth.world import World, WorldConfig, grasp_key
+from amt_core.synth.world import TIMINGS, World, WorldConfig, grasp_key, single_threaded
 
 _WORLD: World | None = None
 
@@ -29,18 +30,26 @@ class WriteResult:
     samples: int  # samples rendered by this run
     grasp_phase_s: float  # wall seconds spent building the grasp bank before rendering (several workers only)
     render_phase_s: float  # wall seconds spent rendering and writing shards
-    timings: dict[str, float]  # CPU seconds summed over workers: grasp_s, render_s, label_s, write_s, startup_s;
-    # and grasps_built (a count)
+    startup_s: float  # wall seconds before the first sample: the World, the worker processes, the folder scan
+    timings: dict[str, float]  # CPU seconds summed over workers: bank_s (building bank grasps), grasp_s, scene_s,
+    # render_s, forces_s, label_s (forces included), write_s, startup_s (worker set-up); grasps_built (a count)
 
 
 _STARTUP_S = 0.0  # seconds this worker spent building its World, reported once with its first result
 
 
 def _init_worker(config: WorldConfig) -> None:
+    """Build this process's World (a new one per dataset: its disk cache follows the environment of the call)."""
     global _WORLD, _STARTUP_S
     t0 = time.perf_counter()
     _WORLD = World(config)
     _STARTUP_S = time.perf_counter() - t0
+
+
+def _init_pool_worker(config: WorldConfig) -> None:
+    single_threaded()  # this process only renders; the workers together use every core
+    if _WORLD is None or _WORLD.config != config:  # a forked worker shares the parent's World; a spawned one builds
+        _init_worker(config)
 
 
 def _take_startup() -> float:
@@ -64,7 +73,7 @@ def _render_shard(task: tuple) -> tuple[int, int, dict[str, float]]:
     records = [world.record(seed, index) for index in range(start, stop)]
     t0 = time.process_time()
     write_shard(Path(root), shard, records, start)
-    timings = {key: world.timings[key] - before[key] for key in ("grasp_s", "render_s", "label_s")}
+    timings = {key: world.timings[key] - before[key] for key in TIMINGS if key != "samples"}
     timings["write_s"] = time.process_time() - t0
     timings["startup_s"] = _take_startup()
     return shard, stop - start, timings
@@ -90,17 +99,18 @@ def write_dataset(
         progress: called with (samples done, samples total, note) as shards finish (skipped ones count as done);
             while grasps are being built first, the note says how many.
     """
+    t_start = time.perf_counter()
     config = config or WorldConfig()
     root = Path(root)
-    from amt_core.hand import HandModel
-
+    _init_worker(config)  # forked workers share this World: one build instead of one per worker
+    startup_cpu = _take_startup()
     manifest = Manifest(
         num=num,
         seed=seed,
         size=config.size,
         shard_size=shard_size,
         hand_only_share=config.hand_only_share,
-        num_verts=int(HandModel(config.grasp.hand_path).num_verts),
+        num_verts=_WORLD.num_verts,
     )
     prepare_folder(root, manifest)
     pending, done = [], 0
@@ -113,7 +123,8 @@ def write_dataset(
     skipped = manifest.num_shards - len(pending)
     if progress:
         progress(done, num, "")
-    totals = dict.fromkeys(("grasp_s", "render_s", "label_s", "write_s", "startup_s", "grasps_built"), 0.0)
+    totals = dict.fromkeys(("bank_s", *TIMINGS[:-1], "write_s", "startup_s", "grasps_built"), 0.0)
+    totals["startup_s"] = startup_cpu
     rendered = 0
 
     def finish(result: tuple[int, int, dict[str, float]]) -> None:
@@ -126,24 +137,31 @@ def write_dataset(
         if progress:
             progress(done, num, "")
 
-    t_start = time.perf_counter()
     if workers <= 1 or len(pending) <= 1:
-        _init_worker(config)
-        for shard, start, stop in pending:
-            finish(_render_shard((str(root), seed, shard, start, stop, {})))
-        totals["grasps_built"] = float(len(_WORLD._bank))
+        from threadpoolctl import threadpool_limits
+
+        t_render = time.perf_counter()
+        banked = len(_WORLD._bank)
+        with threadpool_limits(1):  # see single_threaded; scoped, since this is the caller's process
+            for shard, start, stop in pending:
+                finish(_render_shard((str(root), seed, shard, start, stop, {})))
+        totals["grasps_built"] = float(len(_WORLD._bank) - banked)  # built or read from the disk cache
         return WriteResult(
             written=len(pending),
             skipped=skipped,
             samples=rendered,
+            startup_s=t_render - t_start,
             grasp_phase_s=0.0,
-            render_phase_s=time.perf_counter() - t_start,
+            render_phase_s=time.perf_counter() - t_render,
             timings=totals,
         )
 
-    # fork: workers inherit the imported modules; each builds its own World (Open3D scenes are per process).
+    # fork: workers inherit the imported modules and this process's World (Open3D scenes are built lazily, so each
+    # worker makes its own); spawn builds a World per worker.
     context = mp.get_context("fork" if os.name == "posix" else "spawn")
-    with context.Pool(min(workers, len(pending)), initializer=_init_worker, initargs=(config,)) as pool:
+    _WORLD.grasps.load_grids()  # before the fork, so the workers share one copy
+    with context.Pool(min(workers, len(pending)), initializer=_init_pool_worker, initargs=(config,)) as pool:
+        t_pool = time.perf_counter()
         classes = _num_classes()
         keys_of = {
             shard: [grasp_key(seed, index, config, classes) for index in range(start, stop)]
@@ -155,7 +173,7 @@ def write_dataset(
             bank[key] = grasp
             if progress:
                 progress(done, num, f"grasps {len(bank)}/{len(needed)}")
-            totals["grasp_s"] += seconds
+            totals["bank_s"] += seconds
             totals["startup_s"] += startup
         totals["grasps_built"] = float(len(needed))
         t_render = time.perf_counter()
@@ -170,7 +188,8 @@ def write_dataset(
         written=len(pending),
         skipped=skipped,
         samples=rendered,
-        grasp_phase_s=t_render - t_start,
+        startup_s=t_pool - t_start,
+        grasp_phase_s=t_render - t_pool,
         render_phase_s=t_end - t_render,
         timings=totals,
     )
