@@ -33,7 +33,7 @@ from amt_core.train.checkpointer import (
     training_state,
 )
 from amt_core.train.config import RunConfig
-from amt_core.train.control import Command, ControlServer
+from amt_core.train.control import Command, ControlServer, PendingCommand
 from amt_core.train.events import Anomaly, Error, EventWriter, Stage, State
 from amt_core.train.feed import BatchFeed
 from amt_core.train.hooks import CheckpointHook, ProgressHook, StageEndHook
@@ -125,7 +125,9 @@ class Trainer:
         self.consecutive_nonfinite = 0
         self.events = EventWriter(self.run.path, enabled=False)  # enabled on rank 0 once the run directory is taken
         self.control: ControlServer | None = None
-        self.paused, self.stop_reason, self.stop_replies = False, None, []
+        self.paused = False
+        self.stop_reason: str | None = None  # finished, limit or command once the loop is to end
+        self.stop_replies: list[PendingCommand] = []  # `stop` is answered once the last checkpoint is written
         self.signals = StopSignals()
         self.pending: list[StepResult] = []
         self.window = MetricsWindow()
