@@ -113,7 +113,8 @@ class FastHand:
         self.parents = mano.parents.detach().cpu().numpy().astype(np.int64)  # (16,)
         self.tips = np.asarray(hand.fingertip_ids, dtype=np.int64)
         self.project = np.asarray(MANO_TO_PROJECT, dtype=np.int64)
-        self._subsets: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}  # vertex ids -> (posedirs, weights) columns
+        # (vertex ids, with joints) -> (the vertices posed, their posedirs columns, their weights)
+        self._subsets: dict[tuple[bytes, bool], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         depth = np.zeros(len(self.parents), np.int64)
         for j in range(1, len(self.parents)):
             depth[j] = depth[self.parents[j]] + 1  # parents come before their children
@@ -135,14 +136,25 @@ class FastHand:
     def posed_subset(self, poses: np.ndarray, rest: tuple[np.ndarray, np.ndarray], ids: np.ndarray) -> np.ndarray:
         """Posed verts (B, len(ids), 3) of the vertices `ids` only: the same arithmetic as `__call__` on fewer
         vertices (the grasp search tests a sample of finger vertices, a third of the hand)."""
-        key = ids.tobytes()
+        return self.posed_subset_and_joints(poses, rest, ids, joints=False)[0]
+
+    def posed_subset_and_joints(
+        self, poses: np.ndarray, rest: tuple[np.ndarray, np.ndarray], ids: np.ndarray, joints: bool = True
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """`posed_subset` and the 21 joints (B, 21, 3) as `__call__` gives them (None with joints=False)."""
+        key = (ids.tobytes(), joints)
         if key not in self._subsets:
-            columns = (3 * ids[:, None] + np.arange(3)[None]).reshape(-1)
-            self._subsets[key] = (np.ascontiguousarray(self.posedirs[:, columns]), self.weights[ids])
-        posedirs, weights = self._subsets[key]
-        verts, joints = rest
-        rots, world, _ = self._chain(poses, joints)
-        return self._skin(rots, world, verts[ids], posedirs, weights)
+            every = np.concatenate([ids, self.tips]) if joints else ids
+            columns = (3 * every[:, None] + np.arange(3)[None]).reshape(-1)
+            self._subsets[key] = (every, np.ascontiguousarray(self.posedirs[:, columns]), self.weights[every])
+        every, posedirs, weights = self._subsets[key]
+        rest_verts, rest_joints = rest
+        rots, world, posed_joints = self._chain(poses, rest_joints)
+        posed = self._skin(rots, world, rest_verts[every], posedirs, weights)
+        if not joints:
+            return posed, None
+        all_joints = np.concatenate([posed_joints, posed[:, len(ids) :]], axis=1)[:, self.project]
+        return posed[:, : len(ids)], all_joints
 
     def _chain(self, poses: np.ndarray, joints: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Joint rotations (B, 16, 3, 3), rest-relative skinning transforms (B, 16, 4, 4), posed joints (B, 16, 3)."""
@@ -212,6 +224,7 @@ class GraspSynthesizer:
         self.vertex_finger = joint_finger[self.vertex_bone]  # (V,) finger 0-4, -1 for palm
         # Closing tests every second finger vertex: enough to find first touch; exact checks use all vertices.
         self._finger_sample = np.nonzero(self.vertex_finger >= 0)[0][::2]
+        self._sparse = np.arange(0, len(self.vertex_finger), 3)  # sliding in tests every third vertex
         self.fast = FastHand(self.hand)
         self._scenes: dict[int, object] = {}
         self._grids: dict[int, object] = {}
@@ -373,8 +386,8 @@ class GraspSynthesizer:
             # Ring and little fingers stay out of the way: they curl to a relaxed pose unless they meet the object.
             target = np.array([1.0, 1.0, 1.0, rng.uniform(0.5, 0.9), rng.uniform(0.5, 0.9)])
         pre_pose = flexion_pose(start[None], spread[None])
-        verts0, joints0 = self._forward(pre_pose, shape)
-        verts0, joints0 = verts0[0], joints0[0]
+        sparse, joints0 = self.fast.posed_subset_and_joints(pre_pose, self._rest_of(shape), self._sparse)
+        sparse, joints0 = sparse[0], joints0[0]  # every third vertex, for sliding in; the joints
         wrist = joints0[0]
 
         # The contact centre on the hand: the palm (power) or between thumb and index tips (precision), template frame.
@@ -412,7 +425,6 @@ class GraspSynthesizer:
         # Slide in along the normal until the pre-shaped hand is `gap` from the surface: sphere tracing on the
         # distance grid (a distance is a safe step), on every third vertex.
         gap = rng.uniform(0.001, 0.004) if kind == "power" else rng.uniform(0.0, 0.003)
-        sparse = verts0[::3]
         offset = 0.25
         for _ in range(12):
             step = float(self._grid_distance(class_id, transform(sparse, place(offset))).min()) - gap
@@ -422,7 +434,7 @@ class GraspSynthesizer:
         trans = place(offset)
 
         # Close every finger from its start curl toward its target; stop each at first touch.
-        curl, touched = self._close(class_id, shape, start, spread, target, rot, wrist, trans)
+        curl, touched = self._close(class_id, shape, start, spread, target, rot, wrist, trans, needed)
         if needed and (not touched[0] or touched.sum() < needed):
             return None
         pose = flexion_pose(curl[None], spread[None])[0]
@@ -471,9 +483,13 @@ class GraspSynthesizer:
             fingers_in_contact=fingers_in_contact,
         )
 
-    def _close(self, class_id, shape, start, spread, target, rot, wrist, trans) -> tuple[np.ndarray, np.ndarray]:
+    def _close(
+        self, class_id, shape, start, spread, target, rot, wrist, trans, needed: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Per-finger curl (5,) at first touch, searched on a coarse then a fine grid of curl levels, and whether
-        each finger touched (5,) bool."""
+        each finger touched (5,) bool. With `needed`, a coarse pass that touches without the thumb or with fewer
+        fingers ends the search: refining moves each finger only between levels the coarse pass already tried, so
+        the approach fails all the same (about half of them do, and skip the fine pass)."""
         from amt_core.hand.limits import flexion_pose
 
         touch = self.config.touch
@@ -498,8 +514,8 @@ class GraspSynthesizer:
                 else:
                     new_low[f], new_high[f] = curls[hit[0] - 1, f], curls[hit[0], f]
             low, high = new_low, new_high
-            if not touched.any():
-                break  # nothing to refine
+            if not touched.any() or (needed and (not touched[0] or touched.sum() < needed)):
+                break  # nothing to refine, or an approach that fails anyway
         return low, touched
 
     def _contact_points(self, class_id: int, verts: np.ndarray, dist: np.ndarray, contact: np.ndarray):
