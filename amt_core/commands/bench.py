@@ -15,7 +15,7 @@ from amt_core.cli import LazyParser, module_exists
 
 # bench name -> (module, one-line help)
 BENCHES: dict[str, tuple[str, str]] = {
-    "synth": ("amt_core.synth.bench", "grasp + render + write images/s at 128 and 224 px"),
+    "synth": ("amt_core.synth.bench", "amt-core synth images/s end to end and by phase, at 128 and 224 px"),
     "data": ("amt_core.data.bench", "images/s a data spec delivers through the trainer's loader, per worker count"),
     "model": ("amt_core.models.bench", "forward and train-step images/s and bs-1 latency per preset, AMT vs baseline"),
     "train": ("amt_core.train.bench", "train-step throughput, peak memory, TFLOP/s and MFU per precision/attention"),
