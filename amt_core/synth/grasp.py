@@ -368,6 +368,8 @@ class GraspSynthesizer:
         self, class_id: int, kind: str, shape: np.ndarray, rng: np.random.Generator, needed: int
     ) -> Grasp | None:
         """One approach; None when closing touches with fewer than `needed` fingers or without the thumb."""
+        # long: one approach's steps in the order each needs the last (pre-shape, placement, sliding in, closing,
+        # repair, contacts) and the random draws in a fixed order; split, they would pass a dozen locals around
         from amt_core.hand.limits import flexion_pose
 
         cfg = self.config

@@ -207,6 +207,8 @@ class Renderer:
         rng: np.random.Generator,
         background: np.ndarray | None = None,
     ) -> RenderOutput:
+        # long: one pass over the pixels (cast, per-mesh attributes, lights, shadows, noise); arrays flow straight
+        # through it, and the random draws keep a fixed order
         """Render meshes (camera frame) into an image of (height, width) with intrinsics K (3, 3).
 
         Args:

@@ -227,6 +227,8 @@ class World:
 
     def record(self, seed: int, index: int) -> dict[str, np.ndarray]:
         """The record of sample `index` of dataset `seed` (numpy arrays; see `amt_core.data.synthetic`)."""
+        # long: the sample's random draws in one fixed order (grasp, view, crop, skin, distractors, render): the
+        # order is part of the dataset, so it reads top to bottom
         cfg = self.config
         rng = np.random.default_rng([seed, index])
         t0 = time.process_time()

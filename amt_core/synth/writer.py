@@ -113,13 +113,8 @@ def write_dataset(
         num_verts=_WORLD.num_verts,
     )
     prepare_folder(root, manifest)
-    pending, done = [], 0
-    for shard in range(manifest.num_shards):
-        start, stop = manifest.shard_range(shard)
-        if shard_is_complete(root, shard, stop - start):
-            done += stop - start
-        else:
-            pending.append((shard, start, stop))
+    pending = _pending_shards(root, manifest)
+    done = num - sum(stop - start for _, start, stop in pending)
     skipped = manifest.num_shards - len(pending)
     if progress:
         progress(done, num, "")
@@ -137,25 +132,54 @@ def write_dataset(
         if progress:
             progress(done, num, "")
 
+    def note(text: str) -> None:
+        if progress:
+            progress(done, num, text)
+
     if workers <= 1 or len(pending) <= 1:
-        from threadpoolctl import threadpool_limits
+        t_pool = t_render = time.perf_counter()
+        t_end = _write_in_process(root, seed, pending, totals, finish)
+    else:
+        t_pool, t_render, t_end = _write_with_pool(root, seed, config, workers, pending, totals, finish, note)
+    return WriteResult(
+        written=len(pending),
+        skipped=skipped,
+        samples=rendered,
+        startup_s=t_pool - t_start,
+        grasp_phase_s=t_render - t_pool,
+        render_phase_s=t_end - t_render,
+        timings=totals,
+    )
 
-        t_render = time.perf_counter()
-        banked = len(_WORLD._bank)
-        with threadpool_limits(1):  # see single_threaded; scoped, since this is the caller's process
-            for shard, start, stop in pending:
-                finish(_render_shard((str(root), seed, shard, start, stop, {})))
-        totals["grasps_built"] = float(len(_WORLD._bank) - banked)  # built or read from the disk cache
-        return WriteResult(
-            written=len(pending),
-            skipped=skipped,
-            samples=rendered,
-            startup_s=t_render - t_start,
-            grasp_phase_s=0.0,
-            render_phase_s=time.perf_counter() - t_render,
-            timings=totals,
-        )
 
+def _pending_shards(root: Path, manifest: Manifest) -> list[tuple[int, int, int]]:
+    """(shard, start, stop) of the shards not yet complete on disk."""
+    pending = []
+    for shard in range(manifest.num_shards):
+        start, stop = manifest.shard_range(shard)
+        if not shard_is_complete(root, shard, stop - start):
+            pending.append((shard, start, stop))
+    return pending
+
+
+def _write_in_process(root, seed, pending, totals, finish) -> float:
+    """Render the pending shards here, building bank grasps as samples need them; perf_counter() at the end."""
+    from threadpoolctl import threadpool_limits
+
+    banked = len(_WORLD._bank)
+    with threadpool_limits(1):  # see single_threaded; scoped, since this is the caller's process
+        for shard, start, stop in pending:
+            finish(_render_shard((str(root), seed, shard, start, stop, {})))
+    totals["grasps_built"] = float(len(_WORLD._bank) - banked)  # built or read from the disk cache
+    return time.perf_counter()
+
+
+def _write_with_pool(root, seed, config, workers, pending, totals, finish, note) -> tuple[float, float, float]:
+    """Build the pending shards' bank grasps, each once, then render the shards, in worker processes.
+
+    Returns:
+        perf_counter() when the workers had started, when the bank was built and when the last shard was written.
+    """
     # fork: workers inherit the imported modules and this process's World (Open3D scenes are built lazily, so each
     # worker makes its own); spawn builds a World per worker.
     context = mp.get_context("fork" if os.name == "posix" else "spawn")
@@ -171,8 +195,7 @@ def write_dataset(
         bank = {}
         for key, grasp, seconds, startup in pool.imap_unordered(_build_grasp, needed, chunksize=4):
             bank[key] = grasp
-            if progress:
-                progress(done, num, f"grasps {len(bank)}/{len(needed)}")
+            note(f"grasps {len(bank)}/{len(needed)}")
             totals["bank_s"] += seconds
             totals["startup_s"] += startup
         totals["grasps_built"] = float(len(needed))
@@ -184,15 +207,7 @@ def write_dataset(
         for result in pool.imap_unordered(_render_shard, tasks):
             finish(result)
         t_end = time.perf_counter()
-    return WriteResult(
-        written=len(pending),
-        skipped=skipped,
-        samples=rendered,
-        startup_s=t_pool - t_start,
-        grasp_phase_s=t_render - t_pool,
-        render_phase_s=t_end - t_render,
-        timings=totals,
-    )
+    return t_pool, t_render, t_end
 
 
 def _num_classes() -> int:
