@@ -38,9 +38,9 @@ from amt_core.data.crop import (
     split_target,
 )
 from amt_core.data.registry import DatasetSpec
-from amt_core.safe_pickle import BYTES_FROM_PYTHON2, NUMPY_ARRAYS, RefusedGlobal, load_file
 from amt_core.errors import UserError
 from amt_core.joints import MANO_TO_PROJECT
+from amt_core.safe_pickle import BYTES_FROM_PYTHON2, NUMPY_ARRAYS, RefusedGlobal, load_file
 
 SPLITS = {"train": "train", "evaluation": "evaluation", "eval": "evaluation", "test": "evaluation"}
 EVAL_XYZ, EVAL_VERTS = "evaluation_xyz.json", "evaluation_verts.json"  # the evaluation split's ground truth (2024)

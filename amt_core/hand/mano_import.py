@@ -13,6 +13,7 @@ from typing import Any, Literal
 import numpy as np
 
 from amt_core.atomic import atomic_write
+from amt_core.errors import UserError
 from amt_core.safe_pickle import (
     BYTES_FROM_PYTHON2,
     NUMPY_ARRAYS,
@@ -20,7 +21,6 @@ from amt_core.safe_pickle import (
     RefusedGlobal,
     SafeUnpickler,
 )
-from amt_core.errors import UserError
 
 FINGERTIP_IDS = np.array([745, 317, 444, 556, 673], dtype=np.int64)  # thumb, index, middle, ring, little (V = 778)
 MANO_VERTS = 778
