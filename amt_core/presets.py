@@ -12,11 +12,11 @@ import dataclasses
 from collections.abc import Callable
 
 from amt_core import config_tree
-from amt_core.data.mixup import MixUpConfig
 from amt_core.errors import UserError
 from amt_core.losses.amt_loss import AMTLoss
 from amt_core.models.registry import model_config
 from amt_core.train.config import RunConfig, with_model
+from amt_core.train.mixup import MixUpConfig
 from amt_core.train.optim import OptimConfig
 from amt_core.train.stability import StabilityConfig
 from amt_core.train.stages import seed_stages

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
+from amt_core.bench import train as bench
 from amt_core.errors import UserError
-from amt_core.train import bench
 
 
 def _args(*argv: str) -> argparse.Namespace:

@@ -11,7 +11,7 @@ from amt_core.geometry.camera import project_to_image
 from amt_core.geometry.frames import CANONICAL_JOINTS
 from amt_core.metrics import MetricAccumulator
 from amt_core.metrics.reference import MeanPose
-from amt_core.models.output import AMTOutput
+from amt_core.schema.output import AMTOutput
 from amt_core.train.parts import reference_pose_of
 
 HAND = torch.tensor(CANONICAL_JOINTS)  # (21, 3) metres, wrist at the origin

@@ -12,15 +12,15 @@ import torch
 import trimesh
 from torch.utils.data import default_collate
 
-from amt_core.data.sample import MAX_CONTACTS, empty_sample
 from amt_core.errors import UserError
 from amt_core.geometry import project_to_image
 from amt_core.joints import FINGERTIPS
 from amt_core.losses import AMTLoss, LossSchedule, MixInfo, ObjectTables, Ramp
 from amt_core.losses import terms as T
-from amt_core.models.output import AMTOutput
 from amt_core.objects import SDFBank, SDFGrid, Symmetry
 from amt_core.objects.tables import SYMMETRY_CONTINUOUS, SYMMETRY_DISCRETE, SYMMETRY_NONE
+from amt_core.schema.output import AMTOutput
+from amt_core.schema.sample import MAX_CONTACTS, empty_sample
 
 HEIGHT = WIDTH = 64
 NUM_VERTS = 40

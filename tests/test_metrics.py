@@ -10,7 +10,6 @@ import roma
 import torch
 from torch.utils.data import default_collate
 
-from amt_core.data.sample import empty_sample
 from amt_core.losses import ObjectTables
 from amt_core.metrics import (
     MetricAccumulator,
@@ -34,9 +33,10 @@ from amt_core.metrics import (
     rotation_error_deg,
     translation_error,
 )
-from amt_core.models.output import AMTOutput
 from amt_core.objects import SDFBank, SDFGrid
 from amt_core.objects.tables import SYMMETRY_CONTINUOUS, SYMMETRY_NONE
+from amt_core.schema.output import AMTOutput
+from amt_core.schema.sample import empty_sample
 
 RNG = np.random.default_rng(0)
 

@@ -231,7 +231,7 @@ def test_any_image_size_and_attention_recording(hand_layer):
 
 
 def test_batch_mixup_pairs_and_weights():
-    from amt_core.data.mixup import MixUpConfig, mixup_batch
+    from amt_core.train.mixup import MixUpConfig, mixup_batch
 
     batch = _batch(16, batch=6)
     g = torch.Generator().manual_seed(3)
@@ -254,7 +254,7 @@ def test_batch_mixup_pairs_and_weights():
 def test_bench_model_reports_figures():
     import argparse
 
-    from amt_core.models import bench
+    from amt_core.bench import model as bench
 
     parser = argparse.ArgumentParser()
     bench.add_arguments(parser)

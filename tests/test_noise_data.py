@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from amt_core.data import open_dataset
-from amt_core.data.sample import check_sample
 from amt_core.errors import UserError
+from amt_core.schema.sample import check_sample
 
 
 def test_samples_are_well_formed_and_reproducible():
@@ -57,7 +57,7 @@ print(json.dumps({{"ok": ok, "open3d": "open3d" in sys.modules}}))
 def test_bench_data_measures_the_trainers_loader():
     import argparse
 
-    from amt_core.data import bench
+    from amt_core.bench import data as bench
 
     def run(*argv):
         parser = argparse.ArgumentParser()

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from amt_core.data.sample import MAX_CONTACTS, check_sample
 from amt_core.geometry import project_to_image, unproject_pixels
 from amt_core.joints import FINGERTIPS
+from amt_core.schema.sample import MAX_CONTACTS, check_sample
 from amt_core.synth.forces import GRAVITY, ForceConfig, solve_contact_forces
 
 NUM_SAMPLES = 14

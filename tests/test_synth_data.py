@@ -49,7 +49,7 @@ def test_same_seed_same_bytes_with_any_worker_count(reference, tmp_path):
 
 
 def test_reader_yields_samples(reference):
-    from amt_core.data.sample import check_sample
+    from amt_core.schema.sample import check_sample
 
     dataset = open_dataset(f"synth:{reference}")
     assert len(dataset) == NUM

@@ -9,13 +9,13 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from amt_core.data.mixup import MixUpConfig
-from amt_core.data.sample import empty_sample
 from amt_core.geometry.camera import project_to_image
 from amt_core.losses import AMTLoss
 from amt_core.models.cnn import CNNConfig
-from amt_core.models.output import AMTOutput
+from amt_core.schema.output import AMTOutput
+from amt_core.schema.sample import empty_sample
 from amt_core.train.config import RunConfig
+from amt_core.train.mixup import MixUpConfig
 from amt_core.train.stability import StabilityConfig
 from amt_core.train.stages import seed_stages
 from amt_core.train.trainer_config import TrainerConfig

@@ -15,11 +15,11 @@ from amt_core.cli import LazyParser, module_exists
 
 # bench name -> (module, one-line help)
 BENCHES: dict[str, tuple[str, str]] = {
-    "synth": ("amt_core.synth.bench", "amt-core synth images/s end to end and by phase, at 128 and 224 px"),
-    "data": ("amt_core.data.bench", "images/s a data spec delivers through the trainer's loader, per worker count"),
-    "model": ("amt_core.models.bench", "forward and train-step images/s and bs-1 latency per preset, AMT vs baseline"),
-    "train": ("amt_core.train.bench", "train-step throughput, peak memory, TFLOP/s and MFU per precision/attention"),
-    "fp8": ("amt_core.train.fp8_bench", "where FP8 beats bf16 on this GPU: Linear widths timed, threshold cached"),
+    "synth": ("amt_core.bench.synth", "amt-core synth images/s end to end and by phase, at 128 and 224 px"),
+    "data": ("amt_core.bench.data", "images/s a data spec delivers through the trainer's loader, per worker count"),
+    "model": ("amt_core.bench.model", "forward and train-step images/s and bs-1 latency per preset, AMT vs baseline"),
+    "train": ("amt_core.bench.train", "train-step throughput, peak memory, TFLOP/s and MFU per precision/attention"),
+    "fp8": ("amt_core.bench.fp8", "where FP8 beats bf16 on this GPU: Linear widths timed, threshold cached"),
     "studio": ("amt_studio.bench", "3D panel frames/s and event-loop stall percentiles while a run trains"),
     "cli": ("amt_core.bench.cli", "seconds the command line takes to answer (--help, ctl, info --brief, a typo)"),
 }

@@ -61,8 +61,8 @@ def check(spec: str, samples: int = 32, seed: int = 0) -> tuple[int | None, list
 
     from amt_core.data.crop import RealDataset
     from amt_core.data.registry import open_dataset
-    from amt_core.data.sample import check_sample
     from amt_core.errors import UserError
+    from amt_core.schema.sample import check_sample
 
     register_real_schemes()
     try:

@@ -1,4 +1,4 @@
-"""Datasets as Samples (one schema, see `sample.py`), readers, transforms and MixUp."""
+"""Datasets as Samples (the one schema is `amt_core.schema.sample`): readers, the spec registry, mixtures."""
 
 from amt_core.data.registry import DatasetSpec, open_dataset, parse_spec, register_scheme, schemes
 

@@ -18,9 +18,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from amt_core.data.sample import empty_sample
 from amt_core.errors import UserError
 from amt_core.geometry import project_to_image
+from amt_core.schema.sample import empty_sample
 
 # Environment variable naming a folder with MANO_RIGHT.npz / MANO_LEFT.npz (written by `amt-core import-mano`).
 MANO_ENV = "AMT_MANO_DIR"
@@ -398,7 +398,7 @@ class RealDataset(Dataset):
     def check_frame(self, index: int) -> list[str]:
         """Problems with one frame, one line each: missing files, unreadable labels, bad shapes, joints behind the
         camera or outside the image."""
-        from amt_core.data.sample import check_sample
+        from amt_core.schema.sample import check_sample
 
         where = f"{self.name} {self.frame_id(index)}"
         missing = [str(path) for path in self.frame_files(index) if not path.is_file()]

@@ -14,9 +14,9 @@ import torch
 from torch.utils.data import Dataset
 
 from amt_core.data.registry import DatasetSpec
-from amt_core.data.sample import MAX_CONTACTS, VALID_FIELDS, empty_sample
 from amt_core.errors import UserError
 from amt_core.geometry import project_to_image
+from amt_core.schema.sample import MAX_CONTACTS, VALID_FIELDS, empty_sample
 
 
 class NoiseDataset(Dataset):

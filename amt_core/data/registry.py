@@ -78,7 +78,7 @@ def parse_spec(text: str) -> DatasetSpec:
 
 
 def open_dataset(spec: str | DatasetSpec):
-    """A `torch.utils.data.Dataset` of Samples (see `amt_core.data.sample`) for a spec.
+    """A `torch.utils.data.Dataset` of Samples (see `amt_core.schema.sample`) for a spec.
 
     Raises:
         UserError: unknown scheme, bad options, or missing files.

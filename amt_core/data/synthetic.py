@@ -1,6 +1,6 @@
 """Synthetic hand-object samples as Datasets: read from shards (`synth:DIR`) or rendered on the fly (`synth:live`).
 
-Items are Samples (`amt_core.data.sample`) plus synthetic-only extras with fixed shapes, so batches collate:
+Items are Samples (`amt_core.schema.sample`) plus synthetic-only extras with fixed shapes, so batches collate:
 `depth` (H, W) metres along z (0 where no surface); `grasp_stable` () bool (the solved contact forces hold the
 object within tolerance; False for hand-only samples); `wrench_residual` (2,) (net force N, net torque N·m about the
 centre of mass left by those forces); `contact_normals` (MAX_CONTACTS, 3) unit normals into the object at the contact
@@ -19,8 +19,8 @@ import torch
 from torch.utils.data import Dataset
 
 from amt_core.data.registry import DatasetSpec
-from amt_core.data.sample import empty_sample
 from amt_core.errors import UserError
+from amt_core.schema.sample import empty_sample
 
 SPLITS = ("train", "val", "test")
 EXTRAS = ("depth", "grasp_stable", "wrench_residual", "contact_normals", "gravity_dir")

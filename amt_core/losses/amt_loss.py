@@ -45,8 +45,8 @@ from amt_core.losses import terms as T
 from amt_core.losses.adaptive import AdaptiveConfig, AdaptiveMPJPELoss
 from amt_core.losses.mix import MixInfo, mix_per_sample, permute_batch
 from amt_core.losses.schedule import LossSchedule
-from amt_core.models.output import AMTOutput
 from amt_core.objects.tables import ObjectTables, symmetric_rotation_error
+from amt_core.schema.output import AMTOutput
 
 # Every term and its group (groups carry schedule ramps and stage multipliers).
 TERM_GROUPS: dict[str, str] = {

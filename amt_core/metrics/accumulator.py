@@ -27,8 +27,8 @@ from amt_core.metrics.hand import (
     root_relative,
 )
 from amt_core.metrics.object import add, add_s, class_correct, rotation_error_deg, translation_error
-from amt_core.models.output import AMTOutput
 from amt_core.objects.tables import ObjectTables, symmetric_rotation_error
+from amt_core.schema.output import AMTOutput
 
 MM = 1000.0  # metres -> millimetres, for reports only
 

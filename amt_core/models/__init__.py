@@ -4,7 +4,6 @@ from amt_core.models.amt import AMT, AMTConfig
 from amt_core.models.attention import available_backends, record_attention, select_backend
 from amt_core.models.backbone import Backbone, load_backbone_weights
 from amt_core.models.baseline import Baseline, BaselineConfig
-from amt_core.models.output import AMTOutput
 from amt_core.models.registry import (
     ModelConfig,
     apply_overrides,
@@ -13,6 +12,7 @@ from amt_core.models.registry import (
     model_config,
     model_from_config,
 )
+from amt_core.schema.output import AMTOutput
 
 __all__ = [
     "AMT",

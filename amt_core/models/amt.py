@@ -20,8 +20,8 @@ from amt_core.models.contact_head import ContactHead
 from amt_core.models.hand_encoder import HandEncoder
 from amt_core.models.layers import FeatureNoise, FeatureNoiseConfig
 from amt_core.models.object_head import ObjectHead
-from amt_core.models.output import AMTOutput
 from amt_core.models.refinement import PixelAlignedRefinement
+from amt_core.schema.output import AMTOutput
 
 
 @dataclass(kw_only=True)

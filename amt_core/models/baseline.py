@@ -17,7 +17,7 @@ from amt_core.geometry.frames import CANONICAL_JOINTS
 from amt_core.joints import NUM_JOINTS
 from amt_core.models.backbone import Backbone
 from amt_core.models.hand_encoder import root_from_image
-from amt_core.models.output import AMTOutput
+from amt_core.schema.output import AMTOutput
 
 
 def joints_from_output(

@@ -18,7 +18,7 @@ from amt_core.geometry.frames import CANONICAL_JOINTS
 from amt_core.joints import NUM_JOINTS
 from amt_core.models.backbone import IMAGENET_MEAN, IMAGENET_STD
 from amt_core.models.baseline import joints_from_output
-from amt_core.models.output import AMTOutput
+from amt_core.schema.output import AMTOutput
 
 
 @dataclass(kw_only=True)

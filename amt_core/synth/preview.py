@@ -1,6 +1,6 @@
 """Contact sheets: sample images with the projected 21-joint skeleton, the object's box and the contact points.
 
-Works on Samples from any reader (dicts of tensors, see `amt_core.data.sample`); the object box needs the catalog.
+Works on Samples from any reader (dicts of tensors, see `amt_core.schema.sample`); the object box needs the catalog.
 """
 
 from __future__ import annotations

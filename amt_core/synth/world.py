@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from amt_core.data.sample import MAX_CONTACTS
+from amt_core.schema.sample import MAX_CONTACTS
 from amt_core.synth.bank_cache import GraspBankCache
 from amt_core.synth.forces import ForceConfig, solve_contact_forces
 from amt_core.synth.grasp import Grasp, GraspConfig, GraspSynthesizer
@@ -87,7 +87,7 @@ class WorldConfig:
 
 # What `World.timings` adds up (CPU seconds of this process, and a count): the bank grasp a sample uses (a lookup,
 # or building it on first use), the free hand, the view and scene set-up, ray casting and shading, the labels
-# (projection, contact forces) and the image arrays; `amt_core.synth.bench` reports them per image.
+# (projection, contact forces) and the image arrays; `amt_core.bench.synth` reports them per image.
 TIMINGS = ("grasp_s", "scene_s", "render_s", "forces_s", "label_s", "samples")
 
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from amt_core import config_tree
-from amt_core.data.mixup import MixUpConfig
 from amt_core.errors import UserError
 from amt_core.losses.amt_loss import AMTLoss
 from amt_core.models.registry import ModelConfig, model_config, model_config_from_dict, model_kind
+from amt_core.train.mixup import MixUpConfig
 from amt_core.train.optim import OptimConfig
 from amt_core.train.stability import StabilityConfig
 from amt_core.train.stages import StageConfig

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 import torch
 
 from amt_core.accel.precision import autocast
-from amt_core.data.mixup import mixup_batch
 from amt_core.train import memory, parts
 from amt_core.train.events import Anomaly
+from amt_core.train.mixup import mixup_batch
 
 if TYPE_CHECKING:
     from amt_core.train.trainer import Trainer

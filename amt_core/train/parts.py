@@ -155,7 +155,7 @@ def mask_invalid_labels(batch: dict) -> int:
     finite); returns how many samples had such a label. The image is left alone: a non-finite image is a bad step
     the stability checks skip and record.
     """
-    from amt_core.data.sample import VALID_FIELDS
+    from amt_core.schema.sample import VALID_FIELDS
 
     valid = batch.get("valid", {})
     size = batch["image"].shape[0]
