@@ -7,8 +7,6 @@ and one timer (`cuda_seconds`). A missing, unreadable or corrupt cache reads as 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ import torch
 
 from amt_core import paths
 from amt_core.accel import probe
+from amt_core.atomic import atomic_write_text
 
 
 def measurement_key(device: torch.device | str, *parts: str) -> str:
@@ -62,15 +61,7 @@ class MeasuredCache:
         data = self.read()
         data[key] = entry
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(
-            "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False, encoding="utf-8"
-        ) as handle:
-            json.dump(data, handle, indent=1, sort_keys=True)
-            temporary = Path(handle.name)
-        try:
-            os.replace(temporary, path)
-        finally:
-            temporary.unlink(missing_ok=True)
+        atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True))
 
 
 def cuda_seconds(step: Callable[[], None], device: torch.device, *, warmup: int = 3, iters: int = 20) -> float:

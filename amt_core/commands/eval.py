@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
+    from amt_core.atomic import atomic_write_text
     from amt_core.train import parts
     from amt_core.train.evaluate import evaluate
     from amt_core.train.trainer import resolve_device
@@ -72,9 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json is not None:
         report = {**metrics, "checkpoint": str(folder), "data": spec, "model": config.model_name}
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_name(f".{args.json.name}.tmp")
-        tmp.write_text(json.dumps(report, indent=2, default=float))
-        tmp.replace(args.json)
+        atomic_write_text(args.json, json.dumps(report, indent=2, default=float))
     return 0
 
 

@@ -7,7 +7,6 @@ amt-core synth --preview [DIR] [--num N] --out sheet.png
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from amt_core.errors import UserError
@@ -106,6 +105,7 @@ def _preview(args: argparse.Namespace) -> int:
     num = args.num if args.num is not None else 16
     if num > 256:
         raise UserError(f"--preview draws at most 256 samples, got --num {num}")
+    from amt_core.atomic import atomic_write
     from amt_core.data.synthetic import SynthLiveDataset, SynthShardDataset
     from amt_core.synth.preview import contact_sheet
     from amt_core.synth.world import WorldConfig
@@ -119,8 +119,7 @@ def _preview(args: argparse.Namespace) -> int:
     samples = [dataset[i] for i in range(min(num, len(dataset)))]
     sheet = contact_sheet(samples)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.png")
-    sheet.save(tmp, optimize=True)
-    os.replace(tmp, out)
+    with atomic_write(out) as handle:
+        sheet.save(handle, format="PNG", optimize=True)
     print(f"wrote a contact sheet of {len(samples)} samples to {out}")
     return 0

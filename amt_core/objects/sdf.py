@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import torch
 import torch.nn.functional as F
 import trimesh
 
+from amt_core.atomic import atomic_write
 from amt_core.paths import cache_dir
 
 FORMAT_VERSION = 1  # bump when the grid layout or the build changes, so stale caches are rebuilt
@@ -194,14 +193,8 @@ def load_or_build(name: str, mesh: trimesh.Trimesh, config: Config | None = None
             pass  # a damaged cache entry is rebuilt below
     values, lo, hi = build_grid(mesh, config)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, values=values, lo=lo, hi=hi)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(path, fsync=False) as handle:  # a cache: rebuilt if a crash loses it
+        np.savez(handle, values=values, lo=lo, hi=hi)
     return SDFGrid(torch.from_numpy(values), torch.from_numpy(lo), torch.from_numpy(hi))
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from amt_core import __version__, paths
+from amt_core.atomic import atomic_write
 from amt_core.synth.grasp import Grasp, GraspConfig
 
 _ARRAYS = ("pose", "shape", "rot_matrix", "trans", "verts", "joints", "contact", "contact_points", "contact_normals")
@@ -82,10 +83,9 @@ class GraspBankCache:
         meta = {"class_id": grasp.class_id, "kind": grasp.kind, "penetration": float(grasp.penetration),
                 "fingers_in_contact": list(grasp.fingers_in_contact)}  # fmt: skip
         path = self._path(key)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(tmp, meta=np.array(json.dumps(meta)), **{name: getattr(grasp, name) for name in _ARRAYS})
-            os.replace(tmp, path)
+            with atomic_write(path, fsync=False) as handle:  # a cache: rebuilt if a crash loses it
+                np.savez(handle, meta=np.array(json.dumps(meta)), **{name: getattr(grasp, name) for name in _ARRAYS})
         except OSError:
-            tmp.unlink(missing_ok=True)
+            pass  # an entry that cannot be cached is built again next time

@@ -9,12 +9,12 @@ that fails to read.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from amt_core.atomic import atomic_write_bytes
 from amt_core.errors import UserError
 
 MANIFEST = "synth.json"
@@ -52,15 +52,6 @@ def shard_path(root: Path, shard: int) -> Path:
     return Path(root) / f"shard-{shard:05d}.safetensors"
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def read_manifest(root: Path) -> Manifest:
     """The manifest of a shard folder; UserError if the folder or its manifest is missing or malformed."""
     root = Path(root)
@@ -96,7 +87,7 @@ def prepare_folder(root: Path, manifest: Manifest) -> None:
     else:
         if any(root.glob("shard-*.safetensors")):
             raise UserError(f"{root} holds shards but no {MANIFEST}; use an empty --out folder")
-        _atomic_write_bytes(root / MANIFEST, manifest.to_json().encode())
+        atomic_write_bytes(root / MANIFEST, manifest.to_json().encode())
     for stale in root.glob(".shard-*.tmp"):  # left by a killed run
         stale.unlink(missing_ok=True)
 
@@ -124,7 +115,7 @@ def write_shard(root: Path, shard: int, records: list[dict[str, np.ndarray]], fi
     tensors = {key: np.ascontiguousarray(np.stack([rec[key] for rec in records])) for key in keys}
     meta = json.dumps({"count": len(records), "first_index": first_index}, sort_keys=True)
     path = shard_path(root, shard)
-    _atomic_write_bytes(path, save(tensors, metadata={_META_KEY: meta}))
+    atomic_write_bytes(path, save(tensors, metadata={_META_KEY: meta}))
     return path
 
 

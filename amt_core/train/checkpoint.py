@@ -26,6 +26,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from amt_core.atomic import atomic_write_text, stale_temporaries
 from amt_core.errors import UserError
 
 CHECKPOINT_FORMAT = 1
@@ -69,10 +70,7 @@ def retained_reasons(folder: Path) -> list[str]:
 def set_retained(folder: Path, reason: str, keep: bool = True) -> None:
     """Add (or with keep=False remove) one reason to keep a checkpoint; written atomically."""
     reasons = [r for r in retained_reasons(folder) if r != reason] + ([reason] if keep else [])
-    tmp = folder / f".{RETAIN_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(sorted(set(reasons))))
-    _fsync_file(tmp)
-    os.replace(tmp, folder / RETAIN_FILE)
+    atomic_write_text(folder / RETAIN_FILE, json.dumps(sorted(set(reasons))))
 
 
 def _fsync_dir(path: Path) -> None:
@@ -141,10 +139,7 @@ def save_checkpoint(
 def point_latest(ckpt_dir: str | Path, name: str) -> None:
     """Atomically make `latest` name this checkpoint (after a rollback: the target, so a resume follows the branch)."""
     ckpt_dir = Path(ckpt_dir)
-    pointer = ckpt_dir / f".{LATEST_FILE}.{os.getpid()}.tmp"
-    pointer.write_text(name + "\n")
-    _fsync_file(pointer)
-    os.replace(pointer, ckpt_dir / LATEST_FILE)
+    atomic_write_text(ckpt_dir / LATEST_FILE, name + "\n")
     _fsync_dir(ckpt_dir)
 
 
@@ -191,12 +186,14 @@ def latest_checkpoint(ckpt_dir: str | Path) -> Path | None:
 
 
 def clean_temporary(ckpt_dir: str | Path) -> None:
-    """Remove folders left by a writer that was killed (only call while holding the run's lock)."""
+    """Remove folders and files left by a writer that was killed (only call while holding the run's lock)."""
     ckpt_dir = Path(ckpt_dir)
     if ckpt_dir.is_dir():
         for p in ckpt_dir.iterdir():
             if p.name.startswith((".tmp-", ".old-")):
                 shutil.rmtree(p, ignore_errors=True)
+        for p in stale_temporaries(ckpt_dir):
+            p.unlink(missing_ok=True)
 
 
 def prune_checkpoints(ckpt_dir: str | Path, keep_last: int, keep: tuple[str, ...] = ()) -> list[str]:

@@ -21,6 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from amt_core.atomic import atomic_write_json
 from amt_core.errors import UserError
 
 CONTROL_FILE = "control.json"
@@ -145,12 +146,8 @@ class ControlServer:
     def start(self) -> None:
         """Write control.json (0600) and start serving."""
         path = self.run_dir / CONTROL_FILE
-        tmp = self.run_dir / f".{CONTROL_FILE}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump({"host": "127.0.0.1", "port": self.port, "secret": self.secret, "pid": os.getpid()}, f)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
+        endpoint = {"host": "127.0.0.1", "port": self.port, "secret": self.secret, "pid": os.getpid()}
+        atomic_write_json(path, endpoint, indent=None, perm=0o600)  # the secret: readable by the owner only
         self._thread.start()
 
     def pending(self) -> list[PendingCommand]:

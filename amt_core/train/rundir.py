@@ -15,6 +15,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from amt_core.atomic import atomic_write_json
 from amt_core.errors import UserError
 
 LOCK_FILE = "lock"
@@ -49,15 +50,8 @@ def run_is_live(run_dir: str | Path) -> bool:
 
 
 def write_json_atomic(path: Path, data: Any, mode: int = 0o644) -> None:
-    """Write JSON to a temporary file in the same folder, fsync it, then rename it over `path`."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    """Write JSON atomically (`amt_core.atomic`), with permission bits `mode`."""
+    atomic_write_json(path, data, perm=mode)
 
 
 class RunDir:

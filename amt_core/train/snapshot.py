@@ -8,12 +8,13 @@ per sample; `hand_faces` (F, 3) when the model has a hand mesh; `index`. Fields 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from amt_core.atomic import atomic_write
 
 MAX_SIDE = 128
 
@@ -69,7 +70,6 @@ def write_snapshot(folder: Path, step: int, batch: dict, output, hand_faces: tor
     """Write snapshots/step_N.npz atomically; returns its path."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step_{step:08d}.npz"
-    tmp = folder / f".step_{step:08d}.{os.getpid()}.tmp.npz"
-    np.savez_compressed(tmp, **snapshot_arrays(batch, output, hand_faces))
-    os.replace(tmp, path)
+    with atomic_write(path) as handle:
+        np.savez_compressed(handle, **snapshot_arrays(batch, output, hand_faces))
     return path
