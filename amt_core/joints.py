@@ -30,12 +30,27 @@ MANO_PARENTS: tuple[int, ...] = (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13
 # For each of our 21 joints, the index into [16 MANO joints, 5 fingertip vertices (thumb, index, middle, ring, little)].
 MANO_TO_PROJECT: tuple[int, ...] = (
     0,  # wrist
-    13, 14, 15, 16,  # thumb: mano 13-15, then tip 16
-    1, 2, 3, 17,  # index
-    4, 5, 6, 18,  # middle
-    10, 11, 12, 19,  # ring
-    7, 8, 9, 20,  # little
-)  # fmt: skip
+    13,
+    14,
+    15,
+    16,  # thumb: mano 13-15, then tip 16
+    1,
+    2,
+    3,
+    17,  # index
+    4,
+    5,
+    6,
+    18,  # middle
+    10,
+    11,
+    12,
+    19,  # ring
+    7,
+    8,
+    9,
+    20,  # little
+)
 
 # Per finger colours (RGB 0-255) shared by every view that draws a skeleton.
 FINGER_COLORS: tuple[tuple[int, int, int], ...] = (

@@ -51,22 +51,30 @@ def _small_from_scratch(config: RunConfig) -> RunConfig:
 
 def micro() -> RunConfig:
     """Tests: the micro model on tiny synthetic images, a few steps per stage, every event often."""
-    return _small_from_scratch(RunConfig(
-        preset="micro",
-        model_name="amt_micro",
-        model=model_config("amt_micro"),
-        data=_synth(0, 64, 64),
-        val_data=_synth(0, 64, 8, "val"),
-        batch_size=4,
-        stages=seed_stages(
-            steps=(2, 2, 2), warmup_steps=1, direct_terms_off=INDIRECT_TERMS, physics_terms=PHYSICS_TERMS
-        ),
-        stability=StabilityConfig(check_every=1, spike_min_history=4),
-        trainer=TrainerConfig(
-            device="cpu", log_every=1, diag_every=2, snapshot_every=3, snapshot_samples=2, eval_every=0,
-            ckpt_every=3, progress="none",
-        ),
-    ))  # fmt: skip
+    return _small_from_scratch(
+        RunConfig(
+            preset="micro",
+            model_name="amt_micro",
+            model=model_config("amt_micro"),
+            data=_synth(0, 64, 64),
+            val_data=_synth(0, 64, 8, "val"),
+            batch_size=4,
+            stages=seed_stages(
+                steps=(2, 2, 2), warmup_steps=1, direct_terms_off=INDIRECT_TERMS, physics_terms=PHYSICS_TERMS
+            ),
+            stability=StabilityConfig(check_every=1, spike_min_history=4),
+            trainer=TrainerConfig(
+                device="cpu",
+                log_every=1,
+                diag_every=2,
+                snapshot_every=3,
+                snapshot_samples=2,
+                eval_every=0,
+                ckpt_every=3,
+                progress="none",
+            ),
+        )
+    )
 
 
 def cpu() -> RunConfig:
@@ -81,7 +89,7 @@ def cpu() -> RunConfig:
             batch_size=16,
             stages=seed_stages(
                 steps=(300, 1500, 700), warmup_steps=50, direct_terms_off=INDIRECT_TERMS, physics_terms=PHYSICS_TERMS
-            ),  # fmt: skip
+            ),
             trainer=TrainerConfig(
                 device="auto",
                 num_workers=1,
@@ -91,7 +99,7 @@ def cpu() -> RunConfig:
                 eval_every=250,
                 eval_samples=128,
                 ckpt_every=250,
-            ),  # fmt: skip
+            ),
         )
     )
 
@@ -107,12 +115,28 @@ def _dinov2(size: str, batch: int, checkpointing: str, img_size: int = 224, offl
         val_data=_synth(0, img_size, 1024, "val"),
         batch_size=batch,
         # The seed's 20/50/30 epochs, counted over 100k images so a synthetic "epoch" means the same at every size.
-        stages=seed_stages(steps=(20 * 100_000 // batch, 50 * 100_000 // batch, 30 * 100_000 // batch),
-                           warmup_steps=500, direct_terms_off=INDIRECT_TERMS, physics_terms=PHYSICS_TERMS),
-        trainer=TrainerConfig(device="cuda", precision="bf16", checkpointing=checkpointing, attention="auto",
-                              compile=False, offload_activations=offload, num_workers=8, log_every=20, diag_every=200,
-                              snapshot_every=500, eval_every=2000, eval_samples=1024, ckpt_every=2000),
-    )  # fmt: skip
+        stages=seed_stages(
+            steps=(20 * 100_000 // batch, 50 * 100_000 // batch, 30 * 100_000 // batch),
+            warmup_steps=500,
+            direct_terms_off=INDIRECT_TERMS,
+            physics_terms=PHYSICS_TERMS,
+        ),
+        trainer=TrainerConfig(
+            device="cuda",
+            precision="bf16",
+            checkpointing=checkpointing,
+            attention="auto",
+            compile=False,
+            offload_activations=offload,
+            num_workers=8,
+            log_every=20,
+            diag_every=200,
+            snapshot_every=500,
+            eval_every=2000,
+            eval_samples=1024,
+            ckpt_every=2000,
+        ),
+    )
 
 
 def dinov2_s() -> RunConfig:

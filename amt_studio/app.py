@@ -14,9 +14,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("run_dir", nargs="?", type=Path, help="a run directory to attach to (live or finished)")
     parser.add_argument("--inspect", type=Path, metavar="CKPT", help="open a checkpoint in the inspector")
     parser.add_argument(
-        "--first-paint", action="store_true",
+        "--first-paint",
+        action="store_true",
         help="print the seconds from launch to the window's first paint, then quit (what bench studio measures)",
-    )  # fmt: skip
+    )
     return parser
 
 

@@ -33,9 +33,14 @@ refcount's baseline and final figure are taken right after a full garbage collec
 references to None: without it the count wanders by thousands); the samples in between show the trend (a PySide6
 that drops references falls steadily)."""
 SOAK_CADENCE = [
-    "trainer.log_every=1", "trainer.diag_every=3", "trainer.snapshot_every=5", "trainer.ckpt_every=10",
-    "trainer.eval_every=15", "trainer.eval_samples=8", "trainer.keep_checkpoints=4",
-]  # fmt: skip
+    "trainer.log_every=1",
+    "trainer.diag_every=3",
+    "trainer.snapshot_every=5",
+    "trainer.ckpt_every=10",
+    "trainer.eval_every=15",
+    "trainer.eval_samples=8",
+    "trainer.keep_checkpoints=4",
+]
 LONG_STAGES = [f"stages.{i}.steps=100000" for i in range(3)]
 
 
@@ -75,9 +80,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=512, help="3D panel size in pixels (square)")
     parser.add_argument("--preset", default="micro", help="trainer preset of the background run")
     parser.add_argument(
-        "--soak", type=float, metavar="MINUTES",
+        "--soak",
+        type=float,
+        metavar="MINUTES",
         help="soak the window this many minutes against a live run steered through pause, stages and rollbacks",
-    )  # fmt: skip
+    )
     parser.add_argument("--work-dir", type=Path, help="where the run and the soak's samples go (default: a temp dir)")
 
 
@@ -258,9 +265,16 @@ def _soak_child(minutes: float, work: Path, preset: str, size: int) -> int:
         if collected:  # a full collection takes a while: it is not a stall of the studio's own making
             probe.stop()
             gc.collect()
-        sample = {"t": now - start, "none_refs": sys.getrefcount(None), "rss_mb": rss_mb(), "step": state.step,
-                  "state": state.state, "visible": window.isVisible(), "ticks": tick_count[0],
-                  "collected": collected}  # fmt: skip
+        sample = {
+            "t": now - start,
+            "none_refs": sys.getrefcount(None),
+            "rss_mb": rss_mb(),
+            "step": state.step,
+            "state": state.state,
+            "visible": window.isVisible(),
+            "ticks": tick_count[0],
+            "collected": collected,
+        }
         samples_file.write(json.dumps(sample) + "\n")
         samples_file.flush()
         if collected:

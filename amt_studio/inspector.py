@@ -52,9 +52,13 @@ class Inspector:
         size = int(parse_spec(config.val_data).params.get("size", 128))
         self.model = model
         self.info = LoadedModel(
-            path=folder, name=config.model_name, step=_step_from_name(folder.name), stage=None, image_size=size,
+            path=folder,
+            name=config.model_name,
+            step=_step_from_name(folder.name),
+            stage=None,
+            image_size=size,
             val_data=config.val_data,
-        )  # fmt: skip
+        )
         return self.info
 
     def dataset_samples(self, spec: str, start: int, count: int) -> list[dict]:

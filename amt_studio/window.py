@@ -226,8 +226,13 @@ class MainWindow(QMainWindow):
         self.stage_group = QActionGroup(self)
         self.stage_actions = []
         for stage in (1, 2, 3):
-            action = self._action(f"Stage {stage}", lambda _c=False, s=stage: self.switch_stage(s), f"Ctrl+{stage}",
-                                  f"switch to stage {stage}", checkable=True)  # fmt: skip
+            action = self._action(
+                f"Stage {stage}",
+                lambda _c=False, s=stage: self.switch_stage(s),
+                f"Ctrl+{stage}",
+                f"switch to stage {stage}",
+                checkable=True,
+            )
             self.stage_group.addAction(action)
             self.stage_actions.append(action)
         self.stage_group.setExclusive(True)
@@ -284,8 +289,10 @@ class MainWindow(QMainWindow):
                 if not action.shortcut().isEmpty():
                     text = action.text().replace("&", "").rstrip("…")
                     rows.append((action.shortcut().toString(), f"{text}: {action.toolTip().split(' (')[0]}"))
-        rows += [("drag / right-drag / wheel", "3D panel: orbit, pan, zoom (double-click: back to the image's view)"),
-                 ("right-click a plot", "plot menu: Export CSV…, axes, export as image")]  # fmt: skip
+        rows += [
+            ("drag / right-drag / wheel", "3D panel: orbit, pan, zoom (double-click: back to the image's view)"),
+            ("right-click a plot", "plot menu: Export CSV…, axes, export as image"),
+        ]
         return rows
 
     def show_shortcuts(self) -> None:

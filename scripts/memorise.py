@@ -27,10 +27,13 @@ from amt_core.train import parts
 def _rows(batch: dict, index: torch.Tensor, num: int) -> dict:
     """The samples `index` of a collated batch of `num` samples (nested `valid` flags included)."""
     return {
-        key: _rows(value, index, num) if isinstance(value, dict)
-        else value[index] if isinstance(value, torch.Tensor) and value.ndim and value.shape[0] == num else value
+        key: _rows(value, index, num)
+        if isinstance(value, dict)
+        else value[index]
+        if isinstance(value, torch.Tensor) and value.ndim and value.shape[0] == num
+        else value
         for key, value in batch.items()
-    }  # fmt: skip
+    }
 
 
 def main() -> None:
@@ -93,9 +96,11 @@ def main() -> None:
             batch = _rows(data, index, num)
             accumulator.update(model(batch), batch)
     r = accumulator.compute()
-    print(f"training-set MPJPE {r['mpjpe_mm']:.1f} mm, PA-MPJPE {r['pa_mpjpe_mm']:.1f} mm, "
-          f"MPVPE {r.get('mpvpe_mm', float('nan')):.1f} mm; mean pose {r['ref_mean_pose_mpjpe_mm']:.1f} mm; "
-          f"{args.steps} steps in {time.monotonic() - start:.0f} s")  # fmt: skip
+    print(
+        f"training-set MPJPE {r['mpjpe_mm']:.1f} mm, PA-MPJPE {r['pa_mpjpe_mm']:.1f} mm, "
+        f"MPVPE {r.get('mpvpe_mm', float('nan')):.1f} mm; mean pose {r['ref_mean_pose_mpjpe_mm']:.1f} mm; "
+        f"{args.steps} steps in {time.monotonic() - start:.0f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -37,12 +37,37 @@ def train_short_run(steps: int, preset: str = "micro", root: Path | None = None)
     run_dir = root / f"{preset}-128"
     third = max(steps // 3, 1)
     argv = [
-        sys.executable, "-m", "amt_core", "train", "--preset", preset, "--run-dir", str(run_dir),
-        "--data", "synth:live?seed=0&size=128&num=4096", "--val-data", "synth:live?seed=10000&size=128&num=16",
-        "--set", f"stages.0.steps={third}", "--set", f"stages.1.steps={third}", "--set", f"stages.2.steps={third}",
-        "--set", "trainer.snapshot_every=10", "--set", "trainer.diag_every=3", "--set", "trainer.ckpt_every=30",
-        "--set", "trainer.snapshot_samples=4", "--set", "trainer.eval_every=15", "--set", "trainer.eval_samples=16",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "amt_core",
+        "train",
+        "--preset",
+        preset,
+        "--run-dir",
+        str(run_dir),
+        "--data",
+        "synth:live?seed=0&size=128&num=4096",
+        "--val-data",
+        "synth:live?seed=10000&size=128&num=16",
+        "--set",
+        f"stages.0.steps={third}",
+        "--set",
+        f"stages.1.steps={third}",
+        "--set",
+        f"stages.2.steps={third}",
+        "--set",
+        "trainer.snapshot_every=10",
+        "--set",
+        "trainer.diag_every=3",
+        "--set",
+        "trainer.ckpt_every=30",
+        "--set",
+        "trainer.snapshot_samples=4",
+        "--set",
+        "trainer.eval_every=15",
+        "--set",
+        "trainer.eval_samples=16",
+    ]
     print(f"training {steps} steps into {run_dir} ...", flush=True)
     subprocess.run(argv, check=True, cwd=ROOT)
     return run_dir

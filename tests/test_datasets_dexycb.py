@@ -85,8 +85,16 @@ def dexycb(tmp_path_factory) -> dict:
             table = mano_tables[side]
             coeffs = (pose - table["hands_mean"]) @ table["hands_components"].astype(np.float64).T
             pose_m = np.concatenate([rot, coeffs, trans])[None].astype(np.float32)  # (1, 51)
-            meta = {"serials": list(SERIALS), "num_frames": 1, "ycb_ids": [1, 14], "ycb_grasp_ind": 1,
-                    "mano_sides": [side], "mano_calib": [calib], "extrinsics": "x", "pcd_load": False}  # fmt: skip
+            meta = {
+                "serials": list(SERIALS),
+                "num_frames": 1,
+                "ycb_ids": [1, 14],
+                "ycb_grasp_ind": 1,
+                "mano_sides": [side],
+                "mano_calib": [calib],
+                "extrinsics": "x",
+                "pcd_load": False,
+            }
             seq.mkdir(parents=True)
             (seq / "meta.yml").write_text(yaml.safe_dump(meta))
             obj_pose = np.array([[0.0, -1.0, 0.0, 0.03], [1.0, 0.0, 0.0, 0.01], [0.0, 0.0, 1.0, 0.55]])
@@ -99,9 +107,14 @@ def dexycb(tmp_path_factory) -> dict:
                 seg = np.zeros((H, W), np.uint8)
                 seg[: H // 2] = 255  # hand pixels above, the grasped mug below: the crop around the hand sees both
                 seg[H // 2 :] = 14
-                np.savez(seq / serial / "labels_000000.npz", seg=seg, joint_3d=joints[None].astype(np.float32),
-                         joint_2d=uv[None].astype(np.float32), pose_m=pose_m,
-                         pose_y=np.stack([np.zeros((3, 4)), obj_pose]).astype(np.float32))  # fmt: skip
+                np.savez(
+                    seq / serial / "labels_000000.npz",
+                    seg=seg,
+                    joint_3d=joints[None].astype(np.float32),
+                    joint_2d=uv[None].astype(np.float32),
+                    pose_m=pose_m,
+                    pose_y=np.stack([np.zeros((3, 4)), obj_pose]).astype(np.float32),
+                )
             truth[(s, q)] = {"joints": joints, "verts": verts, "side": side, "obj_pose": obj_pose}
     # a frame with no hand labelled (joint_3d all -1, pose_m zero), as in the real data
     empty = root / SUBJECTS[9] / f"2020{9:02d}01_{4:06d}" / SERIALS[0] / "labels_000000.npz"
@@ -132,8 +145,10 @@ def test_official_split_rules():
 def test_splits_on_the_mini_dataset(dexycb):
     register_real_schemes()
     root = dexycb["root"]
-    count = {key: len(open_dataset(f"dexycb:{root}:{key}?strict=0&size=32")) for key in
-             ("s0:train", "s0:val", "s0:test", "s1:train", "s1:val", "s1:test", "s2:train", "s2:test")}  # fmt: skip
+    count = {
+        key: len(open_dataset(f"dexycb:{root}:{key}?strict=0&size=32"))
+        for key in ("s0:train", "s0:val", "s0:test", "s1:train", "s1:val", "s1:test", "s2:train", "s2:test")
+    }
     assert count["s0:train"] == 10 * 4 * 8  # sequences 0-3 of every subject, 8 cameras, 1 frame each
     assert count["s0:val"] == 2 * 1 * 8 and count["s0:test"] == 8 * 1 * 8
     assert count["s1:train"] == 7 * SEQS * 8 and count["s1:val"] == SEQS * 8 and count["s1:test"] == 2 * SEQS * 8

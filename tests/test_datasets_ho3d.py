@@ -34,8 +34,13 @@ def gl_hand(seed: int, model: HandModel) -> dict:
     trans = np.array([rng.uniform(-0.02, 0.02), rng.uniform(0.06, 0.08), -0.7])  # fingers along -y in OpenGL
     with torch.no_grad():
         out = model(*(torch.tensor(x, dtype=torch.float32)[None] for x in (pose[3:], beta, pose[:3], trans)))
-    return {"pose": pose, "beta": beta, "trans": trans, "joints": out.joints[0].double().numpy(),
-            "verts": out.verts[0].double().numpy()}  # fmt: skip
+    return {
+        "pose": pose,
+        "beta": beta,
+        "trans": trans,
+        "joints": out.joints[0].double().numpy(),
+        "verts": out.verts[0].double().numpy(),
+    }
 
 
 def write_frame(root, split, seq, frame, meta, blobs, ext) -> None:
@@ -60,8 +65,11 @@ def _no_mano_from_the_environment(monkeypatch):
 def ho3d(tmp_path_factory) -> dict:
     model = HandModel()
     root = tmp_path_factory.mktemp("HO3D_v3")
-    frames = [("ABF10", "0000", "006_mustard_bottle"), ("ABF10", "0001", "099_not_in_catalog"),
-              ("MC1", "0000", "025_mug")]  # fmt: skip
+    frames = [
+        ("ABF10", "0000", "006_mustard_bottle"),
+        ("ABF10", "0001", "099_not_in_catalog"),
+        ("MC1", "0000", "025_mug"),
+    ]
     truth = []
     for k, (seq, frame, obj) in enumerate(frames):
         hand = gl_hand(k, model)
@@ -69,18 +77,30 @@ def ho3d(tmp_path_factory) -> dict:
         ho3d_joints[list(MANO_TO_PROJECT)] = hand["joints"]  # HO3D's order: MANO's 16 joints, then the 5 tips
         obj_rot = np.array([[0.3], [-0.2], [1.1]])  # (3, 1) axis-angle, OpenGL frame
         obj_trans = np.array([0.05, 0.0, -0.65])
-        meta = {"handJoints3D": ho3d_joints.astype(np.float32), "handPose": hand["pose"].astype(np.float32),
-                "handBeta": hand["beta"].astype(np.float32), "handTrans": hand["trans"].astype(np.float32),
-                "objRot": obj_rot.astype(np.float32), "objTrans": obj_trans.astype(np.float32), "objName": obj,
-                "camMat": K, "handVertContact": np.arange(778 if k == 1 else len(hand["verts"])) % 7 == 0}  # fmt: skip
+        meta = {
+            "handJoints3D": ho3d_joints.astype(np.float32),
+            "handPose": hand["pose"].astype(np.float32),
+            "handBeta": hand["beta"].astype(np.float32),
+            "handTrans": hand["trans"].astype(np.float32),
+            "objRot": obj_rot.astype(np.float32),
+            "objTrans": obj_trans.astype(np.float32),
+            "objName": obj,
+            "camMat": K,
+            "handVertContact": np.arange(778 if k == 1 else len(hand["verts"])) % 7 == 0,
+        }
         uv = project(hand["joints"] * GL, K)
         write_frame(root, "train", seq, frame, meta, {RED: uv[4], GREEN: uv[17]}, "jpg")
         truth.append({**hand, "obj_rot": obj_rot, "obj_trans": obj_trans})
     (root / "train.txt").write_text("ABF10/0000\nABF10/0001\nMC1/0000\n")
     # the evaluation split: only the root joint (3,) and the hand's bounding box
-    eval_meta = {"handJoints3D": np.array([0.01, 0.07, -0.7]), "handBoundingBox": np.array([100.0, 60.0, 180.0, 160.0]),
-                 "camMat": K, "objRot": np.zeros((3, 1)), "objTrans": np.array([0.0, 0.0, -0.6]),
-                 "objName": "025_mug"}  # fmt: skip
+    eval_meta = {
+        "handJoints3D": np.array([0.01, 0.07, -0.7]),
+        "handBoundingBox": np.array([100.0, 60.0, 180.0, 160.0]),
+        "camMat": K,
+        "objRot": np.zeros((3, 1)),
+        "objTrans": np.array([0.0, 0.0, -0.6]),
+        "objName": "025_mug",
+    }
     write_frame(root, "evaluation", "SM1", "0000", eval_meta, {}, "png")  # v2 images are png
     (root / "evaluation.txt").write_text("SM1/0000\n")
     return {"root": root, "truth": truth}

@@ -93,13 +93,24 @@ def test_every_kind_round_trips_through_the_file(tmp_path):
 
 
 def test_old_lines_unknown_kinds_and_missing_fields_still_read():
-    old = parse_event({"kind": "checkpoint", "step": 5, "time": 1.0, "name": "step_00000005", "path": "x",
-                       "reason": "periodic", "stage": 1, "removed": []})  # fmt: skip
+    old = parse_event(
+        {
+            "kind": "checkpoint",
+            "step": 5,
+            "time": 1.0,
+            "name": "step_00000005",
+            "path": "x",
+            "reason": "periodic",
+            "stage": 1,
+            "removed": [],
+        }
+    )
     assert old == Checkpoint(step=5, time=1.0, name="step_00000005", path="x", reason="periodic", stage=1)
     newer = parse_event({"v": 9, "kind": "metrics", "step": 1, "time": 1.0, "loss": 1.0, "added_later": 3})
     assert isinstance(newer, Metrics) and newer.loss == 1.0
-    assert parse_event({"v": 1, "kind": "teleport", "step": 4, "time": 2.0}) == Unknown(step=4, time=2.0,
-                                                                                          name="teleport")  # fmt: skip
+    assert parse_event({"v": 1, "kind": "teleport", "step": 4, "time": 2.0}) == Unknown(
+        step=4, time=2.0, name="teleport"
+    )
     assert isinstance(parse_event({"kind": "state", "step": 7, "time": 0}), Unknown)  # no `state`: cannot be typed
 
 

@@ -183,8 +183,14 @@ def test_threshold_filter_converts_exactly_the_large_aligned_layers():
 def test_threshold_filter_follows_min_dim_and_skip():
     assert fp8.select_fp8_linears(_model(), 1024).converted == ["edge", "block.mlp", "block.square", "head"]
     assert fp8.select_fp8_linears(_model(), 2048).converted == ["head"]
-    assert fp8.select_fp8_linears(_model(), 16).converted == ["small", "edge", "block.mlp", "block.square",
-                                                              "narrow", "head"]  # fmt: skip
+    assert fp8.select_fp8_linears(_model(), 16).converted == [
+        "small",
+        "edge",
+        "block.mlp",
+        "block.square",
+        "narrow",
+        "head",
+    ]
     selection = fp8.select_fp8_linears(_model(), 1025, skip=("block", "head"))
     assert selection.converted == []
     assert selection.skipped["block.mlp"] == selection.skipped["head"] == "listed in skip"
@@ -211,8 +217,15 @@ def test_linear_subclasses_and_the_root_are_left_alone():
 
 def test_flop_fraction_arithmetic():
     selection = fp8.select_fp8_linears(_model(), 1025)
-    flops = {"small": 64 * 64, "edge": 1024 * 1024, "block.mlp": 1536 * 6144, "block.square": 1040 * 1040,
-             "block.odd": 1030 * 2048, "narrow": 4096 * 512, "head": 2048 * 2048}  # fmt: skip
+    flops = {
+        "small": 64 * 64,
+        "edge": 1024 * 1024,
+        "block.mlp": 1536 * 6144,
+        "block.square": 1040 * 1040,
+        "block.odd": 1030 * 2048,
+        "narrow": 4096 * 512,
+        "head": 2048 * 2048,
+    }
     assert selection.flops_per_token == flops
     expected = (1536 * 6144 + 1040 * 1040 + 2048 * 2048) / sum(flops.values())
     assert selection.flop_fraction == pytest.approx(expected, rel=1e-12)
@@ -280,8 +293,15 @@ def test_checkpoint_recomputes_inside_the_fp8_context(monkeypatch):
         active.pop()
 
     monkeypatch.setattr(Fp8Report, "quantization_context", lambda self: te_context())
-    report = Fp8Report(backend="te", recipe="current", min_dim=1025, min_dim_source="default", converted=[],
-                       skipped={}, flop_fraction=0.0)  # fmt: skip
+    report = Fp8Report(
+        backend="te",
+        recipe="current",
+        min_dim=1025,
+        min_dim_source="default",
+        converted=[],
+        skipped={},
+        flop_fraction=0.0,
+    )
     seen = []
 
     def block(x: torch.Tensor) -> torch.Tensor:
@@ -298,8 +318,15 @@ def test_checkpoint_recomputes_inside_the_fp8_context(monkeypatch):
 
 
 def test_torchao_report_adds_no_context():
-    report = Fp8Report(backend="torchao", recipe="rowwise", min_dim=1025, min_dim_source="default", converted=[],
-                       skipped={}, flop_fraction=0.0)  # fmt: skip
+    report = Fp8Report(
+        backend="torchao",
+        recipe="rowwise",
+        min_dim=1025,
+        min_dim_source="default",
+        converted=[],
+        skipped={},
+        flop_fraction=0.0,
+    )
     assert isinstance(report.quantization_context(), contextlib.nullcontext)
 
 

@@ -110,8 +110,14 @@ def test_not_learning_warning_trips_for_a_frozen_head_only(tmp_path, model_class
     config = toy_config(steps=(40, 80, 3), eval_every=40, eval_samples=16, log_every=40)
     config.stages = tuple(type(s)(**{**s.__dict__, "lr": 0.02}) for s in config.stages)
     torch.manual_seed(0)
-    trainer = Trainer(config, tmp_path, model=model_class(), loss=parts.build_loss(config.loss),
-                      dataset=HandDataset(), val_dataset=HandDataset(16))  # fmt: skip
+    trainer = Trainer(
+        config,
+        tmp_path,
+        model=model_class(),
+        loss=parts.build_loss(config.loss),
+        dataset=HandDataset(),
+        val_dataset=HandDataset(16),
+    )
     assert trainer.train() == "finished"
     validations = events_of(tmp_path, "validation")
     assert [v["step"] for v in validations] == [40, 80, 120]
@@ -148,16 +154,29 @@ def test_micro_model_memorises_a_handful_of_images(tmp_path, one_thread):
     write_dataset(tmp_path / "data", MEMORISE_SAMPLES, 0, WorldConfig(size=64), workers=1)
     data = f"synth:{tmp_path / 'data'}"
     steps = [f"stages.{i}.steps={n}" for i, n in enumerate(MEMORISE_STEPS)]
-    config = apply_overrides(get_preset("micro"), [f"data={data}", f"val_data={data}", "batch_size=8", *steps,
-                                                   "trainer.log_every=100", "trainer.diag_every=1000",
-                                                   "trainer.snapshot_every=0", "trainer.ckpt_every=1000"])  # fmt: skip
+    config = apply_overrides(
+        get_preset("micro"),
+        [
+            f"data={data}",
+            f"val_data={data}",
+            "batch_size=8",
+            *steps,
+            "trainer.log_every=100",
+            "trainer.diag_every=1000",
+            "trainer.snapshot_every=0",
+            "trainer.ckpt_every=1000",
+        ],
+    )
     trainer = Trainer(config, tmp_path / "run")
     assert trainer.train() == "finished" and trainer.step == sum(MEMORISE_STEPS)
-    metrics = evaluate(trainer.module, trainer.dataset, trainer.device, batch_size=8,
-                       reference_pose=trainer.mean_pose.mean())  # fmt: skip
+    metrics = evaluate(
+        trainer.module, trainer.dataset, trainer.device, batch_size=8, reference_pose=trainer.mean_pose.mean()
+    )
     assert metrics["num_joints3d"] == MEMORISE_SAMPLES
-    print(f"memorised {MEMORISE_SAMPLES} images: MPJPE {metrics['mpjpe_mm']:.1f} mm, PA-MPJPE "
-          f"{metrics['pa_mpjpe_mm']:.1f} mm; mean pose {metrics['ref_mean_pose_mpjpe_mm']:.1f} mm")  # fmt: skip
+    print(
+        f"memorised {MEMORISE_SAMPLES} images: MPJPE {metrics['mpjpe_mm']:.1f} mm, PA-MPJPE "
+        f"{metrics['pa_mpjpe_mm']:.1f} mm; mean pose {metrics['ref_mean_pose_mpjpe_mm']:.1f} mm"
+    )
     # on its own training images: far below the mean pose (about 100 mm here) and under 10 mm
     assert metrics["mpjpe_mm"] < 10.0, metrics
     assert metrics["skill_mpjpe"] > 0.85 and not metrics["collapsed"]

@@ -350,8 +350,14 @@ def test_symmetric_objects_use_add_s_and_symmetry_aware_rotation():
     points, _ = loss._per_sample_terms(out, batch, {"obj_points"})["obj_points"]
     angle, _ = loss._per_sample_terms(out, batch, {"obj_rot"})["obj_rot"]
     cls = batch["obj_class"]
-    add = T.object_points(out.obj_rot, out.obj_trans, batch["obj_rot"], batch["obj_trans"], TABLES.points[cls],
-                          torch.zeros(3, dtype=torch.bool))  # fmt: skip
+    add = T.object_points(
+        out.obj_rot,
+        out.obj_trans,
+        batch["obj_rot"],
+        batch["obj_trans"],
+        TABLES.points[cls],
+        torch.zeros(3, dtype=torch.bool),
+    )
     # ADD-S under a symmetry is only the sampling gap of 128 surface points (~6 mm), far below ADD
     assert points[0] < 0.2 * add[0] and points[2] < 0.2 * add[2]
     assert points[1] == pytest.approx(float(add[1]))  # the asymmetric class uses ADD and sees the half turn
@@ -380,9 +386,7 @@ def test_contact_loss_kinds():
     focal = make_loss(contact_loss="focal")(out, batch, epoch=60.0).terms["contact"]
     p, y = 0.3, batch["contact"][0]
     expected_bce = float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
-    expected_focal = float(
-        (-(y * 0.25 * (1 - p) ** 2 * np.log(p)) - (1 - y) * 0.75 * p**2 * np.log(1 - p)).mean()
-    )  # fmt: skip
+    expected_focal = float((-(y * 0.25 * (1 - p) ** 2 * np.log(p)) - (1 - y) * 0.75 * p**2 * np.log(1 - p)).mean())
     assert float(bce) == pytest.approx(expected_bce, rel=1e-4)
     assert float(focal) == pytest.approx(expected_focal, rel=1e-4)
 

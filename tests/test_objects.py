@@ -87,8 +87,10 @@ def winding_number(mesh: trimesh.Trimesh, points: np.ndarray) -> np.ndarray:
 def closest_distance(mesh: trimesh.Trimesh, points: np.ndarray) -> np.ndarray:
     """Unsigned distance to the surface by brute force over all triangles (trimesh, no spatial index)."""
     tri = mesh.triangles
-    out = [np.linalg.norm(trimesh.triangles.closest_point(tri, np.repeat(p[None], len(tri), 0)) - p, axis=1).min()
-           for p in points]  # fmt: skip
+    out = [
+        np.linalg.norm(trimesh.triangles.closest_point(tri, np.repeat(p[None], len(tri), 0)) - p, axis=1).min()
+        for p in points
+    ]
     return np.asarray(out)
 
 

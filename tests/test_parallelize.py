@@ -39,8 +39,15 @@ def calls(monkeypatch):
     def prepare_fp8(module, config, device):
         order.append(f"fp8:{config.backend}")
         backend = config.backend if config.backend != "auto" else "torchao"
-        return Fp8Report(backend=backend, recipe="tensorwise", min_dim=1025, min_dim_source="default",
-                         converted=["a"], skipped={}, flop_fraction=0.5)  # fmt: skip
+        return Fp8Report(
+            backend=backend,
+            recipe="tensorwise",
+            min_dim=1025,
+            min_dim_source="default",
+            converted=["a"],
+            skipped={},
+            flop_fraction=0.5,
+        )
 
     def wrap(module, dist, device, find_unused):
         order.append("ddp")
@@ -62,8 +69,14 @@ def calls(monkeypatch):
 
 def test_everything_asked_runs_in_the_documented_order(calls):
     module = create_model("amt_micro")
-    tc = TrainerConfig(attention="math", checkpointing="selective", compile=True, compile_mode="max-autotune",
-                       precision="fp8", fp8=Fp8Config(backend="torchao"))  # fmt: skip
+    tc = TrainerConfig(
+        attention="math",
+        checkpointing="selective",
+        compile=True,
+        compile_mode="max-autotune",
+        precision="fp8",
+        fp8=Fp8Config(backend="torchao"),
+    )
     model, prepared = parallelize.prepare_model(module, tc, torch.device("cpu"), DistInfo(world_size=1))
     assert calls == ["attention:math", "checkpointing:selective", "compile:max-autotune", "fp8:torchao", "ddp"]
     assert prepared.applied == ["attention", "checkpointing", "compile", "fp8"] and model is module

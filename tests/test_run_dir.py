@@ -80,8 +80,13 @@ def test_event_reader_tails_and_leaves_partial_lines(tmp_path):
 def test_presets_and_overrides():
     assert {"micro", "cpu", "dinov2_s", "dinov2_l", "baseline_cpu"} <= set(list_presets())
     assert get_preset("baseline_cpu").model_name == "baseline_cpu"
-    assignments = ["stages.0.steps=7", "model.refine.steps=2", "trainer.log_every=3", "loss.weights.diversity=0",
-                   "stages.2.loss_scale.physics=3"]  # fmt: skip
+    assignments = [
+        "stages.0.steps=7",
+        "model.refine.steps=2",
+        "trainer.log_every=3",
+        "loss.weights.diversity=0",
+        "stages.2.loss_scale.physics=3",
+    ]
     config = apply_overrides(get_preset("cpu"), assignments)
     assert config.stages[0].steps == 7 and config.trainer.log_every == 3
     preset_model = get_preset("cpu").model
@@ -91,9 +96,14 @@ def test_presets_and_overrides():
     assert config.loss.weights == {**DEFAULT_WEIGHTS, **SMALL_LOSS["weights"], "diversity": 0}
     assert config.stages[2].loss_scale["physics"] == 3.0
     assert config_from_dict(json.loads(json.dumps(config.to_dict()))) == config
-    for bad, message in [("trainer.log_evry=3", "no key 'log_evry'"), ("trainer.log_every=0", ">= 1"),
-                         ("stages.4.lr=1", "not an index"), ("batch_size=x", "expected int"), ("nokey", "KEY=VALUE"),
-                         ("stages.0.hard_mining=2", "hard_mining")]:  # fmt: skip
+    for bad, message in [
+        ("trainer.log_evry=3", "no key 'log_evry'"),
+        ("trainer.log_every=0", ">= 1"),
+        ("stages.4.lr=1", "not an index"),
+        ("batch_size=x", "expected int"),
+        ("nokey", "KEY=VALUE"),
+        ("stages.0.hard_mining=2", "hard_mining"),
+    ]:
         with pytest.raises(UserError, match=message):
             apply_overrides(config, [bad])
     with pytest.raises(UserError, match="unknown preset"):

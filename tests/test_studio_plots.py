@@ -146,10 +146,19 @@ def test_validation_plot_draws_the_mean_pose_reference_and_not_learning_banner(q
     run.mkdir()
     events = [event("state", 0, state="running"), metrics(1, 1.0)]
     for step, error in ((100, 210.0), (200, 190.0)):
-        events.append(event("validation", step, metrics={
-            "mpjpe_mm": error, "ref_mean_pose_mpjpe_mm": 150.0, "ref_mean_pose_pa_mpjpe_mm": 60.0,
-            "ref_wrist_mpjpe_mm": 95.0, "skill_mpjpe": 1.0 - error / 150.0,
-        }))  # fmt: skip
+        events.append(
+            event(
+                "validation",
+                step,
+                metrics={
+                    "mpjpe_mm": error,
+                    "ref_mean_pose_mpjpe_mm": 150.0,
+                    "ref_mean_pose_pa_mpjpe_mm": 60.0,
+                    "ref_wrist_mpjpe_mm": 95.0,
+                    "skill_mpjpe": 1.0 - error / 150.0,
+                },
+            )
+        )
     events.append(event("anomaly", 200, what="not_learning", message="not better than a constant yet"))
     (run / "events.jsonl").write_text("".join(__import__("json").dumps(e) + "\n" for e in events))
     window.attach(run)

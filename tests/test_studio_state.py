@@ -317,11 +317,17 @@ def test_attached_run_whose_trainer_vanished_is_marked_lost(tmp_path: Path, monk
 def test_status_names_how_the_run_computes(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    acceleration = {"attention": {"backend": "sdpa_flash", "reason": "auto: measured"},
-                    "compiled": ["backbone.vit.blocks.0"], "checkpointing": {"policy": "selective", "blocks": 24},
-                    "fp8": {"converted": ["a", "b"]}}  # fmt: skip
-    config = {"device": "cuda:0", "config": {"preset": "dinov2_l", "trainer": {"precision": "fp8"}, "stages": []},
-              "acceleration": acceleration}  # fmt: skip
+    acceleration = {
+        "attention": {"backend": "sdpa_flash", "reason": "auto: measured"},
+        "compiled": ["backbone.vit.blocks.0"],
+        "checkpointing": {"policy": "selective", "blocks": 24},
+        "fp8": {"converted": ["a", "b"]},
+    }
+    config = {
+        "device": "cuda:0",
+        "config": {"preset": "dinov2_l", "trainer": {"precision": "fp8"}, "stages": []},
+        "acceleration": acceleration,
+    }
     (run_dir / "config.json").write_text(json.dumps(config))
     state = RunState(run_dir)
     state.load_config()

@@ -27,8 +27,15 @@ def _noisy_trainer(run_dir, max_steps: int, resume: bool = False):
 
     config = toy_config(steps=(4, 4, 4), max_steps=max_steps)
     torch.manual_seed(config.trainer.seed)
-    return Trainer(config, run_dir, resume=resume, model=NoisyToyModel(), loss=parts.build_loss(config.loss),
-                   dataset=ToyDataset(), val_dataset=ToyDataset(8))  # fmt: skip
+    return Trainer(
+        config,
+        run_dir,
+        resume=resume,
+        model=NoisyToyModel(),
+        loss=parts.build_loss(config.loss),
+        dataset=ToyDataset(),
+        val_dataset=ToyDataset(8),
+    )
 
 
 def test_resume_is_exact(tmp_path):
@@ -163,8 +170,14 @@ def test_a_compute_bound_run_raises_no_data_warning(tmp_path):
             return super().forward(batch)
 
     config = toy_config(steps=(4, 4, 4), batch_size=4)
-    Trainer(config, tmp_path, model=SlowModel(), loss=parts.build_loss(config.loss), dataset=ToyDataset(),
-            val_dataset=ToyDataset(8)).train()  # fmt: skip
+    Trainer(
+        config,
+        tmp_path,
+        model=SlowModel(),
+        loss=parts.build_loss(config.loss),
+        dataset=ToyDataset(),
+        val_dataset=ToyDataset(8),
+    ).train()
     metrics = events_of(tmp_path, "metrics")
     assert metrics and max(m["data_share"] for m in metrics) < 0.25
     assert not [e for e in events_of(tmp_path, "anomaly") if e["what"] == "data_bound"]

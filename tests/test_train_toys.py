@@ -70,8 +70,15 @@ class ToyDataset(Dataset):
 
 
 def toy_config(steps=(3, 3, 3), batch_size: int = 8, stability: dict | None = None, **trainer) -> RunConfig:
-    settings = dict(device="cpu", log_every=1, diag_every=1000, snapshot_every=0, ckpt_every=1000, progress="none",
-                    tensorboard=False)  # fmt: skip
+    settings = dict(
+        device="cpu",
+        log_every=1,
+        diag_every=1000,
+        snapshot_every=0,
+        ckpt_every=1000,
+        progress="none",
+        tensorboard=False,
+    )
     settings.update(trainer)
     return RunConfig(
         preset="toy",
@@ -84,7 +91,7 @@ def toy_config(steps=(3, 3, 3), batch_size: int = 8, stability: dict | None = No
         mixup=MixUpConfig(enabled=False),  # mixing within a rank's half batch differs from the whole batch's (DDP)
         stages=seed_stages(
             steps=steps, warmup_steps=1, direct_terms_off=("refinement", "physics"), physics_terms=("physics",)
-        ),  # fmt: skip
+        ),
         stability=StabilityConfig(check_every=1, spike_min_history=4, **(stability or {})),
         trainer=TrainerConfig(**settings),
     )
@@ -96,8 +103,15 @@ def toy_trainer(run_dir, config: RunConfig | None = None, resume: bool = False, 
 
     config = config or toy_config()
     torch.manual_seed(config.trainer.seed)
-    return Trainer(config, run_dir, resume=resume, model=ToyModel(), loss=parts.build_loss(config.loss),
-                   dataset=dataset if dataset is not None else ToyDataset(), val_dataset=ToyDataset(8))  # fmt: skip
+    return Trainer(
+        config,
+        run_dir,
+        resume=resume,
+        model=ToyModel(),
+        loss=parts.build_loss(config.loss),
+        dataset=dataset if dataset is not None else ToyDataset(),
+        val_dataset=ToyDataset(8),
+    )
 
 
 def events_of(run_dir, kind: str | None = None) -> list[dict]:

@@ -82,8 +82,11 @@ def test_retention_after_manual_save_stage_end_best_and_rollback(tmp_path):
     finally:
         trainer.close()
 
-    resumed = toy_trainer(tmp_path, toy_config(steps=(6, 40, 40), ckpt_every=1, keep_checkpoints=2, eval_every=4,
-                                               max_steps=11), resume=True)  # fmt: skip
+    resumed = toy_trainer(
+        tmp_path,
+        toy_config(steps=(6, 40, 40), ckpt_every=1, keep_checkpoints=2, eval_every=4, max_steps=11),
+        resume=True,
+    )
     assert resumed.train() == "finished"
     assert resumed.checkpointer.branch == 1
     latest = ckpt_io.latest_checkpoint(tmp_path / "checkpoints").name

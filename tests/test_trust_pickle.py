@@ -47,8 +47,14 @@ def payloads(marker: Path, tmp_path: Path) -> dict[str, tuple[Call, str]]:
     }
 
 
-NAMES = ["os.system", "numpy.testing runstring", "numpy.load allow_pickle", "builtins.exec", "builtins.eval",
-         "subprocess.Popen"]  # fmt: skip
+NAMES = [
+    "os.system",
+    "numpy.testing runstring",
+    "numpy.load allow_pickle",
+    "builtins.exec",
+    "builtins.eval",
+    "subprocess.Popen",
+]
 
 
 def _live(blob: bytes, marker: Path) -> None:
@@ -112,9 +118,17 @@ def test_ho3d_reader_refuses_payload(name, tmp_path, capsys):
 def test_ho3d_reader_reads_what_real_files_hold(tmp_path):
     """Python 2-style pickles of arrays, numpy scalars, strings, None and numbers (protocols 0-2) and numpy 2's own
     (4, 5) load; the allow-list is not so tight that real annotations are refused."""
-    meta = {"camMat": np.eye(3), "handPose": np.arange(48.0), "objName": "003_cracker_box", "objLabel": np.int64(2),
-            "handBoundingBox": [1, 2, 3, 4], "handBeta": np.float32([0.1] * 10), "score": np.float64(0.5),
-            "objCorners3D": None, "flags": (True, 1.5)}  # fmt: skip
+    meta = {
+        "camMat": np.eye(3),
+        "handPose": np.arange(48.0),
+        "objName": "003_cracker_box",
+        "objLabel": np.int64(2),
+        "handBoundingBox": [1, 2, 3, 4],
+        "handBeta": np.float32([0.1] * 10),
+        "score": np.float64(0.5),
+        "objCorners3D": None,
+        "flags": (True, 1.5),
+    }
     for protocol in range(6):
         path = tmp_path / f"p{protocol}.pkl"
         path.write_bytes(pickle.dumps(meta, protocol=protocol))
@@ -130,7 +144,12 @@ def test_numpy_core_names_of_old_pickles_are_mapped_not_widened(tmp_path):
 
     good = b"cnumpy.core.multiarray\n_reconstruct\n."
     assert SafeUnpickler(io.BytesIO(good), NUMPY_ARRAYS).load() is np._core.multiarray._reconstruct
-    for module, name in [("numpy.core.multiarray", "fromfile"), ("numpy", "load"), ("numpy.lib.npyio", "load"),
-                         ("numpy.core", "multiarray._reconstruct"), ("numpy.f2py", "compile")]:  # fmt: skip
+    for module, name in [
+        ("numpy.core.multiarray", "fromfile"),
+        ("numpy", "load"),
+        ("numpy.lib.npyio", "load"),
+        ("numpy.core", "multiarray._reconstruct"),
+        ("numpy.f2py", "compile"),
+    ]:
         with pytest.raises(RefusedGlobal, match=f"{module}.{name}"):
             SafeUnpickler(io.BytesIO(f"c{module}\n{name}\n.".encode()), NUMPY_ARRAYS).load()

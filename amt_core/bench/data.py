@@ -57,6 +57,13 @@ def run(args: argparse.Namespace) -> dict:
             next(iterator)
         seconds = time.perf_counter() - start
         del iterator, loader
-        rows.append({"workers": count, "batch": batch, "images_per_s": batch * args.batches / seconds,
-                     "batch_ms": 1000 * seconds / args.batches, "mb_per_batch": nbytes / 2**20})  # fmt: skip
+        rows.append(
+            {
+                "workers": count,
+                "batch": batch,
+                "images_per_s": batch * args.batches / seconds,
+                "batch_ms": 1000 * seconds / args.batches,
+                "mb_per_batch": nbytes / 2**20,
+            }
+        )
     return {"rows": rows, "data": spec, "pinned": pin, "images_per_s": max(r["images_per_s"] for r in rows)}

@@ -36,7 +36,21 @@ def run(args: argparse.Namespace) -> dict:
         except ValueError:
             raise UserError(f"--sizes {args.sizes!r}: give comma-separated integers, e.g. 1024,2048") from None
     result = fp8.measure_fp8_threshold(sizes, tokens=args.tokens, device=device, config=config)
-    rows = [{"width": int(d), "bf16_ms": 1000 * result["bf16_s"][str(d)], "fp8_ms": 1000 * result["fp8_s"][str(d)],
-             "speedup": result["speedup"][str(d)]} for d in result["sizes"]]  # fmt: skip
-    return {"rows": rows, "gpu": result["gpu"], "backend": result["backend"], "recipe": result["recipe"],
-            "tokens": result["tokens"], "faster_from": result["faster_from"], "min_dim": result["min_dim"]}  # fmt: skip
+    rows = [
+        {
+            "width": int(d),
+            "bf16_ms": 1000 * result["bf16_s"][str(d)],
+            "fp8_ms": 1000 * result["fp8_s"][str(d)],
+            "speedup": result["speedup"][str(d)],
+        }
+        for d in result["sizes"]
+    ]
+    return {
+        "rows": rows,
+        "gpu": result["gpu"],
+        "backend": result["backend"],
+        "recipe": result["recipe"],
+        "tokens": result["tokens"],
+        "faster_from": result["faster_from"],
+        "min_dim": result["min_dim"],
+    }

@@ -16,9 +16,15 @@ import time
 
 from amt_core.errors import UserError
 
-QUIET = ["trainer.progress=none", "trainer.log_every=1000000", "trainer.diag_every=1000000",
-         "trainer.snapshot_every=0", "trainer.eval_every=0", "trainer.ckpt_every=1000000",
-         "trainer.tensorboard=false"]  # fmt: skip
+QUIET = [
+    "trainer.progress=none",
+    "trainer.log_every=1000000",
+    "trainer.diag_every=1000000",
+    "trainer.snapshot_every=0",
+    "trainer.eval_every=0",
+    "trainer.ckpt_every=1000000",
+    "trainer.tensorboard=false",
+]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,17 +85,23 @@ def run(args: argparse.Namespace) -> dict:
     tc = base.trainer
     compiles = {"on": [True], "off": [False], "both": [False, True], None: [tc.compile]}[args.compile]
     grid = itertools.product(
-        _choices(args.precision, tc.precision), _choices(args.attn, tc.attention), compiles,
+        _choices(args.precision, tc.precision),
+        _choices(args.attn, tc.attention),
+        compiles,
         _choices(args.checkpointing, tc.checkpointing),
-    )  # fmt: skip
+    )
     from amt_core.train import parts
 
     flops_cache: dict = {}
     dataset = parts.open_data(base.data)  # one dataset for every row: its synthetic grasps are built once
     rows = []
     for precision, attention, compiled, checkpointing in grid:
-        settings = [f"trainer.precision={precision}", f"trainer.attention={attention}",
-                    f"trainer.compile={str(compiled).lower()}", f"trainer.checkpointing={checkpointing}"]  # fmt: skip
+        settings = [
+            f"trainer.precision={precision}",
+            f"trainer.attention={attention}",
+            f"trainer.compile={str(compiled).lower()}",
+            f"trainer.checkpointing={checkpointing}",
+        ]
         config = apply_overrides(base, settings)
         rows.append(_row(config, args, flops_cache, dataset))
     _speedups_over_bf16(rows)
@@ -103,8 +115,7 @@ def run(args: argparse.Namespace) -> dict:
     if not measured:  # nothing could run: the first reason is the answer, and the exit is an error
         more = f" (and {len(rows) - 1} more combinations could not run)" if len(rows) > 1 else ""
         raise UserError(rows[0]["error"] + more)
-    return {"rows": rows, **common,
-            "images_per_s": max((row["images_per_s"] for row in measured), default=0.0)}  # fmt: skip
+    return {"rows": rows, **common, "images_per_s": max((row["images_per_s"] for row in measured), default=0.0)}
 
 
 def _speedups_over_bf16(rows: list[dict]) -> None:
@@ -182,8 +193,12 @@ def _measure(config, args: argparse.Namespace, flops_cache: dict, dataset) -> di
                 peak = args.peak_tflops or flop_count.bf16_peak_tflops(device)
                 utilization = flop_count.mfu(achieved, peak)
                 per_image = step_flops.forward_per_image + step_flops.backward_per_image
-                result.update(gflop_per_image=per_image / 1e9, tflops=achieved / 1e12, peak_tflops=peak or "unknown",
-                              mfu=utilization if utilization is not None else "n/a")  # fmt: skip
+                result.update(
+                    gflop_per_image=per_image / 1e9,
+                    tflops=achieved / 1e12,
+                    peak_tflops=peak or "unknown",
+                    mfu=utilization if utilization is not None else "n/a",
+                )
             if args.max_batch:
                 result["max_batch"] = _largest_batch(trainer, batch) if device.type == "cuda" else "cuda only"
             return result
@@ -224,8 +239,9 @@ def _saved_activations_per_image(trainer, batch: dict) -> float:
     from amt_core.train.memory import saved_activations
 
     size = min(trainer.micro_batch, batch["image"].shape[0])
-    chunk = parts.to_device(parts.slice_batch({k: v for k, v in batch.items() if k != "index"}, 0, size),
-                            trainer.device)  # fmt: skip
+    chunk = parts.to_device(
+        parts.slice_batch({k: v for k, v in batch.items() if k != "index"}, 0, size), trainer.device
+    )
     precision = autocast(trainer.tc.precision, trainer.device, trainer.prepared.fp8)
     with run_eagerly(), precision, saved_activations(trainer.module) as saved:
         output = trainer.module(chunk)

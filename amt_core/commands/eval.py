@@ -58,17 +58,27 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("evaluating", total=None)
-        metrics = evaluate(model, dataset, device, batch_size=args.batch_size, precision=precision,
-                           max_samples=args.max_samples, num_workers=args.workers, reference_pose=reference,
-                           on_batch=lambda done, total: progress.update(task, completed=done, total=total),
-                           on_output=_feeder(protocol, submission))  # fmt: skip
+        metrics = evaluate(
+            model,
+            dataset,
+            device,
+            batch_size=args.batch_size,
+            precision=precision,
+            max_samples=args.max_samples,
+            num_workers=args.workers,
+            reference_pose=reference,
+            on_batch=lambda done, total: progress.update(task, completed=done, total=total),
+            on_output=_feeder(protocol, submission),
+        )
     if protocol is not None:
         metrics.update(protocol.compute())
     if submission is not None:
         _write_submission(spec, args.submission, submission, console)
     if metrics.get("invalid_samples"):
-        console.print(f"warning: {metrics['invalid_samples']} samples have NaN or infinite labels; their labels were "
-                      "skipped (the figures are over the valid ones)")  # fmt: skip
+        console.print(
+            f"warning: {metrics['invalid_samples']} samples have NaN or infinite labels; their labels were "
+            "skipped (the figures are over the valid ones)"
+        )
     _print_table(metrics, folder, spec)
     if args.json is not None:
         report = {**metrics, "checkpoint": str(folder), "data": spec, "model": config.model_name}

@@ -160,7 +160,7 @@ def write_prediction(stem: Path, output, K, pixels, faces) -> None:
             "forces_n": first(output.contact_forces).tolist() if output.contact_forces is not None else None,
             "vertices_in_contact": (
                 np.flatnonzero(first(output.contact_prob) > 0.5).tolist() if output.contact_prob is not None else None
-            ),  # fmt: skip
+            ),
         }
     stem.with_suffix(".json").write_text(json.dumps(record, indent=2))
     if output.hand_verts is not None and faces is not None:

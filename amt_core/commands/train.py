@@ -22,15 +22,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="training data spec, e.g. synth:live?seed=0&size=128&num=100000 or synth:DIR")
     parser.add_argument("--val-data", help="held-out data spec for validation and snapshots")
     parser.add_argument("--run-dir", type=Path, help="run directory (default runs/PRESET-YYYYmmdd-HHMMSS)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value by dotted key (repeatable), e.g. stages.0.steps=100")  # fmt: skip
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value by dotted key (repeatable), e.g. stages.0.steps=100",
+    )
     parser.add_argument("--max-steps", type=int, help="stop after this many steps in all")
     parser.add_argument("--max-time", type=float, metavar="MINUTES", help="stop after this many minutes of training")
     parser.add_argument("--batch-size", type=int, help="global batch size")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train")
-    parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
-                        help="continue the run directory from its latest checkpoint, or from CKPT (a name in its "
-                        "checkpoints/, e.g. step_00000400) when the latest is corrupt")  # fmt: skip
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="CKPT",
+        help="continue the run directory from its latest checkpoint, or from CKPT (a name in its "
+        "checkpoints/, e.g. step_00000400) when the latest is corrupt",
+    )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
 
 
@@ -55,8 +67,13 @@ def resolve_config(args: argparse.Namespace):
         config = baseline_twin(config)
     elif args.model:
         assignments.append(f"model={args.model}")
-    for flag, key in (("data", "data"), ("val_data", "val_data"), ("batch_size", "batch_size"),
-                      ("max_steps", "trainer.max_steps"), ("device", "trainer.device")):  # fmt: skip
+    for flag, key in (
+        ("data", "data"),
+        ("val_data", "val_data"),
+        ("batch_size", "batch_size"),
+        ("max_steps", "trainer.max_steps"),
+        ("device", "trainer.device"),
+    ):
         value = getattr(args, flag)
         if value is not None:
             assignments.append(f"{key}={json.dumps(value) if not isinstance(value, str) else value}")

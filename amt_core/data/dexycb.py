@@ -45,22 +45,66 @@ from amt_core.errors import UserError
 # are still read where a folder uses them.
 SUBJECTS = tuple(
     f"{date}-subject-{i + 1:02d}"
-    for i, date in enumerate(("20200709", "20200813", "20200820", "20200903", "20200908", "20200918", "20200928",
-                              "20201002", "20201015", "20201022"))
-)  # fmt: skip
+    for i, date in enumerate(
+        (
+            "20200709",
+            "20200813",
+            "20200820",
+            "20200903",
+            "20200908",
+            "20200918",
+            "20200928",
+            "20201002",
+            "20201015",
+            "20201022",
+        )
+    )
+)
 LEGACY_SUBJECTS = (
-    "20200709-weiy", "20200813-ceppner", "20200820-amousavian", "20200903-ynarang", "20200908-yux",
-    "20200918-ftozetoramos", "20200928-ahanda", "20201002-dieterf", "20201015-ychao", "20201022-lmanuelli",
-)  # fmt: skip
-SERIALS = ("836212060125", "839512060362", "840412060917", "841412060263", "932122060857", "932122060861",
-           "932122061900", "932122062010")  # fmt: skip
+    "20200709-weiy",
+    "20200813-ceppner",
+    "20200820-amousavian",
+    "20200903-ynarang",
+    "20200908-yux",
+    "20200918-ftozetoramos",
+    "20200928-ahanda",
+    "20201002-dieterf",
+    "20201015-ychao",
+    "20201022-lmanuelli",
+)
+SERIALS = (
+    "836212060125",
+    "839512060362",
+    "840412060917",
+    "841412060263",
+    "932122060857",
+    "932122060861",
+    "932122061900",
+    "932122062010",
+)
 YCB_CLASSES = {
-    1: "002_master_chef_can", 2: "003_cracker_box", 3: "004_sugar_box", 4: "005_tomato_soup_can",
-    5: "006_mustard_bottle", 6: "007_tuna_fish_can", 7: "008_pudding_box", 8: "009_gelatin_box",
-    9: "010_potted_meat_can", 10: "011_banana", 11: "019_pitcher_base", 12: "021_bleach_cleanser", 13: "024_bowl",
-    14: "025_mug", 15: "035_power_drill", 16: "036_wood_block", 17: "037_scissors", 18: "040_large_marker",
-    19: "051_large_clamp", 20: "052_extra_large_clamp", 21: "061_foam_brick",
-}  # fmt: skip
+    1: "002_master_chef_can",
+    2: "003_cracker_box",
+    3: "004_sugar_box",
+    4: "005_tomato_soup_can",
+    5: "006_mustard_bottle",
+    6: "007_tuna_fish_can",
+    7: "008_pudding_box",
+    8: "009_gelatin_box",
+    9: "010_potted_meat_can",
+    10: "011_banana",
+    11: "019_pitcher_base",
+    12: "021_bleach_cleanser",
+    13: "024_bowl",
+    14: "025_mug",
+    15: "035_power_drill",
+    16: "036_wood_block",
+    17: "037_scissors",
+    18: "040_large_marker",
+    19: "051_large_clamp",
+    20: "052_extra_large_clamp",
+    21: "061_foam_brick",
+}
 SEQUENCES_PER_SUBJECT = 100
 SETUPS = ("s0", "s1", "s2", "s3")
 SPLITS = ("train", "val", "test")
@@ -144,8 +188,10 @@ def layout_problems(root: Path, rule: SplitRule) -> list[str]:
     for subject in rule.subjects:
         folder = subject_folder(root, subject)
         if folder is None:
-            problems.append(f"missing subject folder {root / SUBJECTS[subject]} (or its pre-release name "
-                            f"{LEGACY_SUBJECTS[subject]}); unpack {SUBJECTS[subject]}.tar.gz there")  # fmt: skip
+            problems.append(
+                f"missing subject folder {root / SUBJECTS[subject]} (or its pre-release name "
+                f"{LEGACY_SUBJECTS[subject]}); unpack {SUBJECTS[subject]}.tar.gz there"
+            )
             continue
         sequences = sorted(p.name for p in folder.iterdir() if p.is_dir())
         if len(sequences) != SEQUENCES_PER_SUBJECT:

@@ -32,8 +32,13 @@ from amt_core.data.registry import DatasetSpec
 from amt_core.errors import UserError
 
 VERSIONS = ("gs", "hom", "sample", "auto")  # image k * N + i is version VERSIONS[k] of frame i
-SPLITS = {"train": "training", "training": "training", "eval": "evaluation", "evaluation": "evaluation",
-          "test": "evaluation"}  # fmt: skip
+SPLITS = {
+    "train": "training",
+    "training": "training",
+    "eval": "evaluation",
+    "evaluation": "evaluation",
+    "test": "evaluation",
+}
 ROOT_JOINT = 9  # FreiHAND places the MANO hand by its middle MCP
 
 

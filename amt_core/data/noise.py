@@ -98,5 +98,8 @@ class NoiseDataset(Dataset):
 def open_noise(spec: DatasetSpec) -> NoiseDataset:
     """Open `noise:?size=PX&num=N&seed=S`."""
     spec.check_keys(("size", "num", "seed"))
-    return NoiseDataset(size=spec.take("size", int, 224, "pixels"), num=spec.take("num", int, 100_000, "an integer"),
-                        seed=spec.take("seed", int, 0, "an integer"))  # fmt: skip
+    return NoiseDataset(
+        size=spec.take("size", int, 224, "pixels"),
+        num=spec.take("num", int, 100_000, "an integer"),
+        seed=spec.take("seed", int, 0, "an integer"),
+    )

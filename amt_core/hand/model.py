@@ -206,8 +206,17 @@ class HandModel(nn.Module):
         full_pose = torch.cat([rot if rot is not None else zeros(batch, 3), pose], dim=1) + mano.pose_mean
         betas = shape if shape is not None else zeros(batch, self.num_betas)
         parents = _Parents(mano.parents, self._parent_ints)
-        verts, mano_joints = lbs(betas, full_pose, mano.v_template, mano.shapedirs, mano.posedirs, mano.J_regressor,
-                                 parents, mano.lbs_weights, pose2rot=True)  # fmt: skip
+        verts, mano_joints = lbs(
+            betas,
+            full_pose,
+            mano.v_template,
+            mano.shapedirs,
+            mano.posedirs,
+            mano.J_regressor,
+            parents,
+            mano.lbs_weights,
+            pose2rot=True,
+        )
         if trans is not None:
             verts = verts + trans[:, None]
             mano_joints = mano_joints + trans[:, None]

@@ -37,7 +37,7 @@ _FINGER_DESIGN: dict[str, dict] = {
     "little": dict(
         base=(-0.0325, 0.0835, 0.0), splay=-14, lengths=(0.0310, 0.0190, 0.0180), radii=(0.008, 0.0072, 0.0066, 0.006)
     ),
-}  # fmt: skip
+}
 # Thumb: carpometacarpal joint position, direction (in-plane angle from +y toward +x, palmar elevation toward +z),
 # bone lengths (CMC->MCP, MCP->IP, IP->tip surface) and radii, and how far its pad turns from the palm normal.
 _THUMB_DESIGN = dict(

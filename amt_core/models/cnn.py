@@ -45,9 +45,13 @@ class CNNConfig:
 
 def _block(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False), nn.GroupNorm(8, cout), nn.GELU(),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.GroupNorm(8, cout), nn.GELU(),
-    )  # fmt: skip
+        nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False),
+        nn.GroupNorm(8, cout),
+        nn.GELU(),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+        nn.GroupNorm(8, cout),
+        nn.GELU(),
+    )
 
 
 class PlainCNN(nn.Module):

@@ -153,9 +153,12 @@ def _can(diameter: float, height: float, label: tx.RGB, stripe: tx.RGB, logo: tx
 def _potted_meat_can() -> Made:
     mesh, _ = shapes.finish(shapes.rounded_can(0.097, 0.050, 0.082, 0.012), "potted_meat_can")
     return mesh, tx.CanLabel(
-        metal=(0.76, 0.76, 0.79), label=(0.15, 0.30, 0.65), stripe=(0.95, 0.80, 0.20), logo=(0.95, 0.95, 0.92),
+        metal=(0.76, 0.76, 0.79),
+        label=(0.15, 0.30, 0.65),
+        stripe=(0.95, 0.80, 0.20),
+        logo=(0.95, 0.95, 0.92),
         band=(-0.033, 0.033),
-    )  # fmt: skip
+    )
 
 
 def _bottle(kind: str) -> Made:
@@ -266,28 +269,63 @@ _SEAM = Symmetry(kind="discrete", rotations=(_rot((0, 0, 1), 0.0), *[_rot(a, np.
 
 # (name, ycb_name, factory, density kg/m^3, symmetry, base colour); the id of a class is its index here
 _SPECS: tuple[tuple[str, str, Callable[[], Made], float, Symmetry, tx.RGB], ...] = (
-    ("master_chef_can", "002_master_chef_can",
-     lambda: _can(0.102, 0.139, (0.10, 0.25, 0.60), (0.95, 0.82, 0.30), (0.85, 0.10, 0.10)),
-     365.0, _NONE, (0.10, 0.25, 0.60)),
-    ("cracker_box", "003_cracker_box",
-     lambda: _box((0.158, 0.060, 0.210), (0.80, 0.12, 0.10), (0.98, 0.85, 0.20), (0.96, 0.92, 0.78)),
-     206.0, _NONE, (0.80, 0.12, 0.10)),
-    ("sugar_box", "004_sugar_box",
-     lambda: _box((0.089, 0.038, 0.175), (0.96, 0.85, 0.25), (0.10, 0.20, 0.60), (0.97, 0.97, 0.95)),
-     868.0, _NONE, (0.96, 0.85, 0.25)),
-    ("tomato_soup_can", "005_tomato_soup_can",
-     lambda: _can(0.066, 0.101, (0.80, 0.10, 0.10), (0.90, 0.75, 0.30), (0.97, 0.97, 0.95)),
-     1010.0, _NONE, (0.80, 0.10, 0.10)),
+    (
+        "master_chef_can",
+        "002_master_chef_can",
+        lambda: _can(0.102, 0.139, (0.10, 0.25, 0.60), (0.95, 0.82, 0.30), (0.85, 0.10, 0.10)),
+        365.0,
+        _NONE,
+        (0.10, 0.25, 0.60),
+    ),
+    (
+        "cracker_box",
+        "003_cracker_box",
+        lambda: _box((0.158, 0.060, 0.210), (0.80, 0.12, 0.10), (0.98, 0.85, 0.20), (0.96, 0.92, 0.78)),
+        206.0,
+        _NONE,
+        (0.80, 0.12, 0.10),
+    ),
+    (
+        "sugar_box",
+        "004_sugar_box",
+        lambda: _box((0.089, 0.038, 0.175), (0.96, 0.85, 0.25), (0.10, 0.20, 0.60), (0.97, 0.97, 0.95)),
+        868.0,
+        _NONE,
+        (0.96, 0.85, 0.25),
+    ),
+    (
+        "tomato_soup_can",
+        "005_tomato_soup_can",
+        lambda: _can(0.066, 0.101, (0.80, 0.10, 0.10), (0.90, 0.75, 0.30), (0.97, 0.97, 0.95)),
+        1010.0,
+        _NONE,
+        (0.80, 0.10, 0.10),
+    ),
     ("mustard_bottle", "006_mustard_bottle", lambda: _bottle("mustard"), 1075.0, _NONE, (0.96, 0.80, 0.10)),
-    ("tuna_fish_can", "007_tuna_fish_can",
-     lambda: _can(0.0856, 0.0334, (0.20, 0.35, 0.70), (0.97, 0.97, 0.95), (0.95, 0.80, 0.20)),
-     890.0, _NONE, (0.20, 0.35, 0.70)),
-    ("pudding_box", "008_pudding_box",
-     lambda: _box((0.110, 0.035, 0.089), (0.45, 0.25, 0.12), (0.97, 0.97, 0.95), (0.90, 0.75, 0.30)),
-     545.0, _NONE, (0.45, 0.25, 0.12)),
-    ("gelatin_box", "009_gelatin_box",
-     lambda: _box((0.085, 0.028, 0.073), (0.85, 0.20, 0.35), (0.97, 0.97, 0.95), (0.30, 0.10, 0.50)),
-     558.0, _NONE, (0.85, 0.20, 0.35)),
+    (
+        "tuna_fish_can",
+        "007_tuna_fish_can",
+        lambda: _can(0.0856, 0.0334, (0.20, 0.35, 0.70), (0.97, 0.97, 0.95), (0.95, 0.80, 0.20)),
+        890.0,
+        _NONE,
+        (0.20, 0.35, 0.70),
+    ),
+    (
+        "pudding_box",
+        "008_pudding_box",
+        lambda: _box((0.110, 0.035, 0.089), (0.45, 0.25, 0.12), (0.97, 0.97, 0.95), (0.90, 0.75, 0.30)),
+        545.0,
+        _NONE,
+        (0.45, 0.25, 0.12),
+    ),
+    (
+        "gelatin_box",
+        "009_gelatin_box",
+        lambda: _box((0.085, 0.028, 0.073), (0.85, 0.20, 0.35), (0.97, 0.97, 0.95), (0.30, 0.10, 0.50)),
+        558.0,
+        _NONE,
+        (0.85, 0.20, 0.35),
+    ),
     ("potted_meat_can", "010_potted_meat_can", _potted_meat_can, 950.0, _NONE, (0.15, 0.30, 0.65)),
     ("banana", "011_banana", _banana, 950.0, _NONE, (0.95, 0.82, 0.20)),
     ("apple", "013_apple", _apple, 800.0, _NONE, (0.72, 0.07, 0.08)),
@@ -301,7 +339,7 @@ _SPECS: tuple[tuple[str, str, Callable[[], Made], float, Symmetry, tx.RGB], ...]
     ("large_marker", "040_large_marker", _marker, 630.0, _AXIAL, (0.92, 0.92, 0.90)),
     ("tennis_ball", "056_tennis_ball", _tennis_ball, 400.0, _SEAM, (0.80, 0.90, 0.20)),
     ("foam_brick", "061_foam_brick", _foam_brick, 150.0, Symmetry.of_box((0.075, 0.050, 0.050)), (0.85, 0.16, 0.12)),
-)  # fmt: skip
+)
 
 
 @functools.cache
@@ -312,10 +350,16 @@ def catalog() -> list[ObjectClass]:
         mesh, albedo = factory()
         classes.append(
             ObjectClass(
-                id=index, name=name, ycb_name=ycb_name, mesh=mesh, density=density, symmetry=symmetry,
-                color=color, albedo=albedo,
+                id=index,
+                name=name,
+                ycb_name=ycb_name,
+                mesh=mesh,
+                density=density,
+                symmetry=symmetry,
+                color=color,
+                albedo=albedo,
             )
-        )  # fmt: skip
+        )
     return classes
 
 

@@ -71,8 +71,13 @@ class GraspBankCache:
             with np.load(self._path(key), allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
                 arrays = {name: data[name] for name in _ARRAYS}
-            return Grasp(class_id=int(meta["class_id"]), kind=str(meta["kind"]), penetration=float(meta["penetration"]),
-                         fingers_in_contact=tuple(meta["fingers_in_contact"]), **arrays)  # fmt: skip
+            return Grasp(
+                class_id=int(meta["class_id"]),
+                kind=str(meta["kind"]),
+                penetration=float(meta["penetration"]),
+                fingers_in_contact=tuple(meta["fingers_in_contact"]),
+                **arrays,
+            )
         except (OSError, KeyError, ValueError, TypeError):  # missing, truncated or foreign: build it again
             return None
 
@@ -80,8 +85,12 @@ class GraspBankCache:
         """Write an entry atomically; a cache that cannot be written (read-only home) is simply not used."""
         if not self.enabled:
             return
-        meta = {"class_id": grasp.class_id, "kind": grasp.kind, "penetration": float(grasp.penetration),
-                "fingers_in_contact": list(grasp.fingers_in_contact)}  # fmt: skip
+        meta = {
+            "class_id": grasp.class_id,
+            "kind": grasp.kind,
+            "penetration": float(grasp.penetration),
+            "fingers_in_contact": list(grasp.fingers_in_contact),
+        }
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

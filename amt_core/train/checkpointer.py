@@ -90,8 +90,9 @@ class Checkpointer:
             older = [n for n in self.names() if n != path.name]
             if not resuming or not older:
                 raise
-            raise UserError(f"{err}; the newest other checkpoint is {older[-1]}: continue from it with "
-                            f"--resume {older[-1]}") from None  # fmt: skip
+            raise UserError(
+                f"{err}; the newest other checkpoint is {older[-1]}: continue from it with --resume {older[-1]}"
+            ) from None
 
     def resumed(self, name: str, step: int) -> None:
         """After loading `name` to resume: continue its branch, or start a new one when a newer checkpoint exists
@@ -117,8 +118,11 @@ class Checkpointer:
         best = self.best_pending
         if best:
             previous_best, self.best_checkpoint, self.best_pending = self.best_checkpoint, name, False
-        retain = tuple(r for r, yes in (("manual", reason == "command"), ("stage_end", reason == "stage_end"),
-                                        ("best", best)) if yes)  # fmt: skip
+        retain = tuple(
+            r
+            for r, yes in (("manual", reason == "command"), ("stage_end", reason == "stage_end"), ("best", best))
+            if yes
+        )
         if self.is_main:
             weights, state, info = contents()
             path = ckpt_io.save_checkpoint(self.folder, name, weights, state, info, retain=retain)
@@ -126,9 +130,18 @@ class Checkpointer:
                 ckpt_io.set_retained(self.folder / previous_best, "best", keep=False)
             keep = tuple(self.names()[:1])  # the initial checkpoint
             removed = ckpt_io.prune_checkpoints(self.folder, self.keep_last, keep=keep)
-            self.events.write(Checkpoint(step=step, name=name, path=str(path.relative_to(self.run.path)),
-                                         reason=reason, stage=stage + 1, removed=removed, branch=self.branch,
-                                         retain=list(retain)))  # fmt: skip
+            self.events.write(
+                Checkpoint(
+                    step=step,
+                    name=name,
+                    path=str(path.relative_to(self.run.path)),
+                    reason=reason,
+                    stage=stage + 1,
+                    removed=removed,
+                    branch=self.branch,
+                    retain=list(retain),
+                )
+            )
         ddp.barrier(self.dist)
         self.last_step = step
         return name
@@ -141,8 +154,12 @@ class Checkpointer:
 
 
 def versions() -> dict[str, str]:
-    return {"torch": torch.__version__, "timm": timm.__version__, "amt_core": __version__,
-            "python": sys.version.split()[0]}  # fmt: skip
+    return {
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "amt_core": __version__,
+        "python": sys.version.split()[0],
+    }
 
 
 def run_info(trainer: Trainer) -> dict[str, Any]:
@@ -152,22 +169,43 @@ def run_info(trainer: Trainer) -> dict[str, Any]:
         g: sum(p.numel() for pg in groups if pg["group"] == g for p in pg["params"]) for g in trainer.groups
     }
     pose = trainer.mean_pose.mean()
-    return {"config": trainer.config.to_dict(), "versions": versions(), "device": str(trainer.device),
-            "world_size": trainer.dist.world_size, "parameters": sum(p.numel() for p in trainer.module.parameters()),
-            "param_groups": param_groups, "stage_lengths": trainer.stages.lengths,
-            "acceleration": trainer.prepared.to_dict(), "reference_pose": None if pose is None else pose.tolist(),
-            "command": sys.argv, "pid": os.getpid()}  # fmt: skip
+    return {
+        "config": trainer.config.to_dict(),
+        "versions": versions(),
+        "device": str(trainer.device),
+        "world_size": trainer.dist.world_size,
+        "parameters": sum(p.numel() for p in trainer.module.parameters()),
+        "param_groups": param_groups,
+        "stage_lengths": trainer.stages.lengths,
+        "acceleration": trainer.prepared.to_dict(),
+        "reference_pose": None if pose is None else pose.tolist(),
+        "command": sys.argv,
+        "pid": os.getpid(),
+    }
 
 
 def training_state(trainer: Trainer) -> dict[str, Any]:
     """Everything a resume restores besides the weights: each part's `state_dict`, the RNGs and the run counters."""
-    run = {"lr_scale": trainer.lr_scale, "rollbacks": trainer.rollbacks, "skipped": trainer.skipped,
-           "train_time_s": trainer.train_time_s, "micro_batch": trainer.micro_batch,
-           **trainer.validator.state_dict(), **trainer.checkpointer.state_dict()}  # fmt: skip
-    return {"step": trainer.step, **trainer.stages.state_dict(), "optimizer": trainer.optimizer.state_dict(),
-            "loss": trainer.loss_fn.state_dict(), "plan": trainer.plan.state_dict(),
-            "spike": trainer.spike.state_dict(), "mean_pose": trainer.mean_pose.state_dict(), "rng": rng_state(),
-            "run": run}  # fmt: skip
+    run = {
+        "lr_scale": trainer.lr_scale,
+        "rollbacks": trainer.rollbacks,
+        "skipped": trainer.skipped,
+        "train_time_s": trainer.train_time_s,
+        "micro_batch": trainer.micro_batch,
+        **trainer.validator.state_dict(),
+        **trainer.checkpointer.state_dict(),
+    }
+    return {
+        "step": trainer.step,
+        **trainer.stages.state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "loss": trainer.loss_fn.state_dict(),
+        "plan": trainer.plan.state_dict(),
+        "spike": trainer.spike.state_dict(),
+        "mean_pose": trainer.mean_pose.state_dict(),
+        "rng": rng_state(),
+        "run": run,
+    }
 
 
 def checkpoint_contents(trainer: Trainer) -> Contents:
@@ -220,11 +258,20 @@ def rollback(trainer: Trainer, name: str, reason: str, backoff: bool) -> None:
         trainer.lr_scale *= trainer.config.stability.lr_backoff
     checkpointer.branch_from(name)
     trainer.window = MetricsWindow()
-    trainer.events.write(Rollback(step=trainer.step, checkpoint=name, from_step=from_step, reason=reason,
-                                  lr_scale=trainer.lr_scale, branch=checkpointer.branch))  # fmt: skip
+    trainer.events.write(
+        Rollback(
+            step=trainer.step,
+            checkpoint=name,
+            from_step=from_step,
+            reason=reason,
+            lr_scale=trainer.lr_scale,
+            branch=checkpointer.branch,
+        )
+    )
     if trainer.stage != from_stage:
-        trainer.events.write(Stage(step=trainer.step, stage=trainer.stage + 1, name=trainer.stages.config.name,
-                                   reason="rollback"))  # fmt: skip
+        trainer.events.write(
+            Stage(step=trainer.step, stage=trainer.stage + 1, name=trainer.stages.config.name, reason="rollback")
+        )
 
 
 def auto_rollback(trainer: Trainer, step: int, what: str, loss: float, **fields: Any) -> None:
@@ -235,6 +282,15 @@ def auto_rollback(trainer: Trainer, step: int, what: str, loss: float, **fields:
     stability = trainer.config.stability
     if trainer.rollbacks > stability.max_rollbacks or target is None:
         raise TrainingFailed(f"{what} at step {step} after {trainer.rollbacks - 1} rollbacks; lower the learning rate")
-    trainer.events.write(Anomaly(step=step, what=what, loss=loss, action="rollback", checkpoint=target.name,
-                                 lr_scale=trainer.lr_scale * stability.lr_backoff, **fields))  # fmt: skip
+    trainer.events.write(
+        Anomaly(
+            step=step,
+            what=what,
+            loss=loss,
+            action="rollback",
+            checkpoint=target.name,
+            lr_scale=trainer.lr_scale * stability.lr_backoff,
+            **fields,
+        )
+    )
     rollback(trainer, target.name, reason=what, backoff=True)

@@ -50,7 +50,15 @@ class BatchFeed:
         if self._warned:
             return None
         self._warned = True
-        message = (f"samples with NaN or infinite labels: their labels are skipped ({invalid} in the batch at step "
-                   f"{step}; counted on as invalid_samples in metrics)")  # fmt: skip
-        return Anomaly(step=step, what="invalid_labels", count=invalid, batch=batch["index"].tolist(),
-                       action="labels_skipped", message=message)  # fmt: skip
+        message = (
+            f"samples with NaN or infinite labels: their labels are skipped ({invalid} in the batch at step "
+            f"{step}; counted on as invalid_samples in metrics)"
+        )
+        return Anomaly(
+            step=step,
+            what="invalid_labels",
+            count=invalid,
+            batch=batch["index"].tolist(),
+            action="labels_skipped",
+            message=message,
+        )

@@ -78,19 +78,34 @@ class MetricsHook(PeriodicHook):
         data_bound = data_share > DATA_BOUND_SHARE and window.data_wait_s >= DATA_BOUND_MIN_S
         if data_bound and not self._data_bound_warned and trainer.step > self.every:
             self._data_bound_warned = True  # once a run: the figure itself is in every metrics event
-            message = (f"the trainer waited for data {100 * data_share:.0f}% of the time; pre-render shards "
-                       "(amt-core synth) and train on --data synth:DIR, or raise trainer.num_workers")  # fmt: skip
-            trainer.events.write(Anomaly(step=trainer.step, what="data_bound", data_share=data_share, action="none",
-                                         message=message))  # fmt: skip
+            message = (
+                f"the trainer waited for data {100 * data_share:.0f}% of the time; pre-render shards "
+                "(amt-core synth) and train on --data synth:DIR, or raise trainer.num_workers"
+            )
+            trainer.events.write(
+                Anomaly(step=trainer.step, what="data_bound", data_share=data_share, action="none", message=message)
+            )
         terms = window.term_means()
-        trainer.events.write(Metrics(
-            step=trainer.step, stage=trainer.stage + 1, epoch=trainer.epoch(), loss=loss, terms=terms,
-            lr=trainer.current_lrs(), images_per_s=images_per_s, step_time_s=window.step_time_s / window.steps,
-            data_wait_s=window.data_wait_s / window.steps, data_share=data_share,
-            memory=memory.memory_mb(trainer.device), skipped_total=trainer.skipped,
-            invalid_samples=trainer.feed.invalid_samples, lr_scale=trainer.lr_scale, micro_batch=trainer.micro_batch,
-            train_time_s=trainer.train_time_s,
-        ))  # fmt: skip
+        trainer.events.write(
+            Metrics(
+                step=trainer.step,
+                stage=trainer.stage + 1,
+                epoch=trainer.epoch(),
+                loss=loss,
+                terms=terms,
+                lr=trainer.current_lrs(),
+                images_per_s=images_per_s,
+                step_time_s=window.step_time_s / window.steps,
+                data_wait_s=window.data_wait_s / window.steps,
+                data_share=data_share,
+                memory=memory.memory_mb(trainer.device),
+                skipped_total=trainer.skipped,
+                invalid_samples=trainer.feed.invalid_samples,
+                lr_scale=trainer.lr_scale,
+                micro_batch=trainer.micro_batch,
+                train_time_s=trainer.train_time_s,
+            )
+        )
         if self._tb is not None:
             self._tb.add_scalar("loss/total", loss, trainer.step)
             for name, value in terms.items():

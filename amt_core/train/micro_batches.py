@@ -79,5 +79,6 @@ def probe_micro_batch(trainer: Trainer) -> None:
     trainer.plan.position -= 1
     trainer.feed.restart()
     if trainer.micro_batch < trainer.local_batch:
-        trainer.events.write(Anomaly(step=trainer.step, what="out_of_memory", action="micro_batch",
-                                     micro_batch=trainer.micro_batch))  # fmt: skip
+        trainer.events.write(
+            Anomaly(step=trainer.step, what="out_of_memory", action="micro_batch", micro_batch=trainer.micro_batch)
+        )

@@ -126,7 +126,8 @@ def build_optimizer(
                 )
     # Tensor learning rates need capturable (CUDA) or the per-parameter loop (CPU).
     extra = {"capturable": True, "foreach": True} if device.type == "cuda" else {"foreach": False}
-    optimizer = torch.optim.AdamW(param_groups, lr=torch.tensor(0.0, device=device), betas=config.betas,
-                                  eps=config.eps, **extra)  # fmt: skip
+    optimizer = torch.optim.AdamW(
+        param_groups, lr=torch.tensor(0.0, device=device), betas=config.betas, eps=config.eps, **extra
+    )
     present = list(dict.fromkeys(g["group"] for g in param_groups))
     return optimizer, present

@@ -84,8 +84,12 @@ def prepare_model(
         backend = ddp.broadcast_object(backend, dist)
         if not dist.is_main:
             set_attention_backend(module, backend, device=device, dtype=dtype)
-    prepared = Prepared(attention=backend, attention_reason=attention_backend_reason(module) or "",
-                        checkpointing=tc.checkpointing, offload_activations=tc.offload_activations)  # fmt: skip
+    prepared = Prepared(
+        attention=backend,
+        attention_reason=attention_backend_reason(module) or "",
+        checkpointing=tc.checkpointing,
+        offload_activations=tc.offload_activations,
+    )
     prepared.applied.append("attention")
 
     prepared.checkpointed = make_policy(prepared.checkpointing).apply(module)

@@ -29,8 +29,9 @@ class ProgressView:
                 TimeRemainingColumn(),
                 transient=False,
             )
-            self._task = self._progress.add_task("train", total=self.total, completed=start_step,
-                                                 stage="-", loss="-", ips="-")  # fmt: skip
+            self._task = self._progress.add_task(
+                "train", total=self.total, completed=start_step, stage="-", loss="-", ips="-"
+            )
             self._progress.start()
 
     def update(self, step: int, stage: str, loss: float | None, images_per_s: float | None) -> None:

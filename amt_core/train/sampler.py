@@ -169,5 +169,11 @@ def plan_loader(
     if seed is None:
         seed = ((plan.seed * 1_000_003 + plan.rank) * 1_000_003 + plan.epoch) * 1_000_003 + plan.position
     generator = torch.Generator().manual_seed(seed % (1 << 63))
-    return DataLoader(IndexedDataset(dataset), batch_sampler=batches, num_workers=num_workers, pin_memory=pin_memory,
-                      persistent_workers=False, generator=generator)  # fmt: skip
+    return DataLoader(
+        IndexedDataset(dataset),
+        batch_sampler=batches,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+        generator=generator,
+    )

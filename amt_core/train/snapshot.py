@@ -38,8 +38,15 @@ def snapshot_arrays(batch: dict, output, hand_faces: torch.Tensor | None) -> dic
         "K": _np(K),
         "image_scale": np.float32(scale),
     }
-    for name in ("joints3d", "hand_verts", "obj_rot", "obj_trans", "contact_points", "contact_forces",
-                 "contact_point_mask"):  # fmt: skip
+    for name in (
+        "joints3d",
+        "hand_verts",
+        "obj_rot",
+        "obj_trans",
+        "contact_points",
+        "contact_forces",
+        "contact_point_mask",
+    ):
         if name in batch:
             arrays[f"gt_{name}"] = _np(batch[name])
     for name in ("obj_class", "contact"):
@@ -47,8 +54,19 @@ def snapshot_arrays(batch: dict, output, hand_faces: torch.Tensor | None) -> dic
             arrays[f"gt_{name}"] = _np(batch[name])
     if "joints2d" in batch:
         arrays["gt_joints2d"] = _np(batch["joints2d"] * scale)
-    for name in ("joints3d", "hand_verts", "obj_rot", "obj_trans", "contact_points", "contact_conf", "contact_forces",
-                 "hand_pose", "hand_shape", "hand_rot", "hand_trans"):  # fmt: skip
+    for name in (
+        "joints3d",
+        "hand_verts",
+        "obj_rot",
+        "obj_trans",
+        "contact_points",
+        "contact_conf",
+        "contact_forces",
+        "hand_pose",
+        "hand_shape",
+        "hand_rot",
+        "hand_trans",
+    ):
         value = getattr(output, name, None)
         if value is not None:
             arrays[f"pred_{name}"] = _np(value)

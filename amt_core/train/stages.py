@@ -199,8 +199,12 @@ class StagePlan:
         return plan.refresh_pool(share, pool_size)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"stage": self.stage, "stage_start": self.start_step, "stage_time_start": self.start_time_s,
-                "mining_at": self.mining_at}  # fmt: skip
+        return {
+            "stage": self.stage,
+            "stage_start": self.start_step,
+            "stage_time_start": self.start_time_s,
+            "mining_at": self.mining_at,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.stage, self.start_step = state["stage"], state["stage_start"]

@@ -107,9 +107,13 @@ def handle_commands(trainer: Trainer) -> None:
 
 def publish_status(trainer: Trainer) -> None:
     if trainer.control is not None:
-        trainer.control.status = {"step": trainer.step, "stage": trainer.stage + 1, "paused": trainer.paused,
-                                  "state": "paused" if trainer.paused else "running",
-                                  "branch": trainer.checkpointer.branch}  # fmt: skip
+        trainer.control.status = {
+            "step": trainer.step,
+            "stage": trainer.stage + 1,
+            "paused": trainer.paused,
+            "state": "paused" if trainer.paused else "running",
+            "branch": trainer.checkpointer.branch,
+        }
 
 
 def _apply_all(trainer: Trainer, pending: list[PendingCommand]) -> None:

@@ -51,10 +51,17 @@ def read_back(pending: list[StepResult], param_groups: list[dict]) -> tuple[list
     losses = torch.stack([p.loss.float() for p in pending]).cpu().tolist()
     last_norms = pending[-1].norms.cpu().tolist()
     steps = [
-        HostStep(step=p.step, indices=p.indices, ok=bool(ok[i]), loss=losses[i], terms=_host_terms(p.terms, p.counts),
-                 errors=p.errors.cpu().tolist(), time_s=p.time_s)
+        HostStep(
+            step=p.step,
+            indices=p.indices,
+            ok=bool(ok[i]),
+            loss=losses[i],
+            terms=_host_terms(p.terms, p.counts),
+            errors=p.errors.cpu().tolist(),
+            time_s=p.time_s,
+        )
         for i, p in enumerate(pending)
-    ]  # fmt: skip
+    ]
     squares: dict[str, float] = {}
     for group, value in zip(param_groups, last_norms):
         squares[group["group"]] = squares.get(group["group"], 0.0) + value**2

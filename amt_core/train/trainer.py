@@ -76,9 +76,17 @@ class Trainer:
             latest; a checkpoint older than the latest starts a new branch, so nothing of the later one is overwritten.
     """
 
-    def __init__(self, config: RunConfig, run_dir: str | Path, resume: bool = False, model: nn.Module | None = None,
-                 loss: nn.Module | None = None, dataset=None, val_dataset=None,
-                 resume_from: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        config: RunConfig,
+        run_dir: str | Path,
+        resume: bool = False,
+        model: nn.Module | None = None,
+        loss: nn.Module | None = None,
+        dataset=None,
+        val_dataset=None,
+        resume_from: str | None = None,
+    ) -> None:
         self.config, self.tc, self.resume, self.resume_from = config, config.trainer, resume, resume_from
         self.run = RunDir(run_dir)
         self.device = resolve_device(self.tc.device)
@@ -98,15 +106,17 @@ class Trainer:
         self.loss_fn.to(self.device)
         # attention backend -> checkpointing -> compile -> FP8 -> DDP (amt_core.train.parallelize)
         self.model, self.prepared = prepare_model(self.module, self.tc, self.device, self.dist)
-        self.optimizer, self.groups = build_optimizer({"": self.module, "loss.": self.loss_fn}, config.optim,
-                                                      self.device)  # fmt: skip
+        self.optimizer, self.groups = build_optimizer(
+            {"": self.module, "loss.": self.loss_fn}, config.optim, self.device
+        )
         lengths = [s.length(len(self.dataset), config.batch_size) for s in config.stages]
         self.stages = StagePlan(config.stages, lengths, self.tc.max_time_s if self.tc.stage_by_time else None)
         self.stages.bind_loss(self.loss_fn)
         torch.manual_seed(self.tc.seed + 1000 * self.dist.rank)  # per-rank noise (dropout, sampling) after init
         try:
-            self.plan = BatchPlan(len(self.dataset), config.batch_size, self.tc.seed, self.dist.rank,
-                                  self.dist.world_size)  # fmt: skip
+            self.plan = BatchPlan(
+                len(self.dataset), config.batch_size, self.tc.seed, self.dist.rank, self.dist.world_size
+            )
         except ValueError as err:
             raise UserError(f"{err}; change --set batch_size or the data") from None
         self.feed = BatchFeed(self.dataset, self.plan, self.tc.num_workers, self.device.type == "cuda")
@@ -116,9 +126,15 @@ class Trainer:
         self.checkpointer = Checkpointer(self.run, self.tc.keep_checkpoints, self.is_main, self.dist)
         self.validator = Validator(self.tc.eval_every)
         self.snapshots = SnapshotHook(self.tc.snapshot_every)
-        self.hooks = [MetricsHook(self.tc.log_every, self.tc.tensorboard), DiagnosticsHook(self.tc.diag_every),
-                      self.snapshots, self.validator, StageEndHook(), CheckpointHook(self.tc.ckpt_every),
-                      ProgressHook()]  # fmt: skip
+        self.hooks = [
+            MetricsHook(self.tc.log_every, self.tc.tensorboard),
+            DiagnosticsHook(self.tc.diag_every),
+            self.snapshots,
+            self.validator,
+            StageEndHook(),
+            CheckpointHook(self.tc.ckpt_every),
+            ProgressHook(),
+        ]
         self.step = 0
         # run state: saved in checkpoints, kept across rollbacks
         self.lr_scale, self.rollbacks, self.skipped, self.train_time_s = 1.0, 0, 0, 0.0
@@ -175,11 +191,18 @@ class Trainer:
         else:
             self.events.write(State(step=self.step, state="running"))
             self.save("initial")
-        self.events.write(Stage(step=self.step, stage=self.stage + 1, name=self.stages.config.name,
-                                reason="resume" if target is not None else "start"))  # fmt: skip
+        self.events.write(
+            Stage(
+                step=self.step,
+                stage=self.stage + 1,
+                name=self.stages.config.name,
+                reason="resume" if target is not None else "start",
+            )
+        )
         if self.precision_warning:
-            self.events.write(Anomaly(step=self.step, what="slow_precision", message=self.precision_warning,
-                                      action="none"))  # fmt: skip
+            self.events.write(
+                Anomaly(step=self.step, what="slow_precision", message=self.precision_warning, action="none")
+            )
         self.timed_since, self.window = time.monotonic(), MetricsWindow()
         probe_micro_batch(self)
         if self.is_main:
@@ -207,8 +230,15 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 memory.release_memory()
                 self.micro_batch //= 2
-                self.events.write(Anomaly(step=self.step, what="out_of_memory", action="micro_batch_halved",
-                                          micro_batch=self.micro_batch, batch=indices))  # fmt: skip
+                self.events.write(
+                    Anomaly(
+                        step=self.step,
+                        what="out_of_memory",
+                        action="micro_batch_halved",
+                        micro_batch=self.micro_batch,
+                        batch=indices,
+                    )
+                )
         if self.dist.enabled:  # DDP averages the model's gradients; the loss's learnable weights are averaged here
             for param in self.loss_fn.parameters():
                 if param.grad is not None:
@@ -223,9 +253,19 @@ class Trainer:
         self._set_learning_rates(ok)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.pending.append(StepResult(step=self.step + 1, indices=indices, ok=ok, loss=total, terms=terms,
-                                       counts=counts, norms=norms, errors=errors,
-                                       time_s=time.monotonic() - t0))  # fmt: skip
+        self.pending.append(
+            StepResult(
+                step=self.step + 1,
+                indices=indices,
+                ok=ok,
+                loss=total,
+                terms=terms,
+                counts=counts,
+                norms=norms,
+                errors=errors,
+                time_s=time.monotonic() - t0,
+            )
+        )
 
     def after_step(self) -> None:
         """Count the step and its time, run the host check when due, then the hooks (a rollback ends the round)."""
@@ -323,8 +363,16 @@ class Trainer:
             if not entry.ok:
                 self.skipped += 1
                 self.consecutive_nonfinite += 1
-                self.events.write(Anomaly(step=entry.step, what="non_finite", loss=entry.loss, batch=entry.indices,
-                                          action="skipped", skipped_total=self.skipped))  # fmt: skip
+                self.events.write(
+                    Anomaly(
+                        step=entry.step,
+                        what="non_finite",
+                        loss=entry.loss,
+                        batch=entry.indices,
+                        action="skipped",
+                        skipped_total=self.skipped,
+                    )
+                )
                 if self.consecutive_nonfinite >= self.config.stability.max_consecutive_nonfinite:
                     auto_rollback(self, entry.step, "non_finite_run", entry.loss)
                     return False
@@ -391,6 +439,7 @@ class Trainer:
         if isinstance(err, UserError) or not self.events.enabled:
             return
         with contextlib.suppress(Exception):
-            self.events.write(Error(step=self.step, message=f"{type(err).__name__}: {err}",
-                                    traceback=traceback.format_exc()))  # fmt: skip
+            self.events.write(
+                Error(step=self.step, message=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
+            )
             self.events.write(State(step=self.step, state="failed"))

@@ -32,9 +32,16 @@ class Validator(PeriodicHook):
             return None
         tc = trainer.tc
         with inference(trainer):
-            metrics = evaluate(trainer.module, trainer.val_dataset(), trainer.device, batch_size=trainer.local_batch,
-                               precision=tc.precision, max_samples=tc.eval_samples, fp8=trainer.prepared.fp8,
-                               reference_pose=trainer.mean_pose.mean())  # fmt: skip
+            metrics = evaluate(
+                trainer.module,
+                trainer.val_dataset(),
+                trainer.device,
+                batch_size=trainer.local_batch,
+                precision=tc.precision,
+                max_samples=tc.eval_samples,
+                fp8=trainer.prepared.fp8,
+                reference_pose=trainer.mean_pose.mean(),
+            )
         trainer.events.write(Validation(step=trainer.step, metrics=metrics))
         self._check_learning(trainer, metrics)
         value = metrics.get("mpjpe_mm")
@@ -51,10 +58,20 @@ class Validator(PeriodicHook):
             return
         not_learning = model >= reference
         if not_learning and not self._not_learning:
-            message = (f"not better than a constant yet: validation MPJPE {model:.1f} mm, the training data's mean "
-                       f"pose {reference:.1f} mm")  # fmt: skip
-            trainer.events.write(Anomaly(step=trainer.step, what="not_learning", message=message, mpjpe_mm=model,
-                                         ref_mean_pose_mpjpe_mm=reference, action="none"))  # fmt: skip
+            message = (
+                f"not better than a constant yet: validation MPJPE {model:.1f} mm, the training data's mean "
+                f"pose {reference:.1f} mm"
+            )
+            trainer.events.write(
+                Anomaly(
+                    step=trainer.step,
+                    what="not_learning",
+                    message=message,
+                    mpjpe_mm=model,
+                    ref_mean_pose_mpjpe_mm=reference,
+                    action="none",
+                )
+            )
             trainer.warn(message)
         self._not_learning = not_learning
 

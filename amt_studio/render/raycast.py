@@ -94,9 +94,11 @@ class RaycastRenderer:
 
         K = camera.intrinsic(width, height) if intrinsic is None else intrinsic
         rays = o3d.t.geometry.RaycastingScene.create_rays_pinhole(
-            intrinsic_matrix=o3d.core.Tensor(K), extrinsic_matrix=o3d.core.Tensor(camera.extrinsic()),
-            width_px=width, height_px=height,
-        )  # fmt: skip
+            intrinsic_matrix=o3d.core.Tensor(K),
+            extrinsic_matrix=o3d.core.Tensor(camera.extrinsic()),
+            width_px=width,
+            height_px=height,
+        )
         hits = self._scene.cast_rays(rays)
         t_hit = hits["t_hit"].numpy()  # (H, W)
         hit = np.isfinite(t_hit)

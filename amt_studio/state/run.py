@@ -49,8 +49,9 @@ PACE_WINDOW = 30
 GRAD_EXPLODE = 1e3
 GRAD_VANISH = 1e-7
 # Metrics fields drawn as training series (the rest are bookkeeping or the loss plots' own).
-_TRAINING_SERIES = tuple(f.name for f in fields(Metrics) if f.name not in ("step", "time", "stage", "epoch", "loss",
-                                                                            "terms"))  # fmt: skip
+_TRAINING_SERIES = tuple(
+    f.name for f in fields(Metrics) if f.name not in ("step", "time", "stage", "epoch", "loss", "terms")
+)
 
 
 @dataclass
@@ -314,8 +315,14 @@ class RunState:
         self._changes.status_seen = True
         step, from_step = event.step, event.from_step
         self.rollbacks.append((step, int(from_step or step)))
-        for group in (self.losses, self.training, self.pred_std, self.attention_entropy, self.grad_norm,
-                      self.validation):  # fmt: skip
+        for group in (
+            self.losses,
+            self.training,
+            self.pred_std,
+            self.attention_entropy,
+            self.grad_norm,
+            self.validation,
+        ):
             group.abandon_after(step)
         if self.snapshots.drop_after(step):
             self.snapshots_reset.emit()

@@ -111,7 +111,10 @@ class NewRunDialog(QDialog):
     def argv(self) -> list[str]:
         steps = tuple(box.value() for box in self.stage_steps)
         return trainer_argv(
-            preset=self.preset.currentText(), run_dir=self.run_dir(), data=self.data.text().strip() or None,
-            stage_steps=steps if any(steps) else None, max_steps=self.max_steps.value() or None,
+            preset=self.preset.currentText(),
+            run_dir=self.run_dir(),
+            data=self.data.text().strip() or None,
+            stage_steps=steps if any(steps) else None,
+            max_steps=self.max_steps.value() or None,
             overrides=self.overrides.text().split(),
-        )  # fmt: skip
+        )

@@ -80,8 +80,17 @@ class InspectPanel(QWidget):
             top.addWidget(widget)
         top.addStretch(1)
         second = QHBoxLayout()
-        for widget in (self.spec, self.start, self.load_button, self.images_button, self.attention_box,
-                       self.attention_strength, self.export_button, self.shot_button, self.busy):  # fmt: skip
+        for widget in (
+            self.spec,
+            self.start,
+            self.load_button,
+            self.images_button,
+            self.attention_box,
+            self.attention_strength,
+            self.export_button,
+            self.shot_button,
+            self.busy,
+        ):
             second.addWidget(widget)
         second.setStretch(0, 1)
 

@@ -212,13 +212,21 @@ class PlotsPanel(QWidget):
         self.lane.getAxis("left").setPen(pg.mkPen(None))
         self.lane.getAxis("left").setLabel("events")
         self.lane_marks = {
-            "checkpoint": pg.ScatterPlotItem(symbol="|", size=9, pen=pg.mkPen(theme.OK, width=1.5), brush=None,
-                                             hoverable=True, tip=self._mark_tip),
-            "anomaly": pg.ScatterPlotItem(symbol="x", size=8, pen=pg.mkPen(theme.ERROR, width=1.5), brush=None,
-                                          hoverable=True, tip=self._mark_tip),
-            "rollback": pg.ScatterPlotItem(symbol="arrow_left", size=11, pen=None, brush=pg.mkBrush(theme.WARNING),
-                                           hoverable=True, tip=self._mark_tip),
-        }  # fmt: skip
+            "checkpoint": pg.ScatterPlotItem(
+                symbol="|", size=9, pen=pg.mkPen(theme.OK, width=1.5), brush=None, hoverable=True, tip=self._mark_tip
+            ),
+            "anomaly": pg.ScatterPlotItem(
+                symbol="x", size=8, pen=pg.mkPen(theme.ERROR, width=1.5), brush=None, hoverable=True, tip=self._mark_tip
+            ),
+            "rollback": pg.ScatterPlotItem(
+                symbol="arrow_left",
+                size=11,
+                pen=None,
+                brush=pg.mkBrush(theme.WARNING),
+                hoverable=True,
+                tip=self._mark_tip,
+            ),
+        }
         for scatter in self.lane_marks.values():
             self.lane.addItem(scatter)
         for row in range(4):
@@ -235,9 +243,12 @@ class PlotsPanel(QWidget):
         self.entropy_map = pg.colormap.get("viridis")
 
         self.collapse_line = pg.InfiniteLine(
-            pos=COLLAPSE_STD_M * 1000.0, angle=0, pen=pg.mkPen(theme.ERROR, width=1, style=Qt.PenStyle.DashLine),
-            label="collapse 10 mm", labelOpts={"color": theme.ERROR, "position": 0.1, "anchors": [(0, 1), (0, 1)]},
-        )  # fmt: skip
+            pos=COLLAPSE_STD_M * 1000.0,
+            angle=0,
+            pen=pg.mkPen(theme.ERROR, width=1, style=Qt.PenStyle.DashLine),
+            label="collapse 10 mm",
+            labelOpts={"color": theme.ERROR, "position": 0.1, "anchors": [(0, 1), (0, 1)]},
+        )
         self.std.item.addItem(self.collapse_line)
         self.grad_flags = pg.ScatterPlotItem(symbol="x", size=11, pen=pg.mkPen(theme.ERROR, width=2), brush=None)
         self.grad.item.addItem(self.grad_flags)
@@ -642,9 +653,16 @@ class PlotsPanel(QWidget):
                     x, y, t = series.live()
                     for branch, (bx, by, bt, bs) in (
                         ("live", (x, y * scale, t, smooth(y * scale, self.smoothing_weight))),
-                        ("abandoned", (series.x[series.dead], series.y[series.dead] * scale, series.t[series.dead],
-                                       series.y[series.dead] * scale)),
-                    ):  # fmt: skip
+                        (
+                            "abandoned",
+                            (
+                                series.x[series.dead],
+                                series.y[series.dead] * scale,
+                                series.t[series.dead],
+                                series.y[series.dead] * scale,
+                            ),
+                        ),
+                    ):
                         for step, value, when, smoothed in zip(bx, by, bt, bs):
                             numbers = (f"{v:.9g}" for v in (when, value, smoothed))
                             writer.writerow([label, name, branch, int(step), *numbers])
