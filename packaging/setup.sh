@@ -84,10 +84,14 @@ fi
 py="$env_dir/bin/python"
 
 # The project and its Python dependencies (torch comes with its CUDA libraries from PyPI; it runs on the CPU too).
-if ! "$py" -c "import amt_core, torch, timm, open3d, PySide6, pyqtgraph, smplx, trimesh, pytest, pytestqt, hypothesis, matplotlib, importlinter" 2>/dev/null \
-   || ! "$py" -m pip show amt-studio >/dev/null 2>&1; then
+# Installed again when pyproject.toml or setup.py changed since the last install (a pull that adds a dependency).
+stamp="$env_dir/.amt-installed"
+wanted="$(cat pyproject.toml setup.py | "$py" -c 'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ] \
+   || ! "$py" -c "import amt_core, amt_assets, torch, timm, open3d, PySide6, pyqtgraph, smplx, trimesh, pytest, pytestqt, hypothesis, matplotlib, importlinter" 2>/dev/null; then
   echo "setup: installing Python packages into $env_dir (the first time takes several minutes)"
   "$py" -m pip install --disable-pip-version-check -q -e ".[dev]"
+  echo "$wanted" > "$stamp"
 fi
 
 export VIRTUAL_ENV="$env_dir"
