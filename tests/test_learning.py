@@ -143,8 +143,14 @@ MEMORISE_STEPS = (100, 400, 100)  # the issue's recipe: stages of 100/400/100 st
 
 
 def test_micro_model_memorises_a_handful_of_images(tmp_path, one_thread):
-    """The micro preset's defaults, unchanged but for the data, the batch and the stage lengths, drive the training
-    MPJPE of 16 fixed synthetic 64 px images under 10 mm (the plain-CNN floor is 10.8 mm on 32 images)."""
+    """The micro preset's defaults, unchanged but for the data, the batch, the stage lengths and hard-case mining, drive
+    the training MPJPE of 16 fixed synthetic 64 px images under 10 mm (the plain-CNN floor is 10.8 mm on 32 images).
+
+    Hard-case mining is off here because on a 16-image set it makes the result chaotic: the final stage draws half of
+    each batch from a pool re-ranked by per-sample error, and label differences of 1e-5 (float32 against float64
+    projection) moved the result from 4.3 to 10.1 mm with the trainer unchanged (each trainer on the other's data
+    reproduced the other's figure). Without mining the same two datasets give 3.1 and 4.8 mm (docs/learning.md).
+    """
     from amt_core.presets import apply_overrides, get_preset
     from amt_core.synth.world import WorldConfig
     from amt_core.synth.writer import write_dataset
@@ -153,7 +159,7 @@ def test_micro_model_memorises_a_handful_of_images(tmp_path, one_thread):
 
     write_dataset(tmp_path / "data", MEMORISE_SAMPLES, 0, WorldConfig(size=64), workers=1)
     data = f"synth:{tmp_path / 'data'}"
-    steps = [f"stages.{i}.steps={n}" for i, n in enumerate(MEMORISE_STEPS)]
+    steps = [f"stages.{i}.steps={n}" for i, n in enumerate(MEMORISE_STEPS)] + ["stages.2.hard_mining=0"]
     config = apply_overrides(
         get_preset("micro"),
         [
