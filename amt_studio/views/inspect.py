@@ -37,6 +37,7 @@ SAMPLES_PER_LOAD = 8
 
 class InspectPanel(QWidget):
     def __init__(self, notifier: Notifier, parent: QWidget | None = None) -> None:
+        # long: builds the tab's widgets (source, sample list, 3D and image panes, metrics) in the order they appear
         super().__init__(parent)
         self.notifier = notifier
         self._inspector = None  # made on first use: amt_studio.inspector imports torch
