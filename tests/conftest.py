@@ -44,3 +44,31 @@ def micro(one_thread):
 
     torch.manual_seed(0)
     return create_model("amt_micro").eval()
+
+
+@pytest.fixture(scope="session")
+def old_checkpoint(tmp_path_factory):
+    """The checkpoint folder written before the architecture refactor (commit 0d8374c, `amt-core train --preset
+    micro`, step 0), reassembled: tests/data/checkpoint_v1 stores its weights without the hand layer's buffers (2.9 MB
+    of constants, equal to the shipped open hand's, checked when it was trimmed), which are put back here from the
+    asset, under the same names and with the file's metadata, so the folder is the one the old trainer wrote."""
+    import shutil
+    from pathlib import Path
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from amt_core.hand.model import HandModel
+
+    stored = Path(__file__).parent / "data" / "checkpoint_v1"
+    folder = tmp_path_factory.mktemp("old") / "step_00000000"
+    folder.mkdir()
+    for name in ("config.json", "state.pt", "expected.npz"):
+        shutil.copy(stored / name, folder / name)
+    trimmed = stored / "weights_without_hand.safetensors"
+    with safe_open(str(trimmed), framework="pt") as handle:
+        metadata = handle.metadata()
+    weights = load_file(trimmed)
+    weights.update({f"hand_layer.{k}": v.contiguous() for k, v in HandModel().state_dict().items()})
+    save_file(weights, folder / "model.safetensors", metadata=metadata)
+    return folder

@@ -4,14 +4,11 @@ still loads, rebuilds the same model and predicts what it predicted then; and it
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from amt_core.train.parts import model_from_checkpoint
-
-OLD = Path(__file__).parent / "data" / "checkpoint_v1"
 
 
 def _inputs() -> dict:
@@ -21,9 +18,9 @@ def _inputs() -> dict:
     return {"image": image, "K": K}
 
 
-def test_old_checkpoint_predicts_what_it_predicted_before() -> None:
-    model, config, _ = model_from_checkpoint(str(OLD), torch.device("cpu"))
-    expected = np.load(OLD / "expected.npz")
+def test_old_checkpoint_predicts_what_it_predicted_before(old_checkpoint) -> None:
+    model, config, _ = model_from_checkpoint(str(old_checkpoint), torch.device("cpu"))
+    expected = np.load(old_checkpoint / "expected.npz")
     with torch.no_grad():
         out = model(_inputs())
     np.testing.assert_allclose(out.joints3d.numpy(), expected["joints3d"], atol=1e-5)
@@ -31,13 +28,13 @@ def test_old_checkpoint_predicts_what_it_predicted_before() -> None:
     np.testing.assert_allclose(out.obj_logits.numpy(), expected["obj_logits"], atol=1e-5)
 
 
-def test_old_checkpoint_resumes(tmp_path) -> None:
+def test_old_checkpoint_resumes(tmp_path, old_checkpoint) -> None:
     from amt_core.cli import main
 
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
-    shutil.copytree(OLD, run / "checkpoints" / "step_00000000")
-    shutil.copy(OLD / "config.json", run / "config.json")
+    shutil.copytree(old_checkpoint, run / "checkpoints" / "step_00000000")
+    shutil.copy(old_checkpoint / "config.json", run / "config.json")
     code = main(["train", "--run-dir", str(run), "--resume", "--max-steps", "1", "--device", "cpu"])
     assert code == 0
     names = sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.startswith("step_"))

@@ -242,9 +242,8 @@ def test_evaluation_ground_truth_is_read_and_scored(ho3d, tmp_path):
     assert "\n" not in str(err.value)
 
 
-def test_eval_command_scores_the_evaluation_split(ho3d, tmp_path, capsys):
+def test_eval_command_scores_the_evaluation_split(ho3d, tmp_path, capsys, old_checkpoint):
     import json
-    from pathlib import Path
 
     from amt_core.cli import main
 
@@ -252,7 +251,7 @@ def test_eval_command_scores_the_evaluation_split(ho3d, tmp_path, capsys):
     ho3d_order = np.zeros((21, 3))
     ho3d_order[list(MANO_TO_PROJECT)] = hand["joints"]
     root = _with_evaluation_truth(ho3d, tmp_path, ho3d_order)
-    checkpoint = Path(__file__).parent / "data" / "checkpoint_v1"
+    checkpoint = old_checkpoint
     report = tmp_path / "eval.json"
     spec = f"ho3d:{root}:evaluation?size=64"
     assert main(["eval", "--ckpt", str(checkpoint), "--data", spec, "--json", str(report), "--device", "cpu"]) == 0
