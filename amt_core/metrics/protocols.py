@@ -145,15 +145,18 @@ class Protocol:
     def compute(self) -> dict[str, float | int]:
         raise NotImplementedError
 
-    def _pa_terms(self, pred: torch.Tensor, gt: torch.Tensor, suffix: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def _pa_terms(
+        self, pred: torch.Tensor, gt: torch.Tensor, suffix: str
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Keep the Procrustes-aligned errors of points `suffix` ("j" joints, "v" vertices) both ways: rotation only
-        and the official scripts' (reflection allowed). Returns both alignments (rotation only, official)."""
+        and the official scripts' (reflection allowed). Returns (rotation-only alignment, official alignment, whether
+        each sample's official fit reflected)."""
         aligned = procrustes_align(pred, gt)
         self._keep(f"pa_err_{suffix}", torch.linalg.vector_norm(aligned - gt, dim=-1))
         official, reflected = orthogonal_align(pred, gt)
         self._keep(f"pa_err_{suffix}_official", torch.linalg.vector_norm(official - gt, dim=-1))
         self._keep(f"reflected_{suffix}", reflected)
-        return aligned, official
+        return aligned, official, reflected
 
     def _pa_summary(self, out: dict, suffix: str, mean_key: str, auc_key: str) -> None:
         """`pa_*` (rotation only) and, where some sample's best fit was a reflection, `pa_*_official` beside it."""
@@ -172,15 +175,15 @@ class Protocol:
             return
         pred_v, gt_v = verts
         self._keep("abs_vert_err", torch.linalg.vector_norm(pred_v - gt_v, dim=-1))
-        aligned, official = self._pa_terms(pred_v, gt_v, "v")
-        gt_np, reflected = gt_v.numpy(), self._lists["reflected_v"][-1].astype(bool)
+        aligned, official, reflected = self._pa_terms(pred_v, gt_v, "v")
+        gt_np = gt_v.numpy()
         for threshold in F_THRESHOLDS_M:
             key = f"f_{round(threshold * MM)}mm"
             scores = np.asarray([f_score(g, p, threshold) for g, p in zip(gt_np, aligned.numpy())])
             self._keep(key, scores)
             self._keep(key + "_abs", np.asarray([f_score(g, p, threshold) for g, p in zip(gt_np, pred_v.numpy())]))
             official_scores = scores.copy()  # the same alignment wherever no reflection was picked
-            for i in np.flatnonzero(reflected):
+            for i in np.flatnonzero(reflected.numpy()):
                 official_scores[i] = f_score(gt_np[i], official[i].numpy(), threshold)
             self._keep(key + "_official", official_scores)
 
