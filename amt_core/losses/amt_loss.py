@@ -126,6 +126,9 @@ class LossResult:
     """The weight each reported term got (base weight x schedule x multipliers)."""
     counts: dict[str, torch.Tensor] = field(default_factory=dict)
     """() how many samples each term averaged over, on the device (read it at a host check, not every step)."""
+    weighted: dict[str, torch.Tensor] = field(default_factory=dict)
+    """() weight x value of each term, part of the autograd graph: the pieces `total` sums (the gradient share
+    diagnostic takes each one's gradient)."""
 
 
 class AMTLoss(nn.Module):
@@ -300,14 +303,16 @@ class AMTLoss(nn.Module):
         values.update(self._batch_terms(output, batch, active))
 
         total = output.joints3d.float().sum() * 0.0  # keeps `total` in the graph when no term applies
-        for name, value in values.items():
-            total = total + weights[name] * value
+        weighted = {name: weights[name] * value for name, value in values.items()}
+        for value in weighted.values():
+            total = total + value
         batch_size = torch.tensor(output.joints3d.shape[0], device=output.joints3d.device)
         return LossResult(
             total=total,
             terms={name: value.detach() for name, value in values.items()},
             weights={name: weights[name] for name in values},
             counts={name: counts.get(name, batch_size) for name in values},
+            weighted=weighted,
         )
 
     def _objects_for(self, device: torch.device) -> ObjectTables:

@@ -82,6 +82,12 @@ class Diagnostics(Event):
     gt_std_mm: float | None = None
     attention_entropy: dict[str, float] = field(default_factory=dict)
     """{layer: entropy / log(keys)}: 0 = one key, 1 = uniform."""
+    grad_share: dict[str, float] | None = None
+    """{loss term: <g_i, g> / ||g||^2}, g_i the gradient of the weighted term at the trunk's outputs (the shared
+    feature extractor), g their sum: the shares sum to 1, a term that fights the others is negative. None when the
+    model has no trunk (older files: absent)."""
+    grad_norm_trunk: dict[str, float] | None = None
+    """{loss term: ||g_i||}, the same gradients' norms."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,6 +1,7 @@
 """Looking at the model without changing the run: diagnostics on the last training batch (the collapse check,
-attention entropy, gradient norms) and snapshots of the fixed visualization samples. Both run in eval mode, without
-gradients, with the training RNG streams untouched, on rank 0."""
+attention entropy, gradient norms, each loss term's share of the gradient at the trunk) and snapshots of the fixed
+visualization samples. They run on rank 0 with the training RNG streams untouched: in eval mode without gradients,
+except the gradient share, which needs the training forward and its graph (and leaves `.grad` alone)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from amt_core.train.hooks import PeriodicHook
 from amt_core.train.snapshot import write_snapshot
 
 if TYPE_CHECKING:
+    from amt_core.metrics.grad_share import GradShare
     from amt_core.train.trainer import Trainer
 
 
@@ -36,9 +38,48 @@ def inference(trainer: Trainer) -> Iterator[None]:
             module.train(was_training)
 
 
+@contextlib.contextmanager
+def training_forward(trainer: Trainer) -> Iterator[None]:
+    """Train mode with gradients, the run's precision, eager, the training RNG streams untouched, and the module's
+    buffers (batch-norm statistics) put back afterwards: a forward the run never sees."""
+    from amt_core.train.compile import run_eagerly
+
+    devices = [trainer.device] if trainer.device.type == "cuda" else []
+    module = trainer.module
+    buffers = {name: buffer.clone() for name, buffer in module.named_buffers()}
+    precision = autocast(trainer.tc.precision, trainer.device, trainer.prepared.fp8)
+    with torch.random.fork_rng(devices=devices), torch.enable_grad(), precision, run_eagerly():
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for name, buffer in module.named_buffers():
+                    if name in buffers:
+                        buffer.copy_(buffers[name])
+
+
+def trunk_gradient_share(trainer: Trainer, batch: dict) -> GradShare | None:
+    """Each weighted loss term's share of the gradient at the model's trunk, on the first micro-batch of `batch`
+    (what fits in memory), as the optimizer's loss weighs the terms (stage multipliers included; no MixUp). None when
+    the model has no trunk."""
+    from amt_core.metrics.grad_share import trunk_grad_share, trunk_of
+
+    trunk = trunk_of(trainer.module)
+    if trunk is None:
+        return None
+    chunk = parts.slice_batch(batch, 0, min(trainer.micro_batch, int(batch["image"].shape[0])))
+    epoch = trainer.epoch()
+
+    def weighted_terms(output: Any, chunk: dict) -> dict[str, torch.Tensor]:
+        return trainer.stages.loss_terms(trainer.loss_fn(output, chunk, epoch))
+
+    with training_forward(trainer):
+        return trunk_grad_share(trainer.module, chunk, weighted_terms, trunk=trunk)
+
+
 class DiagnosticsHook(PeriodicHook):
     """Every `diag_every` steps: prediction std against the ground truth's, attention entropy by layer, gradient norm
-    by parameter group, on the last training batch."""
+    by parameter group, each loss term's gradient share at the trunk, on the last training batch."""
 
     def run(self, trainer: Trainer) -> None:
         batch = trainer.last_batch
@@ -56,6 +97,9 @@ class DiagnosticsHook(PeriodicHook):
             if int(valid.sum()) >= 2:
                 fields["gt_std_mm"] = prediction_std(batch["joints3d"][valid].float()) * 1000
         entropy = {name: attention_entropy(probs.float(), normalized=True) for name, probs in output.attention.items()}
+        shares = trunk_gradient_share(trainer, batch)
+        if shares is not None:
+            fields["grad_share"], fields["grad_norm_trunk"] = shares.share, shares.norm
         trainer.events.write(
             Diagnostics(step=trainer.step, grad_norm=trainer.last_norms, attention_entropy=entropy, **fields)
         )

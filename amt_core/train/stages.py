@@ -180,6 +180,17 @@ class StagePlan:
             return result.total
         return sum(result.weights[name] * scale.get(name, 1.0) * value for name, value in result.terms.items())
 
+    def loss_terms(self, result: Any) -> dict[str, Any]:
+        """The step's loss by term, in the graph: {term: weight x stage multiplier x value}, the pieces `loss_total`
+        sums (a result without `weighted` terms: its weights times its values, which then must not be detached)."""
+        scale = self.config.loss_scale
+        weighted = getattr(result, "weighted", None) or {
+            name: result.weights[name] * value for name, value in result.terms.items()
+        }
+        if self.loss_has_stages or not scale:
+            return dict(weighted)
+        return {name: value * scale.get(name, 1.0) for name, value in weighted.items()}
+
     def group_lr(self, group: str, group_scale: float, position: float, lr_scale: float) -> float:
         """A parameter group's learning rate at `position` (steps into the stage): 0 when the stage freezes it."""
         if group in self.config.freeze:

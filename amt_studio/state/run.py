@@ -113,6 +113,7 @@ class RunState:
         self.pred_std = SeriesGroup("prediction std (m)")
         self.attention_entropy = SeriesGroup("attention entropy")
         self.grad_norm = SeriesGroup("gradient norm")
+        self.grad_share = SeriesGroup("gradient share at the trunk")  # by loss term; absent from older runs
         self.validation = SeriesGroup("validation")
         self.snapshots = SnapshotTimeline()
         self.checkpoints: list[CheckpointInfo] = []
@@ -239,6 +240,9 @@ class RunState:
             if self.grad_norm.append(name, step, value, when):
                 new.add(f"grad/{name}")
             self._flag_gradient(name, value, step)
+        for name, value in _flat_numbers(event.grad_share or {}):
+            if self.grad_share.append(name, step, value, when):
+                new.add(f"share/{name}")
         if "pred" in self.pred_std:
             self._update_collapse(event)
 
@@ -321,6 +325,7 @@ class RunState:
             self.pred_std,
             self.attention_entropy,
             self.grad_norm,
+            self.grad_share,
             self.validation,
         ):
             group.abandon_after(step)

@@ -1,6 +1,6 @@
 """Training plots (pyqtgraph) as a TensorBoard user expects them: loss terms, validation MPJPE against the mean-pose
-reference, learning rate, images/s, memory, prediction std with the collapse line, attention entropy by layer and
-gradient norm by group.
+reference, learning rate, images/s, memory, prediction std with the collapse line, attention entropy by layer,
+gradient norm by group and each loss term's share of the gradient at the trunk.
 
 Legends live outside the data, in a series list beside the plots (a click toggles a curve); hovering a plot reads the
 values under the mouse; smoothing (TensorBoard's debiased EMA), log or linear y and an x axis by step or wall time
@@ -44,15 +44,16 @@ PLOT_SPECS: tuple[tuple[str, str, bool, tuple[int, int, int]], ...] = (
     ("loss", "loss terms", True, (0, 0, 6)),
     ("val", "validation MPJPE (mm)", False, (1, 0, 3)),
     ("std", "prediction std (mm)", False, (1, 3, 3)),
-    ("grad", "gradient norm by group", True, (2, 0, 3)),
-    ("entropy", "attention entropy (layers: blue ▸ yellow)", False, (2, 3, 3)),
+    ("grad", "gradient norm by group", True, (2, 0, 2)),
+    ("share", "gradient share at the trunk", False, (2, 2, 2)),
+    ("entropy", "attention entropy (layers: blue ▸ yellow)", False, (2, 4, 2)),
     ("lr", "learning rate", True, (3, 0, 2)),
     ("speed", "images / s", False, (3, 2, 2)),
     ("memory", "memory (MB)", False, (3, 4, 2)),
 )
 PLOT_KEYS = tuple(spec[0] for spec in PLOT_SPECS)
 METRIC_PLOTS = ("loss", "val", "lr", "speed", "memory")
-DIAGNOSTIC_PLOTS = ("std", "entropy", "grad")
+DIAGNOSTIC_PLOTS = ("std", "entropy", "grad", "share")
 # New curves made per refresh at most: a first metrics event with 20 loss terms would otherwise stall the window
 # (each curve costs a few ms); the rest appear on the next ticks.
 MAX_NEW_CURVES_PER_REFRESH = 4
@@ -103,6 +104,8 @@ def plot_series(state: RunState, key: str) -> dict[str, tuple[Series, float]]:
         }
     if key == "grad":
         return {name: (s, 1.0) for name, s in state.grad_norm.series.items()}
+    if key == "share":  # by loss term: sums to 1 at each step, a term fighting the others is below 0
+        return {name: (s, 1.0) for name, s in state.grad_share.series.items()}
     prefixes = {"lr": ("lr",), "speed": ("images_per_s",), "memory": ("memory", "memory_mb")}[key]
     return {name: (s, 1.0) for name, s in state.training.series.items() if name.split("/")[0] in prefixes}
 
@@ -198,7 +201,7 @@ class PlotsPanel(QWidget):
             export = item.getViewBox().menu.addAction("Export CSV…")
             export.triggered.connect(lambda _c=False, k=key: self._export_dialog(k))
         self.plots = list(self.plot_by_key.values())
-        for key in ("loss", "val", "std", "grad", "entropy", "lr", "speed", "memory"):
+        for key in ("loss", "val", "std", "grad", "share", "entropy", "lr", "speed", "memory"):
             setattr(self, key, self.plot_by_key[key])
         self.lane = self.canvas.addPlot(row=4, col=0, colspan=6)
         self.lane.setMaximumHeight(44)
@@ -434,7 +437,7 @@ class PlotsPanel(QWidget):
     def refresh(self) -> None:
         """Feed one changed plot (setData only), round robin: a repaint then covers that plot alone.
 
-        Called on every tick of the window's timer; with eight plots each is fed about three times a second, and no
+        Called on every tick of the window's timer; with nine plots each is fed about three times a second, and no
         tick pays for repainting all of them (20-40 ms on a 2-core CPU).
         """
         if self._lane_dirty:
@@ -555,7 +558,7 @@ class PlotsPanel(QWidget):
             return
         shown = self.x_extent
         if shown is None or low < shown[0] or high > shown[1]:
-            # a tenth of head room: the nine views are re-ranged (and their axes relabelled) every tenth of the run,
+            # a tenth of head room: the ten views are re-ranged (and their axes relabelled) every tenth of the run,
             # not at every step
             self.x_extent = (low, high + 0.1 * max(high - low, 1.0))
             for view in [plot.item.getViewBox() for plot in self.plots] + [self.lane.getViewBox()]:
