@@ -120,3 +120,48 @@ def test_weight_errors_are_one_line_user_errors(tmp_path):
     with pytest.raises(UserError, match="shape mismatch"):
         load_backbone_weights(backbone, tmp_path / "dinov2_vitb14_pretrain.pth")
     torch.testing.assert_close(backbone.vit.blocks[0].attn.qkv.weight, before)  # a failed load changes nothing
+
+
+@pytest.mark.parametrize("variant", ["cnn", "hybrid"])
+def test_conv_trunks_give_the_heads_three_levels_for_any_size(variant):
+    backbone = Backbone(
+        Backbone.Config(
+            variant=variant, img_size=64, embed_dim=32, depth=2, num_heads=2, patch_size=8, out_dim=16, conv_width=8
+        )
+    )
+    deep_stride = 16.0 if variant == "cnn" else 8.0  # the cnn's deepest level is one block further down
+    for height, width in ((64, 64), (72, 100), (50, 33)):
+        features = backbone(torch.rand(2, 3, height, width))
+        h, w = -(-height // 8), -(-width // 8)  # stride-2 convolutions with padding round up
+        assert tuple(features.maps[0].shape) == (2, 16, -(-height // 4), -(-width // 4))
+        assert tuple(features.maps[1].shape) == (2, 16, h, w)
+        assert features.fused.shape == (2, 16, h, w) and features.global_token.shape == (2, 16)
+        assert features.strides == (4.0, 8.0, deep_stride) and features.stride == 8.0
+    # trained from scratch: every parameter trains and counts as an encoder, pretrained weights are refused in one line
+    assert all(p.requires_grad for p in backbone.parameters()) and backbone.config.from_scratch
+    with pytest.raises(UserError, match="trained from scratch"):
+        load_backbone_weights(backbone, "weights.pth")
+
+
+def test_hybrid_trunk_attention_is_recorded():
+    backbone = Backbone(
+        Backbone.Config(
+            variant="hybrid", img_size=32, embed_dim=16, depth=2, num_heads=2, patch_size=8, out_dim=8, conv_width=8
+        )
+    )
+    backbone.record_attention = True
+    features = backbone(torch.rand(2, 3, 32, 32))
+    assert sorted(features.attention) == ["backbone.blocks.0", "backbone.blocks.1"]
+    probs = features.attention["backbone.blocks.0"]
+    assert probs.shape == (2, 2, 17, 17)  # a class token and 4x4 tokens
+    torch.testing.assert_close(probs.sum(-1), torch.ones(2, 2, 17))
+
+
+def test_conv_trunk_config_errors_name_the_field():
+    with pytest.raises(ValueError, match="power of 2"):
+        Backbone.Config(variant="hybrid", patch_size=12)
+    with pytest.raises(ValueError, match="conv_width"):
+        Backbone.Config(variant="cnn", conv_width=4)
+    with pytest.raises(ValueError, match="depth"):
+        Backbone.Config(variant="scratch", depth=0)
+    assert len(Backbone(Backbone.Config(variant="hybrid", img_size=32, depth=0, patch_size=8, out_dim=8)).blocks) == 0

@@ -39,7 +39,7 @@ class AMTConfig:
 def param_group(name: str, backbone: Backbone) -> str:
     """Optimizer group of a parameter: a pretrained ViT is `backbone` (0.01x lr), new encoders, heads `decoders`."""
     if name.startswith("backbone.vit."):
-        return "encoders" if backbone.config.variant == "scratch" else "backbone"
+        return "encoders" if backbone.config.from_scratch else "backbone"
     if name.startswith(("backbone.", "hand_encoder.", "object_head.")):
         return "encoders"
     return "decoders"

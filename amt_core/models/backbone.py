@@ -26,6 +26,7 @@ from torch import nn
 
 from amt_core.errors import UserError
 from amt_core.models.attention import TimmAttention
+from amt_core.models.conv_trunk import ConvTrunk
 
 # variant -> timm model name
 DINOV2_MODELS: dict[str, str] = {
@@ -34,7 +35,10 @@ DINOV2_MODELS: dict[str, str] = {
     "dinov2_l": "vit_large_patch14_dinov2",
     "dinov2_g": "vit_giant_patch14_dinov2",
 }
-VARIANTS: tuple[str, ...] = ("scratch", *DINOV2_MODELS)
+CONV_VARIANTS: tuple[str, ...] = ("cnn", "hybrid")
+"""Scratch trunks built from convolutions (`models.conv_trunk`): a plain CNN, and conv stages under a few
+transformer blocks."""
+VARIANTS: tuple[str, ...] = ("scratch", *CONV_VARIANTS, *DINOV2_MODELS)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -43,17 +47,22 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 @dataclass(kw_only=True)
 class BackboneConfig:
     variant: str = "scratch"
-    """'scratch' (a small ViT trained from scratch) or one of dinov2_s, dinov2_b, dinov2_l, dinov2_g."""
+    """'scratch' (a small ViT trained from scratch), 'hybrid' (conv stages, then `depth` transformer blocks), 'cnn'
+    (a plain CNN trunk; `depth` unused), or one of dinov2_s, dinov2_b, dinov2_l, dinov2_g (pretrained)."""
     img_size: int = 128
     """Nominal input size in pixels (sets the positional-embedding grid; other sizes are interpolated), >= patch."""
     embed_dim: int = 192
     """Width of the scratch ViT (ignored by DINOv2 variants), divisible by num_heads."""
     depth: int | None = None
-    """Blocks; None: 12 for scratch, the variant's own for DINOv2 (set it only to build a shallow test model)."""
+    """Transformer blocks; None: 12 for scratch, 4 for hybrid, the variant's own for DINOv2 (set it only to build a
+    shallow test model); 0 is allowed for hybrid (conv stages only, with a class token)."""
     num_heads: int = 3
     """Heads of the scratch ViT (ignored by DINOv2 variants)."""
     patch_size: int = 16
-    """Patch size of the scratch ViT (DINOv2 is 14)."""
+    """Patch size of the scratch ViT (DINOv2 is 14); for cnn and hybrid, the stride of the token grid (a power of 2:
+    log2 of it conv blocks)."""
+    conv_width: int = 32
+    """Channels of the first conv block of the cnn and hybrid trunks (doubling each block, capped at 8x), >= 8."""
     feature_layers: tuple[int, ...] | None = None
     """Three 1-based block depths to take features from; None: depth/2, 3*depth/4, depth."""
     freeze_blocks: int | None = None
@@ -79,8 +88,12 @@ class BackboneConfig:
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
             raise ValueError(f"BackboneConfig.variant must be one of {', '.join(VARIANTS)}, got '{self.variant}'")
-        if self.depth is not None and self.depth < 1:
-            raise ValueError(f"BackboneConfig.depth must be >= 1, got {self.depth}")
+        if self.depth is not None and self.depth < (0 if self.variant == "hybrid" else 1):
+            raise ValueError(f"BackboneConfig.depth must be >= 1 (>= 0 for hybrid), got {self.depth}")
+        if self.variant in CONV_VARIANTS and (self.patch_size < 4 or self.patch_size & (self.patch_size - 1)):
+            raise ValueError(f"BackboneConfig.patch_size of a {self.variant} trunk must be a power of 2 >= 4")
+        if self.conv_width < 8:
+            raise ValueError(f"BackboneConfig.conv_width must be >= 8, got {self.conv_width}")
         if self.embed_dim < 1 or self.embed_dim % self.num_heads:
             raise ValueError(f"BackboneConfig.embed_dim ({self.embed_dim}) must be divisible by num_heads")
         if self.patch_size < 2:
@@ -109,7 +122,12 @@ class BackboneConfig:
 
     @property
     def patch(self) -> int:
-        return 14 if self.variant != "scratch" else self.patch_size
+        return self.patch_size if self.from_scratch else 14
+
+    @property
+    def from_scratch(self) -> bool:
+        """Trained from scratch (a scratch ViT, cnn or hybrid trunk), not from pretrained DINOv2 weights."""
+        return self.variant not in DINOV2_MODELS
 
 
 @dataclass
@@ -191,6 +209,13 @@ class Backbone(nn.Module):
         super().__init__()
         self.config = config
         self.pyramid = pyramid
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.record_attention = False
+        out = config.out_dim
+        if config.variant in CONV_VARIANTS:
+            self._build_conv_trunk(config, pyramid)
+            return
         self.vit = _build_vit(config)
         depth = len(self.vit.blocks)
         layers = config.feature_layers or (max(1, depth // 2), max(1, (3 * depth) // 4), depth)
@@ -198,18 +223,37 @@ class Backbone(nn.Module):
             raise ValueError(f"BackboneConfig.feature_layers {layers} exceed the backbone depth {depth}")
         self.feature_indices = [layer - 1 for layer in layers] if pyramid else [depth - 1]
         width = self.vit.embed_dim
-        out = config.out_dim
         pooled = 2 * width if config.global_pool == "token+avg" else width
         self.global_proj = nn.Sequential(nn.LayerNorm(pooled), nn.Linear(pooled, out))
         if pyramid:
             self._build_pyramid(width, out)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        self.record_attention = False
         frozen = config.freeze_blocks
         if frozen is None:
-            frozen = 0 if config.variant == "scratch" else (2 * depth) // 3
+            frozen = 0 if config.from_scratch else (2 * depth) // 3
         self.freeze(min(frozen, depth))
+
+    def _build_conv_trunk(self, config: BackboneConfig, pyramid: bool) -> None:
+        """The cnn or hybrid trunk, its global projection and (with `pyramid`) one projection per level."""
+        out = config.out_dim
+        self.trunk = ConvTrunk(
+            config.variant,
+            stride=config.patch_size,
+            width=config.conv_width,
+            img_size=config.img_size,
+            embed_dim=config.embed_dim,
+            depth=4 if config.depth is None else config.depth,
+            num_heads=config.num_heads,
+            drop_path=config.drop_path,
+        )
+        dim = self.trunk.global_dim
+        self.global_proj = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, out))
+        if pyramid:
+            self.levels = nn.ModuleList(
+                nn.Sequential(nn.Conv2d(width, out, kernel_size=1), nn.GroupNorm(1, out), nn.GELU())
+                for width in self.trunk.level_dims
+            )
+            self.fuse = nn.Sequential(nn.Conv2d(out, out, kernel_size=1), nn.GroupNorm(1, out), nn.GELU())
+        self.freeze(config.freeze_blocks or 0)
 
     def _build_pyramid(self, width: int, out: int) -> None:
         self.up = nn.Sequential(
@@ -224,9 +268,20 @@ class Backbone(nn.Module):
     def patch_size(self) -> int:
         return self.config.patch
 
+    @property
+    def blocks(self) -> nn.ModuleList:
+        """The trunk's transformer blocks (timm's, attention captured from `attn.qkv`); none for a cnn trunk."""
+        return self.trunk.blocks if hasattr(self, "trunk") else self.vit.blocks
+
     def freeze(self, num_blocks: int) -> None:
-        """Freeze the embeddings and the first `num_blocks` blocks (0 unfreezes everything); the rest train."""
+        """Freeze the embeddings and the first `num_blocks` blocks (0 unfreezes everything); the rest train.
+        For a cnn or hybrid trunk the blocks are its conv blocks, then its transformer blocks."""
         self.frozen_blocks = num_blocks
+        if hasattr(self, "trunk"):
+            self.trunk.requires_grad_(True)
+            for block in [*self.trunk.stages, *self.trunk.blocks][:num_blocks]:
+                block.requires_grad_(False)
+            return
         for param in self.vit.parameters():
             param.requires_grad_(True)
         if num_blocks == 0:
@@ -241,7 +296,8 @@ class Backbone(nn.Module):
             block.requires_grad_(False)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.vit.set_grad_checkpointing(enable)
+        if hasattr(self, "vit"):  # the conv trunks are CPU-sized: nothing worth recomputing
+            self.vit.set_grad_checkpointing(enable)
 
     def normalize(self, image: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) RGB in [0, 1] -> ImageNet-normalised."""
@@ -252,6 +308,12 @@ class Backbone(nn.Module):
         handles, attention = [], {}
         if self.record_attention:
             handles = self._attach_attention_capture(attention)
+        if hasattr(self, "trunk"):
+            try:
+                return self._forward_conv_trunk(image, attention)
+            finally:
+                for handle in handles:
+                    handle.remove()
         try:
             unique = sorted(set(self.feature_indices))  # a shallow model may repeat a depth
             outputs = self.vit.forward_intermediates(
@@ -291,6 +353,26 @@ class Backbone(nn.Module):
             attention=attention,
         )
 
+    def _forward_conv_trunk(self, image: torch.Tensor, attention: dict[str, torch.Tensor]) -> BackboneFeatures:
+        maps, strides, pooled = self.trunk(self.normalize(image))
+        global_token = self.global_proj(pooled)
+        stride = float(self.config.patch_size)
+        if not self.pyramid:
+            return BackboneFeatures(
+                maps=(), strides=(), fused=None, stride=stride, global_token=global_token, attention=attention
+            )
+        maps = [level(m) for level, m in zip(self.levels, maps)]
+        size = maps[1].shape[-2:]
+        fused = self.fuse(sum(_resized(m, size) for m in maps))
+        return BackboneFeatures(
+            maps=tuple(maps),
+            strides=strides,
+            fused=fused,
+            stride=stride,
+            global_token=global_token,
+            attention=attention,
+        )
+
     def _global_token(self, deep: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
         """(B, C) from the last depth's (B, C_vit, h, w) patch map and (B, P, C_vit) prefix tokens."""
         pool = self.config.global_pool
@@ -304,7 +386,7 @@ class Backbone(nn.Module):
     def _attach_attention_capture(self, store: dict[str, torch.Tensor]) -> list:
         """Forward hooks on each block's public `attn.qkv` Linear that compute the softmax probabilities."""
         handles = []
-        for index, block in enumerate(self.vit.blocks):
+        for index, block in enumerate(self.blocks):
             attn = block.attn
 
             def hook(module, inputs, output, attn=attn, name=f"backbone.blocks.{index}"):
@@ -317,6 +399,15 @@ class Backbone(nn.Module):
 
             handles.append(attn.qkv.register_forward_hook(hook))
         return handles
+
+
+def _resized(level: torch.Tensor, size: torch.Size) -> torch.Tensor:
+    """A (B, C, h, w) map at `size`: averaged down from a finer level, nearest-upsampled from a coarser one."""
+    if level.shape[-2:] == size:
+        return level
+    if level.shape[-2] > size[0]:
+        return F.adaptive_avg_pool2d(level, size)
+    return F.interpolate(level, size=size, mode="nearest")
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -362,6 +453,11 @@ def load_backbone_weights(backbone: Backbone, path: str | Path) -> None:
     """
     from timm.models.vision_transformer import checkpoint_filter_fn
 
+    if backbone.config.variant in CONV_VARIANTS:
+        raise UserError(
+            f"backbone weights {path}: a {backbone.config.variant} trunk is trained from scratch; pretrained weights "
+            "load into the DINOv2 variants (set backbone.variant=dinov2_s, _b, _l or _g)"
+        )
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"backbone weights file not found: {path}; give the path of a local .pth or .safetensors")

@@ -72,7 +72,7 @@ class Baseline(nn.Module):
 
     def param_group_of(self, name: str) -> str:
         if name.startswith("backbone.vit."):
-            return "encoders" if self.config.backbone.variant == "scratch" else "backbone"
+            return "encoders" if self.config.backbone.from_scratch else "backbone"
         return "encoders" if name.startswith("backbone.") else "decoders"
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:

@@ -18,6 +18,7 @@ from amt_core.geometry.frames import CANONICAL_JOINTS
 from amt_core.joints import NUM_JOINTS
 from amt_core.models.backbone import IMAGENET_MEAN, IMAGENET_STD
 from amt_core.models.baseline import joints_from_output
+from amt_core.models.conv_trunk import conv_block, conv_widths
 from amt_core.schema.output import AMTOutput
 
 
@@ -43,25 +44,14 @@ class CNNConfig:
             raise ValueError(f"CNNConfig.hand_extent must be > 0 metres, got {self.hand_extent}")
 
 
-def _block(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False),
-        nn.GroupNorm(8, cout),
-        nn.GELU(),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
-        nn.GroupNorm(8, cout),
-        nn.GELU(),
-    )
-
-
 class PlainCNN(nn.Module):
     Config = CNNConfig
 
     def __init__(self, config: CNNConfig):
         super().__init__()
         self.config = config
-        widths = [min(config.width * 2**i, config.width * 8) for i in range(config.blocks)]
-        self.features = nn.Sequential(*(_block(cin, cout) for cin, cout in zip([3, *widths[:-1]], widths)))
+        widths = conv_widths(config.width, config.blocks)
+        self.features = nn.Sequential(*(conv_block(cin, cout) for cin, cout in zip([3, *widths[:-1]], widths)))
         self.head = nn.Sequential(
             nn.Linear(widths[-1], config.hidden), nn.GELU(), nn.Linear(config.hidden, NUM_JOINTS * 3 + 3)
         )
