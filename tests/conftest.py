@@ -37,13 +37,14 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def micro(one_thread):
-    """amt_micro in eval mode, seeded, on one thread (attention tests patch copies of it)."""
+    """amt_micro on the scratch ViT (the GPU presets' backbone family; the micro preset's own trunk is convolutional) in
+    eval mode, seeded, on one thread: the attention tests patch copies of its timm blocks."""
     import torch
 
     from amt_core.models import create_model
 
     torch.manual_seed(0)
-    return create_model("amt_micro").eval()
+    return create_model("amt_micro", **{"backbone.variant": "scratch", "backbone.depth": 4}).eval()
 
 
 @pytest.fixture(scope="session")
