@@ -98,7 +98,7 @@ def cpu() -> RunConfig:
                 log_every=10,
                 diag_every=50,
                 snapshot_every=100,
-                eval_every=250,
+                eval_every=100,  # the first held-out figure against the mean-pose line within minutes
                 eval_samples=128,
                 ckpt_every=250,
             ),
