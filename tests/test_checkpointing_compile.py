@@ -46,6 +46,10 @@ NO_RANDOMNESS = {
     },
 }
 
+VIT_TRUNK = {"backbone.variant": "scratch"}
+"""The micro models on the scratch ViT: these tests are about the transformer blocks of a timm backbone (the GPU
+presets' DINOv2), which the micro preset's own convolutional trunk does not have."""
+
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -68,7 +72,7 @@ def amt(hand_layer):
     """amt_micro with its random layers on and timm's own checkpointing switched on (the backbone's
     `set_grad_checkpointing`, timm's contract), which a policy must take over from."""
     torch.manual_seed(0)
-    model = create_model("amt_micro", hand_layer=hand_layer)
+    model = create_model("amt_micro", **VIT_TRUNK, hand_layer=hand_layer)
     model.backbone.set_grad_checkpointing(True)
     return model
 
@@ -195,7 +199,9 @@ def _ops_in_backward(policy) -> Counter[str]:
     torch.manual_seed(0)
     # With LayerScale (DINOv2's blocks) every matmul output is needed by the backward pass, so full checkpointing
     # recomputes all four per block; without it, PyTorch's early stop skips the one feeding only a residual add.
-    model = create_model("baseline_micro", **{"backbone.drop_path": 0.0, "backbone.layer_scale": 1e-5}).train()
+    model = create_model(
+        "baseline_micro", **VIT_TRUNK, **{"backbone.drop_path": 0.0, "backbone.layer_scale": 1e-5}
+    ).train()
     policy.apply(model)
     out = model(_batch())
     counter = _CountOps()
@@ -340,17 +346,17 @@ def test_offloading_sends_saved_tensors_through_its_hooks():
 
 
 def test_compile_targets_are_the_backbone_blocks_and_the_heads(hand_layer):
-    amt = create_model("amt_micro", hand_layer=hand_layer)
+    amt = create_model("amt_micro", **VIT_TRUNK, hand_layer=hand_layer)
     blocks = [f"backbone.vit.blocks.{i}" for i in range(4)]
     assert [n for n, _ in compile_targets(amt)] == [*blocks, "hand_encoder", "refine", "object_head", "contact_head"]
-    baseline = create_model("baseline_micro")
+    baseline = create_model("baseline_micro", **VIT_TRUNK)
     assert [n for n, _ in compile_targets(baseline)] == [*blocks, "mlp"]
 
 
 @pytest.mark.parametrize("spec", ["none", "full", "selective"])
 def test_compile_matches_eager(spec):
     torch.manual_seed(0)
-    eager = create_model("baseline_micro", **{"backbone.drop_path": 0.0})
+    eager = create_model("baseline_micro", **VIT_TRUNK, **{"backbone.drop_path": 0.0})
     expected = _train_step(eager, _batch())
     eager.eval()
     with torch.no_grad():
@@ -389,7 +395,7 @@ class _CountingBackend:
 def test_blocks_share_graphs_despite_per_block_drop_rates(spec):
     # 12 blocks, each with its own stochastic-depth rate: dynamo must not compile (nor give up on) each of them.
     depth = 12
-    model = create_model("baseline_micro", **{"backbone.depth": depth, "backbone.drop_path": 0.2}).train()
+    model = create_model("baseline_micro", **VIT_TRUNK, **{"backbone.depth": depth, "backbone.drop_path": 0.2}).train()
     make_policy(spec).apply(model)
     backend = _CountingBackend()
     compile_model(model, backend=backend)
@@ -418,7 +424,7 @@ def test_compiled_drop_path_keeps_the_distribution():
 
 def test_compile_with_offloading_matches_eager():
     torch.manual_seed(0)
-    eager = create_model("baseline_micro", **{"backbone.drop_path": 0.0})
+    eager = create_model("baseline_micro", **VIT_TRUNK, **{"backbone.drop_path": 0.0})
     expected = _train_step(eager, _batch())
     model = copy.deepcopy(eager)
     SelectiveOps().apply(model)
@@ -431,7 +437,7 @@ def test_attention_recording_runs_eagerly_and_compiled_graphs_stay():
     from amt_core.models import record_attention
 
     torch.manual_seed(0)
-    eager = create_model("baseline_micro").eval()
+    eager = create_model("baseline_micro", **VIT_TRUNK).eval()
     with torch.no_grad(), record_attention(eager):
         expected = eager(_batch()).attention
     model = copy.deepcopy(eager)
@@ -462,7 +468,7 @@ def test_attention_recording_runs_eagerly_and_compiled_graphs_stay():
     ],
 )
 def test_compile_rejects_bad_settings(kwargs, message):
-    model = create_model("baseline_micro")
+    model = create_model("baseline_micro", **VIT_TRUNK)
     with pytest.raises(UserError, match=message) as err:
         compile_model(model, **kwargs)
     assert "\n" not in str(err.value)
@@ -477,7 +483,7 @@ def test_compile_refuses_a_model_with_nothing_to_compile():
 @pytest.mark.slow
 def test_inductor_compile_with_selective_checkpointing_matches_eager(hand_layer):
     torch.manual_seed(0)
-    eager = create_model("amt_micro", hand_layer=hand_layer, **NO_RANDOMNESS)
+    eager = create_model("amt_micro", **VIT_TRUNK, hand_layer=hand_layer, **NO_RANDOMNESS)
     expected = _train_step(eager, _batch())
     model = copy.deepcopy(eager)
     SelectiveOps().apply(model)

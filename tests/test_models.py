@@ -113,7 +113,7 @@ def test_forward_backward(name, hand_layer):
 @pytest.mark.parametrize("name", ["amt_micro", "baseline_micro"])
 def test_gradient_checkpointing_gives_the_same_output(name, hand_layer):
     torch.manual_seed(0)
-    model = _build(name, hand_layer).eval()
+    model = _build(name, hand_layer, **{"backbone.variant": "scratch"}).eval()  # timm's checkpointing is the ViT's
     batch = _batch(64)
     with torch.no_grad():
         plain = model(batch)
@@ -211,8 +211,9 @@ def test_root_depth_follows_the_focal_length(hand_layer):
     torch.testing.assert_close(z2, 2 * z1)
 
 
-def test_any_image_size_and_attention_recording(hand_layer):
-    model = create_model("amt_micro", hand_layer=hand_layer).eval()
+@pytest.mark.parametrize("trunk", ["cnn", "hybrid", "scratch"])
+def test_any_image_size_and_attention_recording(hand_layer, trunk):
+    model = create_model("amt_micro", hand_layer=hand_layer, **{"backbone.variant": trunk}).eval()
     batch = {"image": torch.rand(2, 3, 72, 88), "K": _batch(64)["K"]}
     with torch.no_grad():
         plain = model(batch)
@@ -221,7 +222,9 @@ def test_any_image_size_and_attention_recording(hand_layer):
             recorded = model(batch)
     torch.testing.assert_close(recorded.joints3d, plain.joints3d, atol=1e-5, rtol=1e-4)
     names = set(recorded.attention)
-    assert any(n.startswith("backbone.blocks.") for n in names)
+    # the trunk's attention is recorded where it has transformer blocks (the hybrid and the ViT, not the cnn)
+    assert sum(n.startswith("backbone.blocks.") for n in names) == len(model.backbone.blocks)
+    assert (trunk == "cnn") == (len(model.backbone.blocks) == 0)
     assert any(n.startswith("hand_encoder.") for n in names) and any(n.startswith("contact_head.") for n in names)
     for probs in recorded.attention.values():
         assert probs.dim() == 4

@@ -48,7 +48,7 @@ def test_a_decompression_bomb_is_one_line_not_a_pil_warning(tmp_path, monkeypatc
 def test_a_pth_that_is_not_plain_tensors_is_one_line(tmp_path):
     path = tmp_path / "not_a_backbone.pth"
     torch.save({"model": NotATensor()}, path)  # weights_only refuses the class with a page of advice
-    backbone = create_model("baseline_micro").backbone
+    backbone = create_model("baseline_micro", **{"backbone.variant": "scratch"}).backbone  # a ViT takes weights
     with pytest.raises(UserError, match="as plain tensors .*official DINOv2 .pth or a timm .safetensors") as info:
         load_backbone_weights(backbone, path)
     assert "\n" not in str(info.value)

@@ -15,7 +15,7 @@ from typing import Any
 from amt_core import config_tree
 from amt_core.errors import UserError
 from amt_core.losses.amt_loss import AMTLoss
-from amt_core.models.registry import ModelConfig, model_config, model_config_from_dict, model_kind
+from amt_core.models.registry import SCRATCH_SIZES, ModelConfig, model_config, model_config_from_dict, model_kind
 from amt_core.train.mixup import MixUpConfig
 from amt_core.train.optim import OptimConfig
 from amt_core.train.stability import StabilityConfig
@@ -82,10 +82,13 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
 
 def _from_format_1(data: dict[str, Any]) -> dict[str, Any]:
     """A format-1 config in format 2's shape: the model resolved through the registry as format 1 always did (its
-    name plus overrides over the registry's defaults of today), the loss overrides over the loss defaults, the
-    trainer's `fp8_*` fields as its `fp8` section, and the older checkpointing switches as `checkpointing=full`."""
+    name plus overrides over the registry's defaults of today, except the trunk of the scratch sizes: format 1 was
+    written while `micro` and `cpu` ran the scratch ViT, which they keep), the loss overrides over the loss defaults,
+    the trainer's `fp8_*` fields as its `fp8` section, and the older checkpointing switches as `checkpointing=full`."""
     spec = dict(data.pop("model"))
     overrides = dict(spec.get("overrides") or {})
+    if spec["name"].startswith(("amt_", "baseline_")) and spec["name"].endswith(SCRATCH_SIZES):
+        overrides.setdefault("backbone.variant", "scratch")
     trainer = dict(data.get("trainer") or {})
     older_switches = [trainer.pop("grad_checkpointing", False), overrides.pop("backbone.grad_checkpointing", False)]
     if any(older_switches) and trainer.get("checkpointing", "none") == "none":
