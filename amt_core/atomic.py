@@ -30,7 +30,11 @@ def atomic_write(path: str | Path, mode: str = "wb", *, perm: int | None = None,
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_write mode must be 'wb' or 'w', got {mode!r}")
     path = Path(path)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
+    try:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
+    except OSError as err:
+        err.filename = str(path)  # the target, not the random temporary name the user never gave
+        raise
     temporary = Path(name)
     try:
         with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as handle:
@@ -40,8 +44,10 @@ def atomic_write(path: str | Path, mode: str = "wb", *, perm: int | None = None,
                 os.fsync(handle.fileno())
         os.chmod(temporary, 0o644 if perm is None else perm)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as err:
         temporary.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.filename is None:
+            err.filename = str(path)  # a write or fsync names no file; the error line must (amt_core.errors)
         raise
 
 

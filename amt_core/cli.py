@@ -2,8 +2,9 @@
 
 Each command lives in `amt_core.commands.<name>` with `add_arguments(parser)` and `run(args) -> int`. A command's
 module is imported and its arguments added only when that command is parsed (some list presets, which imports
-torch), so `amt-core --help` and `amt-core ctl ...` never import torch. A `UserError` is printed as one line and exits
-with code 2.
+torch), so `amt-core --help` and `amt-core ctl ...` never import torch. One handler, in `main`, prints a `UserError`
+and an error from outside that no command caught (a full or read-only disk, a damaged weights file:
+`amt_core.errors.boundary_line`) as one line naming the path and the fix, and exits with code 2.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from amt_core import __version__
-from amt_core.errors import UserError
+from amt_core.errors import UserError, boundary_line, short
 
 # command name -> (module under amt_core.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -96,8 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except UserError as err:
-        print(f"amt-core {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return _error_line(args.command, str(err))
     except KeyboardInterrupt:
         print(f"amt-core {args.command}: interrupted", file=sys.stderr)
         return 130
@@ -105,6 +105,17 @@ def main(argv: list[str] | None = None) -> int:
         # Python's own recipe: point stdout at devnull so the interpreter's final flush does not fail again
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as err:
+        line = boundary_line(err)
+        if line is None:
+            raise  # an error of the program itself: its traceback is what a bug report needs
+        return _error_line(args.command, line)
+
+
+def _error_line(command: str, message: str) -> int:
+    """Print `amt-core COMMAND: error: MESSAGE` as one line of at most `MAX_LINE` characters; the exit code (2)."""
+    print(short(f"amt-core {command}: error: {message}"), file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

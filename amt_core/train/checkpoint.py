@@ -20,6 +20,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from pickle import UnpicklingError
 from typing import Any
 
 import torch
@@ -27,7 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from amt_core.atomic import atomic_write_text, stale_temporaries
-from amt_core.errors import UserError
+from amt_core.errors import UserError, safetensors_os_error, torch_load_problem
 
 CHECKPOINT_FORMAT = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -108,7 +109,10 @@ def save_checkpoint(
         tmp.mkdir()
         # Clones break shared storage (tied weights), which safetensors refuses.
         tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in weights.items()}
-        save_file(tensors, tmp / WEIGHTS_FILE, metadata={"format": str(CHECKPOINT_FORMAT), "name": name})
+        try:
+            save_file(tensors, tmp / WEIGHTS_FILE, metadata={"format": str(CHECKPOINT_FORMAT), "name": name})
+        except SafetensorError as err:  # its message carries the OS's code ("os error 28"): a full disk is an OSError
+            raise safetensors_os_error(err, tmp / WEIGHTS_FILE) or err from None
         torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp / STATE_FILE)
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str))
         if retain:
@@ -250,9 +254,10 @@ def load_checkpoint(path: str | Path, with_state: bool = True) -> Checkpoint:
         weights = load_file(folder / WEIGHTS_FILE, device="cpu")
         config = json.loads((folder / CONFIG_FILE).read_text())
         state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True) if with_state else {}
-    except (SafetensorError, json.JSONDecodeError, RuntimeError, EOFError, OSError, ValueError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UserError(f"checkpoint {folder} is corrupt or unreadable ({first}); use another checkpoint") from None
+    except (SafetensorError, json.JSONDecodeError, RuntimeError, EOFError, OSError, ValueError, UnpicklingError) as err:
+        raise UserError(
+            f"checkpoint {folder} is corrupt or unreadable ({torch_load_problem(err)}); use another checkpoint"
+        ) from None
     if with_state and state.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"checkpoint {folder} has format {state.get('format')}, expected {CHECKPOINT_FORMAT}")
     return Checkpoint(path=folder, weights=weights, state=state, config=config)
