@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from timm.layers import PatchEmbed
 from torch import nn
 
-from amt_core.errors import UserError
+from amt_core.errors import UserError, torch_load_problem
 from amt_core.models.attention import TimmAttention
 from amt_core.models.conv_trunk import ConvTrunk
 
@@ -421,11 +421,10 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # torch's weights_only refusal is a page of advice: its first line says what
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        except Exception as err:  # torch's weights_only refusal is a page of advice: the refused global says what
             raise UserError(
-                f"cannot read backbone weights {path} as plain tensors ({first}); give the official DINOv2 .pth "
-                "or a timm .safetensors file"
+                f"cannot read backbone weights {path} as plain tensors ({torch_load_problem(err)}); give the official "
+                "DINOv2 .pth or a timm .safetensors file"
             ) from None
         if not isinstance(data, dict):
             raise UserError(f"backbone weights {path} hold a {type(data).__name__}, not a state dict")

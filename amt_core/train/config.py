@@ -68,7 +68,11 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
     Raises:
         UserError: an unknown key, a missing field, or a value the configs' checks refuse.
     """
+    if not isinstance(data, dict):
+        raise UserError(f"the run config is a {type(data).__name__}, not an object")
     data = dict(data)
+    if "model" not in data:  # without it a default model would be built and the weights blamed for not fitting
+        raise UserError("the run config has no 'model' section")
     version = data.pop("format", 1)
     if version == 1:
         data = _from_format_1(data)

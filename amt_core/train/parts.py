@@ -101,9 +101,32 @@ def per_sample_error(output, batch: dict) -> torch.Tensor:
 
 
 def state_dict_problem(err: RuntimeError) -> str:
-    """The first concrete problem of a `load_state_dict` error (its first line is only a heading)."""
+    """The first concrete problem of a `load_state_dict` error, short: the first missing or unexpected key and how
+    many more, or the first size mismatch and how many more (torch lists every key, which for a model of another
+    depth is a line of thousands of characters)."""
+    import re
+
+    from amt_core.errors import short, summarise_keys
+
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[1] if len(lines) > 1 else (lines[0] if lines else type(err).__name__)
+    problems = []
+    for label, pattern in (("missing", "Missing key(s)"), ("unexpected", "Unexpected key(s)")):
+        for line in lines:
+            if line.startswith(pattern):
+                keys = re.findall(r'"([^"]+)"', line)
+                problems.append(f"{len(keys)} {label} keys: {summarise_keys(keys)}")
+    mismatches = [line for line in lines if line.startswith("size mismatch for")]
+    if mismatches:
+        shapes = re.match(r"size mismatch for ([^:]+):.*?Size\(\[([^\]]*)\]\).*Size\(\[([^\]]*)\]\)", mismatches[0])
+        first = (
+            f"{shapes.group(1)} is [{shapes.group(2)}] in the file, [{shapes.group(3)}] in the model"
+            if shapes
+            else short(mismatches[0], 100)
+        )
+        problems.append(f"{len(mismatches)} size mismatches: {first}")
+    if problems:
+        return "; ".join(problems)
+    return short(lines[1] if len(lines) > 1 else (lines[0] if lines else type(err).__name__), 160)
 
 
 def reference_pose_of(folder) -> torch.Tensor | None:
