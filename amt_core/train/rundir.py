@@ -16,10 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from amt_core.atomic import atomic_write_json
-from amt_core.errors import UserError
+from amt_core.errors import UserError, summarise_keys
+from amt_core.train.control import CONTROL_FILE
+from amt_core.train.events import EVENTS_FILE
 
 LOCK_FILE = "lock"
 CONFIG_FILE = "config.json"
+RUN_NAMES = frozenset({CONFIG_FILE, EVENTS_FILE, LOCK_FILE, CONTROL_FILE, "checkpoints", "snapshots", "tb"})
+"""What a trainer writes at the top of its run directory."""
+STUDIO_LOG = "studio-trainer.log"
+"""The studio's log of the trainer it starts, written into the folder before `amt-core train` runs (amt_studio)."""
 
 
 def pid_alive(pid: int) -> bool:
@@ -54,6 +60,31 @@ def write_json_atomic(path: Path, data: Any, mode: int = 0o644) -> None:
     atomic_write_json(path, data, perm=mode)
 
 
+def _json_object(path: Path) -> dict | None:
+    """The JSON object a file holds, or None (missing, unreadable, not JSON, not an object)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _first_event(path: Path) -> dict | None:
+    """The first line of an events.jsonl as an event object, or None when it is not one."""
+    try:
+        with open(path, "rb") as handle:
+            line = handle.readline(1 << 16)
+        event = json.loads(line)
+    except (OSError, ValueError):
+        return None
+    return event if isinstance(event, dict) and "kind" in event and "step" in event else None
+
+
+def _is_temporary(name: str) -> bool:
+    """A leftover of `amt_core.atomic` (`.NAME.XXXXXXXX.tmp`) or of a checkpoint writer (`.tmp-`, `.old-`, a probe)."""
+    return name.startswith(".") and (name.endswith(".tmp") or name.startswith((".tmp-", ".old-", ".space-probe-")))
+
+
 class RunDir:
     """A run directory owned by this process while the lock is held (use as a context manager or call release)."""
 
@@ -66,7 +97,110 @@ class RunDir:
 
     def has_run(self) -> bool:
         """Whether the folder already holds a run (events or checkpoints)."""
-        return (self.path / "events.jsonl").exists() or any(self.checkpoints.glob("step_*"))
+        return (self.path / EVENTS_FILE).exists() or any(self.checkpoints.glob("step_*"))
+
+    def is_run(self) -> bool:
+        """Whether a trainer wrote this folder: a run config of ours, events of ours, or a checkpoint."""
+        config = _json_object(self.path / CONFIG_FILE)
+        return (
+            (config is not None and isinstance(config.get("config"), dict))
+            or _first_event(self.path / EVENTS_FILE) is not None
+            or any(p.is_dir() for p in self.checkpoints.glob("step_*"))
+        )
+
+    def foreign(self) -> tuple[list[str], list[str]]:
+        """What in the folder a trainer did not write, as paths relative to it: (entries under names a trainer writes,
+        so starting a run would overwrite or append to them; entries under other names, which a run leaves alone)."""
+        clashing, beside = [], []
+        if not self.path.is_dir():
+            return clashing, beside
+        for entry in sorted(self.path.iterdir()):
+            name = entry.name
+            if name == STUDIO_LOG or _is_temporary(name):
+                continue
+            if name not in RUN_NAMES:
+                beside.append(name)
+            elif not self._ours(entry):
+                clashing.append(name)
+            elif name == "checkpoints":
+                clashing += [f"checkpoints/{n}" for n in self._foreign_checkpoint_entries()]
+        return clashing, beside
+
+    def _ours(self, entry: Path) -> bool:
+        """Whether a top-level entry under a name a trainer writes has the kind and content a trainer gives it."""
+        name = entry.name
+        if name in ("checkpoints", "snapshots", "tb"):
+            return entry.is_dir() and not entry.is_symlink()
+        if not entry.is_file() or entry.is_symlink():
+            return False
+        if name == CONFIG_FILE:
+            return isinstance((_json_object(entry) or {}).get("config"), dict)
+        if name == EVENTS_FILE:
+            return entry.stat().st_size == 0 or _first_event(entry) is not None
+        if name == LOCK_FILE:  # created empty, then given the owner's pid
+            return entry.stat().st_size == 0 or "pid" in (_json_object(entry) or {})
+        return "port" in (_json_object(entry) or {})  # control.json
+
+    def _foreign_checkpoint_entries(self) -> list[str]:
+        """Names in checkpoints/ a trainer did not write: anything but step_* folders, their writers' leftovers and a
+        `latest` naming one of them."""
+        names = []
+        for entry in sorted(self.checkpoints.iterdir()):
+            if _is_temporary(entry.name) or (entry.name.startswith("step_") and entry.is_dir()):
+                continue
+            if entry.name == "latest" and entry.is_file():
+                try:
+                    target = entry.read_text(encoding="utf-8").strip()
+                except (OSError, ValueError):
+                    target = ""
+                if target.startswith("step_") and (self.checkpoints / target).is_dir():
+                    continue
+            names.append(entry.name)
+        return names
+
+    def check_start(self, resume: bool, force: bool = False) -> None:
+        """Refuse, before anything is written, a start that would resume what is not a run or write into a folder
+        amt-core did not create.
+
+        `resume`: the folder must hold a run. A new run: the folder must be new, empty, or hold only what a trainer
+        or the studio writes; with `force`, other files may sit beside the run, but a file under a name the run
+        writes (config.json, checkpoints/latest, ...) that a trainer did not write is never overwritten.
+
+        Raises:
+            UserError: one line naming the folder and what to do.
+        """
+        path = self.path
+        if path.exists() and not path.is_dir():
+            raise UserError(f"run directory {path} is a file; pass a folder to --run-dir")
+        lock = read_lock(path)
+        if lock and run_is_live(path) and lock.get("pid") != os.getpid():  # a live trainer's folder is a run
+            raise self._owned(lock)
+        if resume:
+            if not path.exists():
+                raise UserError(f"--resume: {path} does not exist, so there is no run to resume; drop --resume")
+            if not any(path.iterdir()):
+                raise UserError(f"--resume: {path} is empty, so there is no run to resume; drop --resume")
+            if not self.is_run():
+                raise UserError(
+                    f"--resume: {path} is not a run directory (no run config, events or checkpoint of amt-core); "
+                    "give the folder `amt-core train` wrote"
+                )
+            return
+        if not path.exists():
+            return
+        if self.has_run():
+            raise UserError(f"run directory {path} already holds a run; pass --resume or choose another --run-dir")
+        clashing, beside = self.foreign()
+        if clashing:
+            raise UserError(
+                f"run directory {path} holds {summarise_keys(clashing)}, not written by amt-core, where the run "
+                "would write; move it away or choose another --run-dir"
+            )
+        if beside and not force:
+            raise UserError(
+                f"run directory {path} is not empty and is not a run ({summarise_keys(beside)}); choose an empty "
+                "or new folder, or pass --force to start the run beside those files"
+            )
 
     def acquire(self, resume: bool) -> None:
         """Create the folders and take the lock (held until `release` or the process ends).
