@@ -30,8 +30,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a config value by dotted key (repeatable), e.g. stages.0.steps=100",
     )
-    parser.add_argument("--max-steps", type=int, help="stop after this many steps in all")
-    parser.add_argument("--max-time", type=float, metavar="MINUTES", help="stop after this many minutes of training")
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        help="stop after this many steps in all (default 0: where the preset's stage plan ends, which a larger "
+        "value does not lengthen: micro plans 6 steps, cpu 2500; lengthen it with --set stages.N.steps=; the plan "
+        "is the first line a run prints)",
+    )
+    parser.add_argument(
+        "--max-time",
+        type=float,
+        metavar="MINUTES",
+        help="stop (with a checkpoint) after this many minutes of training (default 0: no time limit)",
+    )
     parser.add_argument("--batch-size", type=int, help="global batch size")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train")
     parser.add_argument(
@@ -42,6 +53,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="CKPT",
         help="continue the run directory from its latest checkpoint, or from CKPT (a name in its "
         "checkpoints/, e.g. step_00000400) when the latest is corrupt",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="start a run in a folder that holds other files (they are left alone; a file where the run writes, "
+        "such as config.json, is still refused)",
     )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
 
@@ -82,21 +99,75 @@ def resolve_config(args: argparse.Namespace):
     return apply_overrides(config, assignments + list(args.overrides))
 
 
-def run(args: argparse.Namespace) -> int:
+def check_flags(args: argparse.Namespace) -> None:
+    """The numeric flags, refused in the user's own words (not as the config fields they become)."""
     from amt_core.errors import UserError
 
+    if args.max_steps is not None and args.max_steps < 0:
+        raise UserError(f"--max-steps must be >= 0 (0: where the preset's stage plan ends), got {args.max_steps}")
+    if args.max_time is not None and not args.max_time >= 0:
+        raise UserError(f"--max-time must be >= 0 minutes (0: no time limit), got {args.max_time:g}")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+
+
+def plan_line(config, dataset_len: int, run_dir: Path, resume: bool) -> str:
+    """The first line a run prints: what it trains, where, and when it stops (the stage plan, max_steps, max_time)."""
+    lengths = [stage.length(dataset_len, config.batch_size) for stage in config.stages]
+    planned = sum(lengths)
+    tc = config.trainer
+    line = (
+        f"{'resuming' if resume else 'training'} {config.preset} ({config.model_name}) in {run_dir}: the plan is "
+        f"{planned} steps ({' + '.join(map(str, lengths))} over {len(lengths)} stages)"
+    )
+    if tc.max_steps and tc.max_steps < planned:
+        line += f", stopping at step {tc.max_steps} (--max-steps)"
+    elif tc.max_steps > planned:
+        line += f"; --max-steps {tc.max_steps} does not lengthen it (--set stages.N.steps= does)"
+    limit = f"{tc.max_time_s / 60:g} minutes of training" if tc.max_time_s else "no time limit"
+    return f"{line}; {limit}"
+
+
+def _open_data(spec: str, flag: str):
+    """The dataset of a spec, or a UserError that names the flag it came from."""
+    from amt_core.errors import UserError
+    from amt_core.train import parts
+
+    try:
+        return parts.open_data(spec)
+    except UserError as err:
+        raise UserError(f"{flag} '{spec}': {err}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+
+    from amt_core.errors import UserError
+    from amt_core.train.rundir import RunDir
+
+    check_flags(args)
+    if args.resume and args.run_dir is None:
+        raise UserError("--resume needs --run-dir DIR (the run to continue)")
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun rank 0 alone writes the run directory
+    if args.run_dir is not None and main_rank:
+        RunDir(args.run_dir).check_start(bool(args.resume), args.force)  # before anything is read or written
     config = resolve_config(args)  # typed to the leaves: a typo or a bad value is a UserError here
     if args.print_config:
         print(json.dumps(config.to_dict(), indent=2))
         return 0
-    if args.resume and args.run_dir is None:
-        raise UserError("--resume needs --run-dir DIR (the run to continue)")
     run_dir = args.run_dir or Path("runs") / f"{config.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     from amt_core.train.checkpoint import DISK_FULL_ERRNOS
     from amt_core.train.trainer import Trainer, TrainingFailed
 
+    # both specs through the parser `datasets check` uses, now: the held-out one is otherwise opened only at the
+    # first validation, after config.json has recorded it
+    dataset, val_dataset = _open_data(config.data, "--data"), _open_data(config.val_data, "--val-data")
+    if main_rank:
+        print(plan_line(config, len(dataset), run_dir, bool(args.resume)), flush=True)
     resume_from = args.resume if isinstance(args.resume, str) else None
-    trainer = Trainer(config, run_dir, resume=bool(args.resume), resume_from=resume_from)
+    trainer = Trainer(
+        config, run_dir, resume=bool(args.resume), resume_from=resume_from, dataset=dataset, val_dataset=val_dataset
+    )
     try:
         state = trainer.train()
     except TrainingFailed as err:  # documented in docs/reliability.md: exit 3, the checkpoints are intact
