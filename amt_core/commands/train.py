@@ -4,7 +4,8 @@ With no arguments it trains the default preset on the on-the-fly synthetic world
 (`--set trainer.log_every=5`); `--resume` continues a run directory from its latest checkpoint with its stored
 config (`--resume CKPT` from an older checkpoint, on a new branch). Multi-GPU: `torchrun --nproc-per-node N -m
 amt_core train ...`. Exit codes: 0 done, 2 bad input or a full disk (one line), 3 training gave up after too many
-rollbacks (one line; the checkpoints are intact), 130 interrupted.
+rollbacks (one line; the checkpoints are intact), 75 stopped by SIGTERM or SIGUSR1 (saved; continue with --resume),
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -179,8 +180,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"disk full at {err.filename or run_dir}; free space, then continue with --resume") from None
     if trainer.is_main:
         print(f"{state}: step {trainer.step}, run directory {run_dir}")
-    return 0
+    from amt_core.train.stopping import PREEMPT_SIGNALS
+
+    return PREEMPTED_EXIT if trainer.signals.received in PREEMPT_SIGNALS else 0
 
 
 TRAINING_FAILED_EXIT = 3
 """`amt-core train` exit code when training gives up (more explosions than stability.max_rollbacks); 2 is bad input."""
+
+PREEMPTED_EXIT = 75
+"""`amt-core train` exit code after SIGTERM or SIGUSR1 (a scheduler's preemption): the checkpoint is saved, continue
+with --resume. 75 is sysexits' EX_TEMPFAIL (try again later), so a job script can requeue on it."""

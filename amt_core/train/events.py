@@ -152,6 +152,8 @@ class State(Event):
     """One of STATES."""
     reason: str | None = None
     """At the end: finished, limit, command, signal."""
+    signal: str | None = None
+    """With reason signal: which one (SIGINT, SIGTERM, SIGUSR1)."""
     resumed_from: str | None = None
 
 

@@ -8,6 +8,7 @@ import time
 from amt_core.train import parts
 from amt_core.train.events import Anomaly
 from amt_core.train.sampler import BatchPlan, PlanBatches, plan_loader
+from amt_core.train.stopping import stop_signals_blocked
 
 
 class BatchFeed:
@@ -34,7 +35,9 @@ class BatchFeed:
         starting = self._iterator is None
         if starting:
             self._batches = PlanBatches(self.plan)
-            self._iterator = iter(plan_loader(self.dataset, self._batches, self.num_workers, self.pin_memory))
+            loader = plan_loader(self.dataset, self._batches, self.num_workers, self.pin_memory)
+            with stop_signals_blocked():  # until each worker ignores them (a scheduler signals the process group)
+                self._iterator = iter(loader)
         waited = time.monotonic()
         batch = next(self._iterator)
         waited = 0.0 if starting else time.monotonic() - waited

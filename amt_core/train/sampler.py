@@ -14,6 +14,8 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from amt_core.train.stopping import quiet_worker
+
 
 def _generator(*keys: int) -> torch.Generator:
     seed = 0
@@ -163,7 +165,8 @@ def plan_loader(
 
     The loader gets its own generator seeded by `seed` (by default from the plan's seed, epoch and position):
     starting an iterator draws the workers' base seed from it, and drawing from the global generator instead would
-    shift the training noise after a resume (6 steps + resume + 6 would differ from 12).
+    shift the training noise after a resume (6 steps + resume + 6 would differ from 12). Its workers ignore the stop
+    signals (`stopping.quiet_worker`): the trainer stops them after its last checkpoint.
     """
     plan = batches.plan
     if seed is None:
@@ -176,4 +179,5 @@ def plan_loader(
         pin_memory=pin_memory,
         persistent_workers=False,
         generator=generator,
+        worker_init_fn=quiet_worker,
     )

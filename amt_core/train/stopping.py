@@ -1,11 +1,18 @@
-"""When training stops besides the plan's end and a `stop` command: Ctrl-C or SIGTERM (the first one asks the
-trainer to stop after the step, so it saves and exits cleanly; a second Ctrl-C interrupts at once), `max_steps` and
-`max_time_s`."""
+"""When training stops besides the plan's end and a `stop` command: a signal, `max_steps` and `max_time_s`.
+
+Ctrl-C (SIGINT), SIGTERM and SIGUSR1 ask the trainer to stop after the step, so it saves a checkpoint and records
+`stopped` with reason `signal`; a second Ctrl-C interrupts at once. SIGTERM is how schedulers (SLURM, Kubernetes,
+systemd) preempt a job, and SIGUSR1 is what `sbatch --signal=USR1@SECONDS` sends ahead of the time limit. Schedulers
+signal the whole process group, DataLoader workers included: those ignore the stop signals (`quiet_worker`) and are
+shut down by the trainer, instead of dying and taking the run down with a worker error.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
+from collections.abc import Iterator
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -14,9 +21,15 @@ from amt_core.train import ddp
 if TYPE_CHECKING:
     from amt_core.train.trainer import Trainer
 
+STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+"""Signals that stop training after the step, with a checkpoint."""
+
+PREEMPT_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGUSR1)
+"""The stop signals a scheduler sends (a person sends SIGINT): `amt-core train` exits with its preempted code."""
+
 
 class StopSignals:
-    """Catches SIGINT and SIGTERM while installed (only from the main thread; elsewhere it catches nothing)."""
+    """Catches the stop signals while installed (only from the main thread; elsewhere it catches nothing)."""
 
     def __init__(self) -> None:
         self.received: int | None = None
@@ -26,7 +39,7 @@ class StopSignals:
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in STOP_SIGNALS:
             self._previous[signum] = signal.getsignal(signum)
             signal.signal(signum, self._handle)
 
@@ -35,10 +48,34 @@ class StopSignals:
             signal.signal(signum, handler)
         self._previous = {}
 
+    def name(self) -> str | None:
+        """The caught signal's name (SIGTERM, ...), or None."""
+        return signal.Signals(self.received).name if self.received is not None else None
+
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.received is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        self.received = signum
+        self.received = self.received or signum
+
+
+@contextlib.contextmanager
+def stop_signals_blocked() -> Iterator[None]:
+    """Hold the stop signals back from the calling thread while it starts DataLoader workers: a forked worker
+    inherits the mask, so a signal to the process group cannot reach it before `quiet_worker` ignores it. A signal
+    that arrives meanwhile is delivered to the trainer when the block ends."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def quiet_worker(worker_id: int) -> None:
+    """A DataLoader `worker_init_fn`: the worker ignores the stop signals (the trainer stops it when it stops; a
+    worker whose trainer died exits by itself) and takes them off the mask `stop_signals_blocked` started it with."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 def limit_reached(trainer: Trainer) -> bool:
@@ -48,14 +85,14 @@ def limit_reached(trainer: Trainer) -> bool:
     if tc.max_steps and trainer.step >= tc.max_steps:
         trainer.stop_reason = trainer.stop_reason or "limit"
         return True
-    signalled = trainer.signals.received is not None
+    signalled = trainer.signals.received
     timed_out = bool(tc.max_time_s) and trainer.train_time_s >= tc.max_time_s
     if trainer.dist.enabled:
         if trainer.step % trainer.config.stability.check_every:
             return False
         signalled, timed_out = ddp.broadcast_object((signalled, timed_out), trainer.dist)
-    if signalled:
-        trainer.signals.received = trainer.signals.received or signal.SIGTERM  # rank 0 was signalled
+    if signalled is not None:
+        trainer.signals.received = trainer.signals.received or signalled  # rank 0's signal, on every rank
         return True
     if timed_out:
         trainer.stop_reason = trainer.stop_reason or "limit"

@@ -289,11 +289,12 @@ class Trainer:
         if self.checkpointer.last_step != self.step:
             self.save("final" if reason in ("finished", "limit") else "stop")
         state = "finished" if reason in ("finished", "limit") else "stopped"
-        self.events.write(State(step=self.step, state=state, reason=reason))
+        self.events.write(State(step=self.step, state=state, reason=reason, signal=self.signals.name()))
         for pending in self.stop_replies:
             pending.finish(True, state=state, step=self.step)
         if self.view is not None:
-            self.view.message(f"{state} at step {self.step} ({reason}); run directory {self.run.path}")
+            why = self.signals.name() or reason
+            self.view.message(f"{state} at step {self.step} ({why}); run directory {self.run.path}")
         return state
 
     def close(self) -> None:
