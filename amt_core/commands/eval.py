@@ -39,13 +39,15 @@ def run(args: argparse.Namespace) -> int:
     for flag, path in (("--json", args.json), ("--submission", args.submission)):
         if path is not None and path.is_dir():
             raise UserError(f"{flag} {path} is a folder; give a file name")
+        if path is not None and not path.parent.is_dir():  # checked now: not after minutes of evaluation
+            raise UserError(f"{flag} {path}: the folder {path.parent} does not exist; create it or give another path")
 
     from rich.console import Console
-    from rich.progress import Progress
 
     from amt_core.atomic import atomic_write_text
     from amt_core.train import parts
     from amt_core.train.evaluate import evaluate
+    from amt_core.train.progress import CountProgress
     from amt_core.train.trainer import resolve_device
 
     device = resolve_device(args.device)
@@ -56,8 +58,8 @@ def run(args: argparse.Namespace) -> int:
     protocol, submission = _protocol_and_submission(spec, args.submission, model)
     precision = config.trainer.precision if device.type == "cuda" else "fp32"
     console = Console(stderr=True)
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("evaluating", total=None)
+    total = min(args.max_samples, len(dataset)) if args.max_samples else len(dataset)
+    with CountProgress("eval", total, "samples") as progress:
         metrics = evaluate(
             model,
             dataset,
@@ -67,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
             max_samples=args.max_samples,
             num_workers=args.workers,
             reference_pose=reference,
-            on_batch=lambda done, total: progress.update(task, completed=done, total=total),
+            on_batch=lambda done, _total: progress.update(done),
             on_output=_feeder(protocol, submission),
         )
     if protocol is not None:
@@ -82,7 +84,6 @@ def run(args: argparse.Namespace) -> int:
     _print_table(metrics, folder, spec)
     if args.json is not None:
         report = {**metrics, "checkpoint": str(folder), "data": spec, "model": config.model_name}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.json, json.dumps(report, indent=2, default=float))
     return 0
 
@@ -131,7 +132,6 @@ def _write_submission(spec: str, path: Path, batches: list, console) -> None:
     joints = torch.cat([j for j, _ in batches]).double().numpy()
     verts = torch.cat([v for _, v in batches]).double().numpy()
     write = write_ho3d_submission if parse_spec(spec).scheme == "ho3d" else write_freihand_submission
-    path.parent.mkdir(parents=True, exist_ok=True)
     write(path, joints, verts)
     console.print(f"wrote the submission for {len(joints)} samples to {path} (zip it as pred.zip to upload)")
 
