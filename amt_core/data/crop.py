@@ -313,11 +313,42 @@ def load_npz(path: Path, what: str, fix: str = "download it again") -> dict[str,
         raise UserError(f"{what} {path} is truncated or corrupt ({type(err).__name__}: {err}); {fix}") from None
 
 
+TRANSPARENT_FILL = (128, 128, 128)
+"""What transparent pixels become in `to_rgb`: mid-grey, the colour that least resembles skin or a dark background."""
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """An 8-bit RGB image of any mode PIL opens, its values scaled as the file meant them.
+
+    PIL's own `convert("RGB")` clips 16- and 32-bit greyscale to 255 (a 16-bit PNG turns white) and drops alpha as
+    it is (transparent pixels keep whatever colour they hide). Here 16-bit greyscale (`I;16*`) is scaled by 1/257,
+    32-bit integers (`I`) the same when a value exceeds 255 (else they are taken as 8-bit), floats (`F`) from [0, 1]
+    when none exceeds 1 (else as 0-255), and alpha (RGBA, LA, a palette with transparency) is composited over
+    `TRANSPARENT_FILL`; palette, 1-bit, CMYK and YCbCr images are converted by PIL.
+    """
+    mode = image.mode
+    if mode.startswith("I") or mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        if mode.startswith("I;16"):
+            scale = 255.0 / 65535.0
+        elif mode == "F":
+            scale = 255.0 if values.size and np.nanmax(values) <= 1.0 else 1.0
+        else:
+            scale = 255.0 / 65535.0 if values.size and values.max() > 255 else 1.0
+        grey = np.clip(np.nan_to_num(values * scale), 0, 255).round().astype(np.uint8)
+        return Image.fromarray(np.repeat(grey[..., None], 3, axis=-1), "RGB")
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*TRANSPARENT_FILL, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
 def load_image(path: Path) -> Image.Image:
-    """An RGB image; UserError naming the file if it is missing or unreadable."""
+    """An RGB image (any mode, converted by `to_rgb`); UserError naming the file if it is missing or unreadable."""
     try:
         with Image.open(path) as image:
-            return image.convert("RGB")
+            return to_rgb(image)
     except FileNotFoundError as err:
         raise UserError(f"image {path} is missing; the dataset looks incomplete (run amt-core datasets check)") from err
     except OSError as err:
@@ -449,6 +480,7 @@ __all__ = [
     "crop_image",
     "crop_matrix",
     "load_image",
+    "to_rgb",
     "mirror_axis_angle",
     "mirror_image",
     "mirror_intrinsics",
