@@ -4,7 +4,17 @@ Per image it writes NAME.json (joints, hand pose, object, contacts), NAME_hand.p
 the camera frame, metres) and NAME_overlay.png (the input with the predicted skeleton in the finger colours and the
 object box). Images are centre-cropped to a square and resized to the model's input size; the camera is a pinhole
 with focal length --focal (pixels of the original image, default 1.5 x its longer side) at the image centre, and
-the 3D depth of the predictions depends on it.
+the 3D depth of the predictions depends on it. Any image mode is read as the file means it (16-bit and 32-bit
+greyscale scaled, alpha composited over grey, palette and CMYK converted: `amt_core.data.crop.to_rgb`).
+
+Each NAME.json has a `hand` section: `joint_std_mm`, the model's own uncertainty (the mean standard deviation of its
+joints, from `joints3d_logvar`), and `present`, true while that is at most `HAND_STD_THRESHOLD_MM`. The models trained
+so far are not taught their own error (their uncertainty only has a KL pull to a 10 mm prior), so today it sits at
+10 mm for any image, a hand or none: `present` is the model's claim, not a detector. A model without the output
+reports null.
+
+A file that cannot be read (not an image, truncated, too small, too large) is skipped with one line and the others
+are predicted. Exit codes: 0 every image predicted, 1 some skipped, 2 bad input (none readable, a bad checkpoint).
 """
 
 from __future__ import annotations
@@ -43,6 +53,10 @@ def collect_images(inputs: list[Path]) -> list[Path]:
 
 
 MIN_IMAGE_SIDE = 16  # pixels: below this a centre crop holds no recognisable hand
+HAND_STD_THRESHOLD_MM = 20.0
+"""`hand.present` is true while the model's mean joint standard deviation is at most this: twice the 10 mm prior its
+uncertainty is pulled towards in training (`SigmaReparamConfig.prior_std`); above it the model says it does not know
+where the joints are."""
 
 
 def load_image(path: Path, size: int, focal: float | None):
@@ -53,19 +67,20 @@ def load_image(path: Path, size: int, focal: float | None):
     import torch
     from PIL import Image, UnidentifiedImageError
 
-    from amt_core.errors import UserError
+    from amt_core.data.crop import to_rgb
+    from amt_core.errors import UserError, short
 
     try:
         with warnings.catch_warnings():
             # PIL warns (and above twice the limit refuses) on decompression bombs; one line, not a raw warning
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
-                rgb = img.convert("RGB")
+                rgb = to_rgb(img)  # 16-bit greyscale, alpha, palette, CMYK: as the file means them
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
         limit = (Image.MAX_IMAGE_PIXELS or 0) / 1e6
         raise UserError(f"image {path} has more than {limit:.0f} megapixels; downscale it first") from None
-    except (UnidentifiedImageError, OSError) as err:
-        raise UserError(f"cannot read image {path} ({err}); give PNG or JPEG files") from None
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise UserError(f"cannot read image {path} ({short(str(err), 100)}); give PNG or JPEG files") from None
     width, height = rgb.size
     if min(width, height) < MIN_IMAGE_SIDE:
         raise UserError(
@@ -93,26 +108,55 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
+    from amt_core.errors import summarise_keys
     from amt_core.train import parts
+    from amt_core.train.progress import CountProgress
     from amt_core.train.trainer import resolve_device
 
     device = resolve_device(args.device)
     model, _, _ = parts.model_from_checkpoint(args.ckpt, device)
     size = int(model.config.backbone.img_size)
-    loaded = [load_image(path, size, args.focal) for path in images]  # every input is checked before any output
-    args.out.mkdir(parents=True, exist_ok=True)
     faces = parts.hand_faces(model)
-    for path, (image, K, pixels) in zip(images, loaded):
-        batch = {"image": image[None].to(device), "K": K[None].to(device)}
-        with torch.no_grad():
-            output = model(batch)
-        write_prediction(args.out / path.stem, output, K, pixels, faces)
-        print(f"{path} -> {args.out / path.stem}.json")
+    skipped: list[str] = []
+    with CountProgress("predict", len(images), "images") as progress:
+        for done, path in enumerate(images, start=1):
+            try:
+                image, K, pixels = load_image(path, size, args.focal)
+            except UserError as err:  # one unreadable file does not cost the folder its predictions
+                skipped.append(str(path))
+                progress.print(f"skipped: {err}")
+                progress.update(done)
+                continue
+            batch = {"image": image[None].to(device), "K": K[None].to(device)}
+            with torch.no_grad():
+                output = model(batch)
+            args.out.mkdir(parents=True, exist_ok=True)
+            hand = write_prediction(args.out / path.stem, output, K, pixels, faces)["hand"]
+            verdict = "no hand" if hand["present"] is False else "hand"
+            std = "-" if hand["joint_std_mm"] is None else f"{hand['joint_std_mm']:.1f}"
+            print(f"{path} -> {args.out / path.stem}.json ({verdict}, joint std {std} mm)")  # above a live bar
+            progress.update(done)
+    if len(skipped) == len(images):
+        raise UserError(f"none of the {len(images)} images could be read ({summarise_keys(skipped)}); give PNG or JPEG")
+    if skipped:
+        print(f"predicted {len(images) - len(skipped)} of {len(images)} images; skipped {summarise_keys(skipped)}")
+        return 1
     return 0
 
 
-def write_prediction(stem: Path, output, K, pixels, faces) -> None:
-    """NAME.json, NAME_hand.ply, NAME_object.ply and NAME_overlay.png for one image's output (batch of 1)."""
+def hand_presence(output) -> dict:
+    """The `hand` section of NAME.json (batch of 1): the model's mean joint standard deviation in millimetres and
+    whether it is within `HAND_STD_THRESHOLD_MM`; nulls for a model without an uncertainty output."""
+    logvar = output.joints3d_logvar
+    if logvar is None:
+        return {"joint_std_mm": None, "present": None, "threshold_mm": HAND_STD_THRESHOLD_MM}
+    std_mm = float((0.5 * logvar[0].detach().float()).exp().mean()) * 1000.0
+    return {"joint_std_mm": std_mm, "present": std_mm <= HAND_STD_THRESHOLD_MM, "threshold_mm": HAND_STD_THRESHOLD_MM}
+
+
+def write_prediction(stem: Path, output, K, pixels, faces) -> dict:
+    """NAME.json, NAME_hand.ply, NAME_object.ply and NAME_overlay.png for one image's output (batch of 1); returns
+    the JSON's record."""
     import numpy as np
     import trimesh
 
@@ -126,6 +170,7 @@ def write_prediction(stem: Path, output, K, pixels, faces) -> None:
         "joint_names": list(JOINT_NAMES),
         "joints3d_m": first(output.joints3d).tolist(),
         "joints2d_px": first(output.joints2d).tolist(),
+        "hand": hand_presence(output),
     }
     for name in ("hand_pose", "hand_shape", "hand_rot", "hand_trans"):
         value = first(getattr(output, name))
@@ -171,6 +216,7 @@ def write_prediction(stem: Path, output, K, pixels, faces) -> None:
     draw_overlay(pixels, first(output.joints2d), record.get("object", {}).get("box_px")).save(
         stem.with_name(stem.name + "_overlay.png")
     )
+    return record
 
 
 def draw_overlay(pixels, joints2d, box, min_side: int = 256):
