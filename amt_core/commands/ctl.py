@@ -10,6 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
+from amt_core.errors import UserError
 from amt_core.train.control import Command, ControlClient
 
 
@@ -23,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.timeout > 0:  # 0 would blame the trainer ("cannot reach"), a negative one was a traceback
+        raise UserError(f"--timeout must be > 0 seconds, got {args.timeout:g}")
     reply = ControlClient(args.run_dir, timeout_s=args.timeout).send(args.ctl_command, args.arg)
     if args.json:
         print(json.dumps(reply))
