@@ -98,7 +98,8 @@ def cpu() -> RunConfig:
                 log_every=10,
                 diag_every=50,
                 snapshot_every=100,
-                eval_every=100,  # the first held-out figure against the mean-pose line within minutes
+                eval_every=100,
+                eval_first=20,  # the held-out curve against the mean-pose line starts within the first minute
                 eval_samples=128,
                 ckpt_every=250,
             ),

@@ -332,7 +332,7 @@ def _soak_child(minutes: float, work: Path, preset: str, size: int) -> int:
         "trainer_state": state.state,
         "trainer_steps_max": step_max,
         "events_applied": state.events_seen,
-        "rollbacks": sum(1 for line in state.log if "rolled back to" in line.text),
+        "rollbacks": len(state.rollbacks),
         "commands_sent": commands["sent"],
         "commands_confirmed": commands["confirmed"],
         "commands_failed": commands["failed"],
@@ -377,9 +377,9 @@ def _steering_plan():
         if len(state.checkpoints) < 2:
             return "", lambda: True
         target = sorted(state.checkpoints, key=lambda c: c.step)[-2]
-        before = sum(1 for line in state.log if "rolled back to" in line.text)
+        before = len(state.rollbacks)
         window.send("rollback", target.name)
-        return f"rollback {target.name}", lambda: sum(1 for line in state.log if "rolled back to" in line.text) > before
+        return f"rollback {target.name}", lambda: len(state.rollbacks) > before
 
     def snapshot(window, state):
         count = len(state.snapshots)

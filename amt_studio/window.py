@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, QTimer
-from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
     QDialog,
     QDockWidget,
@@ -35,6 +35,7 @@ from amt_core.train.control import Command
 from amt_studio.session import RunSession
 from amt_studio.state.registry import discover_runs
 from amt_studio.state.run import RunState
+from amt_studio.stopper import stop_detached
 from amt_studio.views import theme
 from amt_studio.views.dialogs import DEFAULT_RUNS_DIR, NewRunDialog
 from amt_studio.views.inspect import InspectPanel
@@ -45,6 +46,10 @@ from amt_studio.views.start_page import StartPage
 from amt_studio.views.training import SnapshotPanel
 
 POLL_INTERVAL_MS = 50
+DEFAULT_SIZE = (1500, 920)
+"""The first window's size where the screen has room; on a smaller screen it takes 95 % of what is available."""
+RUN_DOCK_BELOW = 1400
+"""The Run panel folds away (its toolbar button brings it back) when the window gets narrower than this."""
 """Event drain period (20 Hz)."""
 MAX_RECENT = 20
 ORGANIZATION, APPLICATION = "amt-studio", "AMT Studio"
@@ -166,6 +171,7 @@ class MainWindow(QMainWindow):
         self.notifier.raised.connect(lambda n: self._show_error(n.message))
         self._update_controls()
 
+        self._shown_once = False
         self.warm_up = True
         """Import torch and Open3D in the background once the window has painted."""
         self.first_paint_s: float | None = None
@@ -174,8 +180,8 @@ class MainWindow(QMainWindow):
         self.timer.setInterval(POLL_INTERVAL_MS)
         self.timer.timeout.connect(self.tick)
         self.timer.start()
-        self.resize(1500, 920)
         self._restore_layout()
+        self.fit_to_screen(first=self.settings.value("window/geometry") is None)
 
     def paintEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         super().paintEvent(event)
@@ -254,6 +260,11 @@ class MainWindow(QMainWindow):
         toolbar.addSeparator()
         for action in self.stage_actions:
             toolbar.addAction(action)
+        toolbar.addSeparator()
+        self.run_dock_action = self.run_dock.toggleViewAction()
+        self.run_dock_action.setText("Run panel")
+        self.run_dock_action.setToolTip("show or hide the Run panel (checkpoints, roll back)")
+        toolbar.addAction(self.run_dock_action)
         menu = self.menuBar().addMenu("&Run")
         for action in (self.new_action, self.attach_action, self.compare_action, self.clear_compare_action):
             menu.addAction(action)
@@ -509,6 +520,7 @@ class MainWindow(QMainWindow):
     def _show_error(self, message: str) -> None:
         self.error_label.setText(message)
         self.error_label.show()
+        self.run_dock.show()  # folded away on a narrow window: an error brings it back
 
     def _fill_checkpoints(self) -> None:
         self.checkpoint_list.clear()
@@ -588,6 +600,51 @@ class MainWindow(QMainWindow):
             self.recent_menu.addAction(path, lambda p=path: self.attach(Path(p)))
         self.recent_menu.setEnabled(bool(self.recent_runs()))
 
+    def fit_to_screen(self, first: bool = False) -> None:
+        """Keep the window inside its screen's available area: a first window opens at `DEFAULT_SIZE` or 95 % of
+        the area, centred; a remembered size larger than this screen shrinks and a position off it moves back."""
+        screen = self.screen() or QGuiApplication.primaryScreen()
+        if screen is None:
+            return
+        area = screen.availableGeometry()
+        frame = self.frameGeometry()
+        extra_w, extra_h = frame.width() - self.width(), frame.height() - self.height()  # title bar, borders
+        if first:
+            self.resize(int(min(DEFAULT_SIZE[0], 0.95 * area.width())), int(min(DEFAULT_SIZE[1], 0.95 * area.height())))
+            frame = self.frameGeometry()
+            self.move(area.center() - frame.center() + frame.topLeft())
+        width = min(self.width(), area.width() - extra_w)
+        height = min(self.height(), area.height() - extra_h)
+        if (width, height) != (self.width(), self.height()):
+            self.resize(width, height)
+        frame = self.frameGeometry()
+        x = min(max(frame.x(), area.x()), area.x() + area.width() - frame.width())
+        y = min(max(frame.y(), area.y()), area.y() + area.height() - frame.height())
+        if (x, y) != (frame.x(), frame.y()):
+            self.move(x, y)
+
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        super().showEvent(event)
+        if not self._shown_once:  # the frame (title bar) is known only now
+            self._shown_once = True
+            self.fit_to_screen()
+            if self.settings.value("window/state") is None:  # first start: the plots get the height, not the log
+                self.resizeDocks([self.log_dock], [max(90, self.height() // 7)], Qt.Orientation.Vertical)
+                self.resizeDocks([self.run_dock], [220], Qt.Orientation.Horizontal)
+            self._adapt_to_width(self.width(), None)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        super().resizeEvent(event)
+        self._adapt_to_width(event.size().width(), event.oldSize().width())
+
+    def _adapt_to_width(self, width: int, old: int | None) -> None:
+        """Fold the Run panel away when the window gets narrower than `RUN_DOCK_BELOW` and bring it back when it
+        gets wider; in between the toolbar's "Run panel" button shows or hides it."""
+        narrow = width < RUN_DOCK_BELOW
+        was_narrow = old < RUN_DOCK_BELOW if old is not None and old > 0 else None
+        if narrow != was_narrow and not self.run_dock.isFloating():
+            self.run_dock.setVisible(not narrow)
+
     def _restore_layout(self) -> None:
         geometry = self.settings.value("window/geometry")
         state = self.settings.value("window/state")
@@ -627,8 +684,9 @@ class MainWindow(QMainWindow):
             if choice == "cancel":
                 event.ignore()
                 return
-            if choice == "stop":
-                self._stop_and_wait(self.session)
+            if choice == "stop":  # a detached stopper waits for the save: the window closes now
+                self.session.state.add_log("info", "stopping the run (it saves first)")
+                stop_detached(self.session.run_dir, self.session.process.popen.pid)
             else:
                 self.session.state.add_log("info", f"left running headless: pid {self.session.process.popen.pid}")
         self.save_layout()
@@ -641,13 +699,3 @@ class MainWindow(QMainWindow):
         for overlay in self.overlays.values():
             overlay.close()
         event.accept()
-
-    def _stop_and_wait(self, session: RunSession, timeout_s: float = 30.0) -> None:
-        """Ask the trainer to stop; terminate it if it has not exited in time (closing must not hang)."""
-        session.control.send(Command.STOP)
-        deadline = time.monotonic() + timeout_s
-        while session.owns_live_process and time.monotonic() < deadline:
-            time.sleep(0.05)
-            session.poll()
-        if session.owns_live_process:
-            session.process.terminate()

@@ -11,6 +11,7 @@ needed), and saves docs/images/studio_training.png, studio_inspect.png and studi
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -75,11 +76,13 @@ def train_short_run(steps: int, preset: str = "micro", root: Path | None = None)
 
 def main() -> int:
     args = parse_args()
-    if not os.environ.get("DISPLAY"):
-        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    width, height = (int(v) for v in args.size.split("x"))
+    if not os.environ.get("DISPLAY"):  # offscreen, on a screen of the size asked for (the window fits its screen)
+        screens = Path(tempfile.mkdtemp()) / "screens.json"
+        screens.write_text(json.dumps({"screens": [{"name": "shot", "width": width, "height": height}]}))
+        os.environ.setdefault("QT_QPA_PLATFORM", f"offscreen:configfile={screens}")
     run_dir = args.run_dir or train_short_run(args.steps)
     baseline_dir = None if args.run_dir else train_short_run(args.steps, "baseline_micro", run_dir.parent)
-    width, height = (int(v) for v in args.size.split("x"))
 
     from PySide6.QtCore import QSettings  # noqa: TID251 (a GUI script)
     from PySide6.QtGui import QIcon  # noqa: TID251

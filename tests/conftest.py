@@ -4,15 +4,29 @@ settings; nothing here touches tests that do not use Qt.
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
+from pathlib import Path
 
 import pytest
+
+OFFSCREEN_SCREENS = {
+    "screens": [
+        {"name": "desktop", "x": 0, "y": 0, "width": 1920, "height": 1080, "logicalDpi": 96},
+        {"name": "laptop", "x": 1920, "y": 0, "width": 1280, "height": 800, "logicalDpi": 96},
+    ]
+}
+"""The offscreen platform's screens: a 1920x1080 desktop (primary) and a 1280x800 laptop beside it, so layout tests
+put the window on the screen size they test."""
 
 
 def pytest_configure(config: pytest.Config) -> None:
     # Before any QApplication exists: without a display, Qt's offscreen platform renders widgets in memory.
     if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
-        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+        screens = Path(tempfile.mkdtemp(prefix="amt-qt-screens-")) / "screens.json"
+        screens.write_text(json.dumps(OFFSCREEN_SCREENS))
+        os.environ.setdefault("QT_QPA_PLATFORM", f"offscreen:configfile={screens}")
 
 
 @pytest.fixture

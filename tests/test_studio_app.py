@@ -4,6 +4,7 @@ controls confirmed through events, replay, a trainer crash, the checkpoint inspe
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -188,10 +189,14 @@ def test_start_a_run_from_the_ui_and_stop_it_on_close(qtbot, window, tmp_path) -
     assert max(window.tick_ms) < 1000
     asked = []
     window.ask_live_run = lambda: asked.append(1) or "stop"
-    window.close()
-    assert asked and session.process.poll() is not None  # stopped, not left behind
+    window.close()  # returns at once: a detached stopper waits for the trainer's save
+    assert asked
+    qtbot.waitUntil(lambda: session.process.poll() is not None, timeout=WAIT_MS)  # stopped, not left behind
     assert session.process.exit_code == 0, session.process.log_tail()
-    assert state.state in ("stopped", "finished") and state.checkpoints[-1].step == state.step
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    final = [e for e in events if e["kind"] == "state"][-1]
+    assert final["state"] in ("stopped", "finished")
+    assert [e for e in events if e["kind"] == "checkpoint"][-1]["step"] == final["step"]  # saved on the way out
 
 
 def test_leave_a_run_training_headless_on_close(qtbot, window, tmp_path) -> None:
@@ -239,7 +244,8 @@ def test_replay_a_finished_run(qtbot, window, tmp_path) -> None:
     assert plots.collapse_shown and "collapsing" in plots.banner.text()
     assert len(plots.grad_flags.data) == 1  # the exploding gradient at step 7
     lane = {kind: len(scatter.data) for kind, scatter in plots.lane_marks.items()}
-    assert lane == {"checkpoint": 2, "anomaly": 1, "rollback": 1}  # marks on one lane, not lines on every plot
+    # marks on one lane, not lines on every plot: every snapshot, the stage switch, the anomaly, the rollback
+    assert lane == {"checkpoint": 2, "snapshot": 4, "stage": 1, "anomaly": 1, "rollback": 1}
     assert window.checkpoint_list.count() == 2 and not window.rollback_action.isEnabled()  # finished: no controls
     # The timeline: go back to the first snapshot, then follow the latest again.
     slider = window.snapshots.slider

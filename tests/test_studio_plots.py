@@ -50,11 +50,12 @@ def test_no_legend_covers_the_last_tenth_of_any_curve(qtbot, window, tmp_path) -
     qtbot.waitUntil(lambda: len(window.plots.curves_of("loss")) == 25, timeout=20_000)
     fed(qtbot, window)
     plots = window.plots
-    legends = [item for item in plots.canvas.scene().items() if isinstance(item, pg.LegendItem)]
+    legends = [item for p in plots.plots for item in p.widget.scene().items() if isinstance(item, pg.LegendItem)]
+    other = plots.plot_by_key["loss_other"]  # terms the grouping does not name are shown there, not lost
     for name, curve in plots.curves_of("loss").items():
         x, y = curve.getData()
         tail = slice(int(len(x) * 0.9), None)
-        view = plots.loss.item.getViewBox()
+        view = (plots.loss if name == "total" else other).item.getViewBox()
         points = [view.mapViewToScene(pg.Point(px, py)) for px, py in zip(x[tail], y[tail]) if np.isfinite(py)]
         assert points, name
         for legend in legends:
@@ -63,10 +64,11 @@ def test_no_legend_covers_the_last_tenth_of_any_curve(qtbot, window, tmp_path) -
                 assert not any(rect.contains(p) for p in points), f"a legend covers the end of {name}"
     # every series is listed beside the canvas (outside the plots) and a click hides its curve
     listed = plots.series_list
-    assert listed.topLevelItem(0).childCount() == 25
-    canvas = plots.canvas.geometry()
-    assert not canvas.intersects(listed.geometry()) and listed.isVisible()
-    item = listed.topLevelItem(0).child(0)
+    plots.series_button.setChecked(True)  # folded away on a narrow panel; the button brings it back
+    top = plots._plot_items["loss_other"]
+    assert top.childCount() == 24 and plots._plot_items["loss_total"].childCount() == 1
+    assert not plots.scroll.geometry().intersects(listed.geometry()) and listed.isVisible()
+    item = top.child(0)
     item.setCheckState(0, Qt.CheckState.Unchecked)
     assert not plots.curves_of("loss")[item.text(0)].isVisible()
 
@@ -130,8 +132,8 @@ def test_two_runs_overlay(qtbot, window, tmp_path) -> None:
     assert len(mine.getData()[0]) == 18 and len(theirs.getData()[0]) == 10  # each its own live branch
     assert mine.opts["pen"].color() == theirs.opts["pen"].color()  # same series, same colour ...
     assert theirs.opts["pen"].style() != mine.opts["pen"].style()  # ... dashed for the compared run
-    names = [window.plots.series_list.topLevelItem(0).child(i).text(0) for i in range(8)]
-    assert "total · baseline" in names
+    top = window.plots._plot_items["loss_total"]
+    assert [top.child(i).text(0) for i in range(top.childCount())] == ["total", "total · baseline"]
     assert "total · baseline" in window.plots.read_values("loss", 5.0)
     window.add_overlay(tmp_path / "amt")  # the run shown cannot be compared with itself: one line
     assert "is the run shown" in window.notifier.history[-1].message
@@ -173,14 +175,14 @@ def test_validation_plot_draws_the_mean_pose_reference_and_not_learning_banner(q
     assert "wrist-only reference" in plots.curves_of("val") and "skill_mpjpe" not in plots.curves_of("val")
     assert plots.not_learning_shown and "not better than a constant yet" in plots.banner.text()
     height = plots.banner.height()
-    canvas_y = plots.canvas.mapTo(window, plots.canvas.rect().topLeft()).y()
+    canvas_y = plots.scroll.mapTo(window, plots.scroll.rect().topLeft()).y()
     # two validations below the reference clear the banner; the layout does not move
     more = [event("validation", s, metrics={"mpjpe_mm": 120.0, "ref_mean_pose_mpjpe_mm": 150.0}) for s in (300, 400)]
     with open(run / "events.jsonl", "a") as f:
         f.write("".join(__import__("json").dumps(e) + "\n" for e in more))
     qtbot.waitUntil(lambda: not plots.not_learning_shown, timeout=10_000)
     assert plots.banner.text() == "" and plots.banner.height() == height
-    assert plots.canvas.mapTo(window, plots.canvas.rect().topLeft()).y() == canvas_y
+    assert plots.scroll.mapTo(window, plots.scroll.rect().topLeft()).y() == canvas_y
 
 
 def test_collapse_banner_has_hysteresis(qtbot, window, tmp_path) -> None:

@@ -145,7 +145,8 @@ def test_run_state_from_events(tmp_path: Path) -> None:
     assert state.data_share == pytest.approx(0.2) and state.training["data_share"].last() == pytest.approx(0.2)
     assert state.training["lr/decoders"].last() == pytest.approx(1e-3) and "memory/rss_mb" in state.training
     assert len(state.snapshots) == 4 and [c.name for c in state.checkpoints] == ["step_00000010", "step_00000020"]
-    assert {m.kind for m in state.markers} == {"checkpoint", "anomaly", "rollback"}
+    kinds = [m.kind for m in state.markers]
+    assert set(kinds) == {"checkpoint", "snapshot", "stage", "anomaly", "rollback"} and kinds.count("snapshot") == 4
     assert state.collapsed and state.pred_std["pred"].last() == pytest.approx(0.0005)
     assert COLLAPSE_STD_M == 0.01
     assert any("rolled back to step_00000010" in line.text for line in state.log)

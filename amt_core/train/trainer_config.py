@@ -63,6 +63,9 @@ class TrainerConfig:
     """Steps between validation events on the held-out data (0: off)."""
     eval_samples: int = 64
     """How many held-out samples each validation uses."""
+    eval_first: int = 0
+    """One early validation at this step, before the first `eval_every` (0: none): the held-out curve against the
+    mean-pose line starts within the first minute instead of at the first `eval_every`."""
     ckpt_every: int = 500
     """Steps between checkpoints (also one at each stage end, on stop and at the end)."""
     keep_checkpoints: int = 5
@@ -93,7 +96,7 @@ class TrainerConfig:
             raise ValueError(f"TrainerConfig.checkpointing: {err}") from None
         if self.progress not in PROGRESS:
             raise ValueError(f"TrainerConfig.progress must be one of {PROGRESS} (got {self.progress!r})")
-        for name in ("max_steps", "num_workers", "snapshot_every", "eval_every", "keep_checkpoints"):
+        for name in ("max_steps", "num_workers", "snapshot_every", "eval_every", "eval_first", "keep_checkpoints"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainerConfig.{name} must be >= 0 (got {getattr(self, name)})")
         for name in ("log_every", "diag_every", "ckpt_every", "mining_refresh", "mining_pool", "eval_samples"):

@@ -24,6 +24,12 @@ class Validator(PeriodicHook):
         self.best_mpjpe_mm: float | None = None
         self._not_learning = False  # warned, and not recovered since
 
+    def after_step(self, trainer: Trainer) -> None:
+        first = trainer.tc.eval_first
+        if first and trainer.step == first and (not self.every or first % self.every):
+            self.run(trainer)  # the early one (a run with eval_every=0 gets it too: it asked for it)
+        super().after_step(trainer)
+
     def run(self, trainer: Trainer) -> None:
         self.validate(trainer)
 

@@ -31,6 +31,7 @@ from amt_core.train.events import (
     Validation,
     parse_event,
 )
+from amt_studio.state.loss_groups import GROUP_TITLES, LOSS_GROUPS, group_of
 from amt_studio.state.series import SeriesGroup
 from amt_studio.state.signal import Signal
 from amt_studio.state.snapshot import SnapshotTimeline
@@ -45,6 +46,8 @@ COLLAPSE_CLEAR_STD_M = 0.012
 LEARNING_READINGS = 2
 # Steps/s for the ETA are measured over this many recent metrics events of the live branch.
 PACE_WINDOW = 30
+MAX_LOG_LINES = 5000
+CADENCE_KEYS = ("log_every", "diag_every", "eval_every", "eval_first", "snapshot_every", "ckpt_every")
 # Gradient norms above / below these (per parameter group) are flagged as exploding / vanishing.
 GRAD_EXPLODE = 1e3
 GRAD_VANISH = 1e-7
@@ -87,11 +90,12 @@ class LogLine:
 
 @dataclass(kw_only=True)
 class Marker:
-    """A point on the run's time axis (a checkpoint, an anomaly or a rollback), drawn on the plots' event lane."""
+    """A point on the run's time axis (a checkpoint, a snapshot, a stage switch, an anomaly or a rollback), drawn on
+    the plots' event lane."""
 
     step: int
     kind: str
-    """'checkpoint', 'anomaly' or 'rollback'."""
+    """'checkpoint', 'snapshot', 'stage', 'anomaly' or 'rollback'."""
     label: str
     time: float = float("nan")
 
@@ -114,11 +118,13 @@ class RunState:
         self.attention_entropy = SeriesGroup("attention entropy")
         self.grad_norm = SeriesGroup("gradient norm")
         self.grad_share = SeriesGroup("gradient share at the trunk")  # by loss term; absent from older runs
+        self.grad_share_groups = SeriesGroup("gradient share at the trunk, by loss group")  # sums of the above
         self.validation = SeriesGroup("validation")
         self.snapshots = SnapshotTimeline()
         self.checkpoints: list[CheckpointInfo] = []
         self.markers: list[Marker] = []
-        self.log: list[LogLine] = []
+        self.log: deque[LogLine] = deque(maxlen=MAX_LOG_LINES)
+        """The newest log lines (the log view keeps as many): a run of days does not grow the studio."""
         self.grad_flags: dict[str, str] = {}
         """Parameter groups whose latest gradient norm is 'exploding' or 'vanishing'."""
         self.state = "idle"
@@ -130,6 +136,9 @@ class RunState:
         self.images_per_s: float | None = None
         self.data_share: float | None = None  # share of wall time the trainer waited for batches
         self.compute = ""  # precision, attention kernel, compile and checkpointing, from config.json
+        self.cadence: dict[str, int] = {}
+        """The trainer's event cadences from config.json (log_every, diag_every, eval_every, eval_first, ...): the
+        plots say when their first point is due."""
         self.started_time: float | None = None
         self.last_time: float | None = None
         self.collapsed = False
@@ -178,6 +187,7 @@ class RunState:
         if isinstance(planned, int | float) and planned > 0:
             self.max_steps = int(planned)
         self.preset = str(run_config.get("preset", ""))
+        self.cadence = {k: int(v) for k, v in trainer.items() if k in CADENCE_KEYS and isinstance(v, int | float)}
         self.compute = _compute_summary(trainer, self.config.get("acceleration"))
         self.status_changed.emit()
 
@@ -240,9 +250,14 @@ class RunState:
             if self.grad_norm.append(name, step, value, when):
                 new.add(f"grad/{name}")
             self._flag_gradient(name, value, step)
+        by_group: dict[str, float] = {}
         for name, value in _flat_numbers(event.grad_share or {}):
             if self.grad_share.append(name, step, value, when):
                 new.add(f"share/{name}")
+            by_group[group_of(name)] = by_group.get(group_of(name), 0.0) + value  # shares add up: so do groups'
+        for key, _title, _terms in LOSS_GROUPS:
+            if key in by_group:
+                self.grad_share_groups.append(GROUP_TITLES[key], step, by_group[key], when)
         if "pred" in self.pred_std:
             self._update_collapse(event)
 
@@ -296,7 +311,9 @@ class RunState:
     def _on_stage(self, event: Stage) -> None:
         self._changes.status_seen = True
         self.stage = int(event.stage)
-        self._log(event.time, "info", f"stage {self.stage}" + _detail(event.name, event.reason), event.step)
+        label = f"stage {self.stage}" + _detail(event.name, event.reason)
+        self._add_marker(Marker(step=event.step, kind="stage", label=label, time=event.time))
+        self._log(event.time, "info", label, event.step)
 
     def _on_state(self, event: State) -> None:
         self._changes.status_seen = True
@@ -326,6 +343,7 @@ class RunState:
             self.attention_entropy,
             self.grad_norm,
             self.grad_share,
+            self.grad_share_groups,
             self.validation,
         ):
             group.abandon_after(step)
@@ -358,6 +376,7 @@ class RunState:
             path = self.run_dir / path
         index = self.snapshots.add(event.step, path)
         self.snapshot_added.emit(index)
+        self._add_marker(Marker(step=event.step, kind="snapshot", label=path.name, time=event.time))
 
     def _on_checkpoint(self, event: Checkpoint) -> None:
         step, when, name = event.step, event.time, event.name
@@ -404,15 +423,21 @@ class RunState:
         """A line from the studio itself (process output, commands sent)."""
         self._log(time.time(), level, text, None)
 
+    def steps_per_s(self) -> float | None:
+        """The recent pace of the live branch (paused time and rolled-back steps left out), or None before two
+        metrics events."""
+        if len(self._pace) < 2:
+            return None
+        (t0, s0), (t1, s1) = self._pace[0], self._pace[-1]
+        return (s1 - s0) / (t1 - t0) if t1 > t0 and s1 > s0 else None
+
     def eta_seconds(self) -> float | None:
         """Seconds left at the recent pace (steps/s over the last metrics events of the live branch, paused time and
         rolled-back steps left out), when the planned number of steps is known."""
-        if self.max_steps is None or len(self._pace) < 2:
+        pace = self.steps_per_s()
+        if self.max_steps is None or pace is None:
             return None
-        (t0, s0), (t1, s1) = self._pace[0], self._pace[-1]
-        if t1 <= t0 or s1 <= s0:
-            return None
-        return max(0.0, (self.max_steps - self.step) * (t1 - t0) / (s1 - s0))
+        return max(0.0, (self.max_steps - self.step) / pace)
 
     @property
     def is_live(self) -> bool:

@@ -1,70 +1,101 @@
-"""Training plots (pyqtgraph) as a TensorBoard user expects them: loss terms, validation MPJPE against the mean-pose
-reference, learning rate, images/s, memory, prediction std with the collapse line, attention entropy by layer,
-gradient norm by group and each loss term's share of the gradient at the trunk.
+"""Training plots (pyqtgraph) as TensorBoard and W&B users expect them: small plots in a grid that reflows to the
+width it has (one to three columns) and scrolls rather than clips; the loss terms in groups (total; hand joints; mesh
+and MANO; object; contact and physics; regularisers), then validation MPJPE against the mean-pose reference,
+prediction std with the collapse line, gradient norm by group, each loss group's share of the gradient at the trunk,
+attention entropy by layer, learning rate, images/s and memory.
 
-Legends live outside the data, in a series list beside the plots (a click toggles a curve); hovering a plot reads the
-values under the mouse; smoothing (TensorBoard's debiased EMA), log or linear y and an x axis by step or wall time
-apply to every plot; checkpoints, anomalies and rollbacks are small marks on one event lane under the plots. After a
-rollback the abandoned branch stays, faded, and the run continues from the rollback step. Other runs can be
-overlaid (dashed) for comparison, and any plot exports its series as CSV (right-click a plot).
+Every plot and the event lane (checkpoints, snapshots, stage switches, anomalies, rollbacks) show one x range, by step
+or wall time; a pan or zoom in one moves them all. Legends live outside the data, in a series list beside the plots
+(a click on a name toggles its curve) that folds away on narrow windows. Hovering a plot reads, in a fixed place under
+the grid, the nearest logged step's values, the curve under the mouse first. A series with few points draws markers;
+an empty plot says why and when its first point is due. Smoothing (TensorBoard's debiased EMA) and log or linear y
+apply to all. After a rollback the abandoned branch stays, faded. Other runs can be overlaid (dashed), and any plot
+exports its series as CSV (right-click a plot).
 
-Curves are created once per series and then only fed with `setData`, one plot per timer tick.
+Curves are created once per series and then only fed with `setData`, one plot per timer tick; each plot is its own
+widget, so a tick repaints that plot alone.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QEvent, QObject, Qt
 from PySide6.QtGui import QColor, QIcon, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFileDialog,
+    QGridLayout,
     QHBoxLayout,
     QLabel,
+    QScrollArea,
+    QSizePolicy,
     QSlider,
     QSplitter,
+    QToolButton,
     QTreeWidget,
     QTreeWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
+from amt_studio.state.loss_groups import LOSS_GROUPS, group_of
 from amt_studio.state.run import COLLAPSE_STD_M, GRAD_EXPLODE, GRAD_VANISH, RunState
 from amt_studio.state.series import Series
 from amt_studio.views import theme
+from amt_studio.views.axes import CompactAxis
 
-# key, title, log y by default (and under the "log y" switch), grid cell (row, col, colspan)
-PLOT_SPECS: tuple[tuple[str, str, bool, tuple[int, int, int]], ...] = (
-    ("loss", "loss terms", True, (0, 0, 6)),
-    ("val", "validation MPJPE (mm)", False, (1, 0, 3)),
-    ("std", "prediction std (mm)", False, (1, 3, 3)),
-    ("grad", "gradient norm by group", True, (2, 0, 2)),
-    ("share", "gradient share at the trunk", False, (2, 2, 2)),
-    ("entropy", "attention entropy (layers: blue ▸ yellow)", False, (2, 4, 2)),
-    ("lr", "learning rate", True, (3, 0, 2)),
-    ("speed", "images / s", False, (3, 2, 2)),
-    ("memory", "memory (MB)", False, (3, 4, 2)),
+
+@dataclass(frozen=True)
+class PlotSpec:
+    key: str
+    title: str
+    log: bool = False
+    """Log y by default (and under the "log y" switch)."""
+
+
+LOSS_KEYS = tuple(f"loss_{key}" for key, _title, _terms in LOSS_GROUPS)
+PLOT_SPECS: tuple[PlotSpec, ...] = (
+    PlotSpec("loss_total", "loss: total", True),
+    PlotSpec("val", "validation MPJPE (mm)"),
+    PlotSpec("std", "prediction std (mm)"),
+    *(PlotSpec(f"loss_{key}", f"loss: {title}", True) for key, title, _terms in LOSS_GROUPS[1:]),
+    PlotSpec("grad", "gradient norm by group", True),
+    PlotSpec("share", "gradient share at the trunk, by loss group"),
+    PlotSpec("entropy", "attention entropy by layer (blue ▸ yellow)"),
+    PlotSpec("lr", "learning rate", True),
+    PlotSpec("speed", "images / s"),
+    PlotSpec("memory", "memory (MB)"),
 )
-PLOT_KEYS = tuple(spec[0] for spec in PLOT_SPECS)
-METRIC_PLOTS = ("loss", "val", "lr", "speed", "memory")
+PLOT_KEYS = tuple(spec.key for spec in PLOT_SPECS)
+FAMILIES = {"loss": LOSS_KEYS}
+"""Names that stand for several plots: 'loss' is every loss group's plot."""
+METRIC_PLOTS = (*LOSS_KEYS, "val", "lr", "speed", "memory")
 DIAGNOSTIC_PLOTS = ("std", "entropy", "grad", "share")
 # New curves made per refresh at most: a first metrics event with 20 loss terms would otherwise stall the window
 # (each curve costs a few ms); the rest appear on the next ticks.
 MAX_NEW_CURVES_PER_REFRESH = 4
-REFERENCE_PREFIX = "ref_"
-"""Validation series that are references (a constant predictor's error), drawn dashed and grey."""
+FEW_POINTS = 12
+"""A series with this many points or fewer also draws a marker at each (one point draws no line)."""
+MIN_PLOT_WIDTH = 300
+"""The grid has as many columns (one to three) as fit plots at least this wide."""
+MIN_PLOT_HEIGHT = 150
+SERIES_LIST_BELOW = 860
+"""The series list folds away (a button brings it back) when the panel is narrower than this."""
+REASON_EVERY_TICKS = 10
+"""Empty plots re-say why and when (the pace changes) every this many refreshes."""
 REFERENCE_LABELS = {
     "ref_mean_pose_mpjpe_mm": "mean-pose reference",
     "ref_mean_pose_pa_mpjpe_mm": "mean-pose reference (PA)",
     "ref_wrist_mpjpe_mm": "wrist-only reference",
 }
-LANE_ROWS = {"checkpoint": 0.2, "anomaly": 0.5, "rollback": 0.8}
+LANE_ROWS = {"checkpoint": 0.1, "snapshot": 0.3, "stage": 0.5, "anomaly": 0.7, "rollback": 0.9}
 OVERLAY_STYLES = (Qt.PenStyle.DashLine, Qt.PenStyle.DotLine, Qt.PenStyle.DashDotLine)
 
 
@@ -83,10 +114,17 @@ def smooth(y: np.ndarray, weight: float) -> np.ndarray:
     return out
 
 
+def plot_keys(key: str) -> tuple[str, ...]:
+    """The plots a key names: itself, or every plot of a family ('loss')."""
+    return FAMILIES.get(key, (key,))
+
+
 def plot_series(state: RunState, key: str) -> dict[str, tuple[Series, float]]:
-    """The series a plot shows for one run, by display name, with the scale applied to their values."""
-    if key == "loss":
-        return {name: (s, 1.0) for name, s in state.losses.series.items()}
+    """The series a plot (or a family of plots) shows for one run, by display name, with the scale applied."""
+    if key in FAMILIES:
+        return {name: item for member in FAMILIES[key] for name, item in plot_series(state, member).items()}
+    if key in LOSS_KEYS:
+        return {name: (s, 1.0) for name, s in state.losses.series.items() if f"loss_{group_of(name)}" == key}
     if key == "val":
         return {
             REFERENCE_LABELS.get(name, name): (s, 1.0)
@@ -104,10 +142,58 @@ def plot_series(state: RunState, key: str) -> dict[str, tuple[Series, float]]:
         }
     if key == "grad":
         return {name: (s, 1.0) for name, s in state.grad_norm.series.items()}
-    if key == "share":  # by loss term: sums to 1 at each step, a term fighting the others is below 0
-        return {name: (s, 1.0) for name, s in state.grad_share.series.items()}
+    if key == "share":  # by loss group: sums to 1 at each step, a group fighting the others is below 0
+        return {name: (s, 1.0) for name, s in state.grad_share_groups.series.items()}
     prefixes = {"lr": ("lr",), "speed": ("images_per_s",), "memory": ("memory", "memory_mb")}[key]
     return {name: (s, 1.0) for name, s in state.training.series.items() if name.split("/")[0] in prefixes}
+
+
+def _minutes(seconds: float) -> str:
+    return f"about {max(seconds, 1.0):.0f} s" if seconds < 90 else f"about {seconds / 60:.0f} min"
+
+
+def _next_due(step: int, every: int, first: int = 0) -> int:
+    """The first step after `step` at which a periodic event (every `every`, one early at `first`) is due."""
+    candidates = [(step // every + 1) * every] if every > 0 else []
+    if first > step:
+        candidates.append(first)
+    return min(candidates)
+
+
+def empty_reason(state: RunState | None, key: str) -> str:
+    """Why a plot has no point yet and when its first is due, in words for the plot's empty area."""
+    if state is None:
+        return "no run"
+    cadence, step, pace = state.cadence, state.step, state.steps_per_s()
+
+    def due(what: str, every_key: str, first_key: str | None = None) -> str:
+        every, first = cadence.get(every_key), cadence.get(first_key, 0) if first_key else 0
+        if every is None:
+            return f"waiting for the first {what}"
+        if every == 0 and not first:
+            return f"{what} is off in this run (trainer.{every_key}=0)"
+        at = _next_due(step, every, first)
+        when = f" ({_minutes((at - step) / pace)} at the current pace)" if pace and state.is_live else ""
+        return f"first {what} at step {at}{when}"
+
+    has_metrics = bool(state.losses.series)
+    has_diagnostics = bool(state.pred_std.series or state.grad_norm.series or state.attention_entropy.series)
+    if key == "val":
+        return due("validation", "eval_every", "eval_first")
+    if key in LOSS_KEYS or key in ("lr", "speed", "memory"):
+        if not has_metrics:
+            return due("losses", "log_every")
+        if key in LOSS_KEYS:
+            title = next(t for k, t, _ in LOSS_GROUPS if f"loss_{k}" == key)
+            return f"this run's loss has no {title} terms"
+        return "this trainer does not report it"
+    if not has_diagnostics:
+        return due("diagnostics", "diag_every")
+    if key == "entropy":
+        return "no attention layers recorded: this model's trunk is convolutional (or attention recording is off)"
+    if key == "share":
+        return "this run's trainer records no gradient shares (older than the diagnostic)"
+    return "this trainer does not report it"
 
 
 @dataclass(kw_only=True)
@@ -117,11 +203,13 @@ class _Curve:
     live: pg.PlotDataItem
     ghost: pg.PlotDataItem
     item: QTreeWidgetItem
+    colour: QColor
     fed: tuple = ()
     """What the curve was last fed from: (series version, smoothing, x mode, log) — skip when unchanged."""
     ghost_fed: tuple = ()
     """The same for the abandoned branches, which change only on a rollback."""
     visible: bool = True
+    markers: bool = False
 
 
 @dataclass(kw_only=True)
@@ -134,43 +222,132 @@ class _Run:
 
 
 class _Plot:
-    def __init__(self, key: str, item: pg.PlotItem, log_default: bool) -> None:
-        self.key = key
-        self.item = item
-        self.log_default = log_default
-        self.colours: dict[str, str] = {}
+    """One plot: its own PlotWidget (so a repaint covers it alone), its colours, hover line and empty-plot words."""
+
+    def __init__(self, spec: PlotSpec) -> None:
+        self.key, self.title, self.log_default = spec.key, spec.title, spec.log
+        self.widget = pg.PlotWidget(
+            axisItems={"left": CompactAxis("left"), "bottom": CompactAxis("bottom")}, title=spec.title
+        )
+        self.widget.setMinimumSize(MIN_PLOT_WIDTH - 20, MIN_PLOT_HEIGHT)
+        self.widget.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.item: pg.PlotItem = self.widget.getPlotItem()
+        self.item.titleLabel.setMaximumHeight(20)
+        self.item.setMenuEnabled(True)
+        self.item.hideButtons()  # the auto-range "A": x follows the run (the Follow switch), y always fits
+        self.colours: dict[str, QColor] = {}
         self.hover_line = pg.InfiniteLine(angle=90, pen=pg.mkPen("#5a6070", width=1))
         self.hover_line.setVisible(False)
         self.hover_line.setZValue(20)
-        item.addItem(self.hover_line, ignoreBounds=True)
-        item.showGrid(x=False, y=True, alpha=0.15)  # y only: the x grid doubles the paint time
-        item.getAxis("left").setWidth(52)
-        item.setLogMode(y=log_default)
+        self.item.addItem(self.hover_line, ignoreBounds=True)
+        self.item.showGrid(x=False, y=True, alpha=0.15)  # y only: the x grid doubles the paint time
+        self.item.getAxis("left").setWidth(48)
+        self.item.setLogMode(y=spec.log)
+        self.reason = QLabel("", self.widget)
+        self.reason.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.reason.setWordWrap(True)
+        self.reason.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        self.reason.setStyleSheet(f"color: {theme.MUTED}; background: transparent; font-style: italic;")
 
-    def colour(self, name: str, colormap: pg.ColorMap | None = None, index: int = 0, count: int = 1) -> QColor:
-        if colormap is not None:
-            return colormap.map(index / max(count - 1, 1), mode="qcolor")
+    @property
+    def view(self) -> pg.ViewBox:
+        return self.item.getViewBox()
+
+    def colour(self, name: str) -> QColor:
+        """A colour for a series name, new names taking the next unused one: no two series of a plot share a colour
+        (up to the palette's length), and an overlaid run's series keep the colour of the same name."""
         if name in REFERENCE_LABELS.values():
-            return QColor("#a0a4ac")
+            return QColor(theme.REFERENCE)
         if name not in self.colours:
-            self.colours[name] = theme.CURVE_COLORS[len(self.colours) % len(theme.CURVE_COLORS)]
-        return QColor(self.colours[name])
+            used = {c.name() for c in self.colours.values()}
+            free = [c for c in theme.CURVE_COLORS if QColor(c).name() not in used]
+            self.colours[name] = QColor(free[0] if free else theme.CURVE_COLORS[len(self.colours) % 10])
+        return self.colours[name]
+
+    def has_data(self) -> bool:
+        return any(
+            item.xData is not None and len(item.xData)
+            for item in self.item.listDataItems()
+            if isinstance(item, pg.PlotDataItem)
+        )
+
+    def place_reason(self) -> None:
+        rect = self.view.sceneBoundingRect().toRect()
+        self.reason.setGeometry(rect.adjusted(8, 4, -8, -4) if rect.width() > 40 else self.widget.rect())
+
+
+class _HoverFilter(QObject):
+    """Clears the read-out and the hover line when the mouse leaves a plot; places the empty-plot words on resize."""
+
+    def __init__(self, panel: PlotsPanel, plot: _Plot) -> None:
+        super().__init__(plot.widget)
+        self.panel, self.plot = panel, plot
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt's name)
+        if event.type() == QEvent.Type.Leave:
+            self.panel.clear_hover()
+        elif event.type() == QEvent.Type.Resize:
+            self.plot.place_reason()
+        return False
 
 
 class PlotsPanel(QWidget):
     """All training plots for one `RunState` plus overlaid runs; call `refresh()` after the states ingested events."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
-        # long: builds the panel's widgets top to bottom in the order they appear; each piece is used only here
         super().__init__(parent)
+        self._build_header()
+        self.plot_by_key: dict[str, _Plot] = {}
+        for spec in PLOT_SPECS:
+            plot = _Plot(spec)
+            self.plot_by_key[spec.key] = plot
+            export = plot.view.menu.addAction("Export CSV…")
+            export.triggered.connect(lambda _c=False, k=spec.key: self._export_dialog(k))
+            plot.widget.scene().sigMouseMoved.connect(lambda pos, p=plot: self._hover(p, pos))
+            plot.widget.installEventFilter(_HoverFilter(self, plot))
+        self.plots = list(self.plot_by_key.values())
+        for key in ("val", "std", "grad", "share", "entropy", "lr", "speed", "memory"):
+            setattr(self, key, self.plot_by_key[key])
+        self.loss = self.plot_by_key["loss_total"]
+        self._build_grid()
+        self._build_lane()
+        self._build_reference_lines()
+        self._build_series_list()
+        self._assemble()
+
+        self.runs: list[_Run] = []
+        self.state: RunState | None = None
+        self._dirty: set[str] = set()
+        self._lane_dirty = False
+        self._next = 0
+        self._ticks = 0
+        self.collapse_shown = False
+        self.not_learning_shown = False
+        self.x_range: tuple[float, float] | None = None
+        """The x range every plot and the lane show."""
+        self.follow_extent = True
+        """The range follows the run (grows with it); a pan or zoom by hand stops that until Follow is pressed."""
+        self._syncing = False
+        self._pressed: tuple[QTreeWidgetItem, Qt.CheckState] | None = None
+        self._list_wanted: bool | None = None  # the series list shown or hidden by hand
+        self._show_banner()
+        self._update_reasons()
+        self.smoothing.valueChanged.connect(self._settings_changed)
+        self.x_mode.currentIndexChanged.connect(self._settings_changed)
+        self.log_y.toggled.connect(self._log_toggled)
+
+    # ---- construction --------------------------------------------------------------------------------------
+
+    def _build_header(self) -> None:
         self.banner = QLabel("")
         self.banner.setObjectName("banner")
         self.banner.setFixedHeight(26)  # always there, empty or not: a banner never moves the plots
+        self.banner.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)  # never widens the window
         self.warning = self.banner
         self.smoothing = QSlider(Qt.Orientation.Horizontal)
         self.smoothing.setRange(0, 99)
         self.smoothing.setValue(0)
-        self.smoothing.setFixedWidth(110)
+        self.smoothing.setFixedWidth(90)
         self.smoothing.setToolTip("smoothing: TensorBoard's debiased exponential moving average (0 = raw)")
         self.smoothing_label = QLabel("smoothing 0.00")
         self.x_mode = QComboBox()
@@ -178,73 +355,79 @@ class PlotsPanel(QWidget):
         self.log_y = QCheckBox("log y")
         self.log_y.setChecked(True)
         self.log_y.setToolTip("log scale for the loss, learning rate and gradient norm plots")
-        controls = QHBoxLayout()
-        controls.setContentsMargins(4, 0, 4, 0)
-        controls.addWidget(self.smoothing_label)
-        controls.addWidget(self.smoothing)
-        controls.addSpacing(12)
-        controls.addWidget(QLabel("x:"))
-        controls.addWidget(self.x_mode)
-        controls.addWidget(self.log_y)
-        controls.addStretch(1)
+        self.follow = QToolButton()
+        self.follow.setText("Follow")
+        self.follow.setCheckable(True)
+        self.follow.setChecked(True)
+        self.follow.setToolTip("the x range follows the run; a pan or zoom by hand turns this off")
+        self.follow.toggled.connect(self._follow_toggled)
+        self.series_button = QToolButton()
+        self.series_button.setText("Series")
+        self.series_button.setCheckable(True)
+        self.series_button.setChecked(True)
+        self.series_button.setToolTip("show or hide the series list (curve names; a click toggles a curve)")
+        self.series_button.toggled.connect(self._series_button_toggled)
+        self.controls = QHBoxLayout()
+        self.controls.setContentsMargins(4, 0, 4, 0)
+        for widget in (self.smoothing_label, self.smoothing):
+            self.controls.addWidget(widget)
+        self.controls.addSpacing(8)
+        self.controls.addWidget(QLabel("x:"))
+        for widget in (self.x_mode, self.follow, self.log_y):
+            self.controls.addWidget(widget)
+        self.controls.addStretch(1)
+        self.controls.addWidget(self.series_button)
         self.readout = QLabel(" ")
         self.readout.setObjectName("readout")
         self.readout.setFixedHeight(20)
         self.readout.setTextFormat(Qt.TextFormat.PlainText)
+        self.readout.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)  # never widens the window
+        self.readout_text = ""
+        """The whole read-out (the label shows it elided to its width; its tooltip shows all of it)."""
 
-        self.canvas = pg.GraphicsLayoutWidget()
-        self.plot_by_key: dict[str, _Plot] = {}
-        for key, title, log_default, (row, col, span) in PLOT_SPECS:
-            item = self.canvas.addPlot(row=row, col=col, colspan=span, title=title)
-            item.setMenuEnabled(True)
-            self.plot_by_key[key] = _Plot(key, item, log_default)
-            export = item.getViewBox().menu.addAction("Export CSV…")
-            export.triggered.connect(lambda _c=False, k=key: self._export_dialog(k))
-        self.plots = list(self.plot_by_key.values())
-        for key in ("loss", "val", "std", "grad", "share", "entropy", "lr", "speed", "memory"):
-            setattr(self, key, self.plot_by_key[key])
-        self.lane = self.canvas.addPlot(row=4, col=0, colspan=6)
-        self.lane.setMaximumHeight(44)
-        self.lane.hideAxis("left")
+    def _build_grid(self) -> None:
+        self.grid_host = QWidget()
+        self.grid = QGridLayout(self.grid_host)
+        self.grid.setContentsMargins(0, 0, 0, 0)
+        self.grid.setSpacing(4)
+        self.columns = 0
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        self.scroll.setWidget(self.grid_host)
+        self.scroll.viewport().installEventFilter(self)
+        self.scroll.setMinimumWidth(MIN_PLOT_WIDTH)
+        self.reflow(MIN_PLOT_WIDTH * 2)
+
+    def _build_lane(self) -> None:
+        self.lane_widget = pg.PlotWidget(axisItems={"bottom": CompactAxis("bottom")})
+        self.lane_widget.setFixedHeight(72)
+        self.lane = self.lane_widget.getPlotItem()
+        self.lane.hideButtons()
         self.lane.setYRange(0, 1, padding=0.05)
         self.lane.setMouseEnabled(x=True, y=False)
         self.lane.getAxis("bottom").setLabel("step")
-        self.lane.getAxis("left").setWidth(52)
-        self.lane.showAxis("left")
-        self.lane.getAxis("left").setStyle(showValues=False)
-        self.lane.getAxis("left").setPen(pg.mkPen(None))
-        self.lane.getAxis("left").setLabel("events")
-        self.lane_marks = {
-            "checkpoint": pg.ScatterPlotItem(
-                symbol="|", size=9, pen=pg.mkPen(theme.OK, width=1.5), brush=None, hoverable=True, tip=self._mark_tip
-            ),
-            "anomaly": pg.ScatterPlotItem(
-                symbol="x", size=8, pen=pg.mkPen(theme.ERROR, width=1.5), brush=None, hoverable=True, tip=self._mark_tip
-            ),
-            "rollback": pg.ScatterPlotItem(
-                symbol="arrow_left",
-                size=11,
-                pen=None,
-                brush=pg.mkBrush(theme.WARNING),
-                hoverable=True,
-                tip=self._mark_tip,
-            ),
+        axis = self.lane.getAxis("left")
+        axis.setWidth(48)
+        axis.setStyle(showValues=False)
+        axis.setPen(pg.mkPen(None))
+        axis.setLabel("events")
+        self.lane_marks: dict[str, pg.ScatterPlotItem] = {}
+        looks = {
+            "checkpoint": {"symbol": "|", "size": 9, "pen": pg.mkPen(theme.OK, width=1.5), "brush": None},
+            "snapshot": {"symbol": "o", "size": 4, "pen": None, "brush": pg.mkBrush(theme.MUTED)},
+            "stage": {"symbol": "s", "size": 7, "pen": None, "brush": pg.mkBrush(theme.ACCENT)},
+            "anomaly": {"symbol": "x", "size": 8, "pen": pg.mkPen(theme.ERROR, width=1.5), "brush": None},
+            "rollback": {"symbol": "arrow_left", "size": 11, "pen": None, "brush": pg.mkBrush(theme.WARNING)},
         }
-        for scatter in self.lane_marks.values():
+        for kind, look in looks.items():
+            scatter = pg.ScatterPlotItem(hoverable=True, tip=self._mark_tip, **look)
+            self.lane_marks[kind] = scatter
             self.lane.addItem(scatter)
-        for row in range(4):
-            self.canvas.ci.layout.setRowStretchFactor(row, 2 if row == 0 else 1)
-        # One x range for all, spanning every curve of every run, so the plots line up step for step with each other
-        # and with the event marks. (pyqtgraph's x link aligns screen pixels, which plots of different widths do not
-        # share.) A plot zoomed by hand keeps its range until the x axis setting changes.
-        self.x_extent: tuple[float, float] | None = None
-        self.follow_extent = True
-        for view in [plot.item.getViewBox() for plot in self.plots] + [self.lane.getViewBox()]:
-            view.enableAutoRange(axis=pg.ViewBox.XAxis, enable=False)
-            view.setAutoVisible(y=True)
-            view.sigRangeChangedManually.connect(lambda *_: setattr(self, "follow_extent", False))
-        self.entropy_map = pg.colormap.get("viridis")
+        self.lane.getViewBox().menu.setEnabled(False)
 
+    def _build_reference_lines(self) -> None:
         self.collapse_line = pg.InfiniteLine(
             pos=COLLAPSE_STD_M * 1000.0,
             angle=0,
@@ -259,51 +442,91 @@ class PlotsPanel(QWidget):
             self.grad.item.addItem(
                 pg.InfiniteLine(pos=np.log10(limit), angle=0, pen=pg.mkPen("#803030", style=Qt.PenStyle.DotLine))
             )
+        self.entropy_map = pg.colormap.get("viridis")
+        for view in self._views():
+            view.enableAutoRange(axis=pg.ViewBox.XAxis, enable=False)
+            view.setAutoVisible(y=True)
+            view.sigRangeChangedManually.connect(self._changed_by_hand)
+            view.sigXRangeChanged.connect(self._x_changed)
 
+    def _build_series_list(self) -> None:
         self.series_list = QTreeWidget()
         self.series_list.setHeaderHidden(True)
         self.series_list.setMinimumWidth(150)
         self.series_list.setRootIsDecorated(True)
         self.series_list.setToolTip("click a series to show or hide its curve")
         self.series_list.itemChanged.connect(self._item_toggled)
+        self.series_list.itemPressed.connect(self._item_pressed)
+        self.series_list.itemClicked.connect(self._item_clicked)
         self._plot_items: dict[str, QTreeWidgetItem] = {}
-        for key, title, _log, _cell in PLOT_SPECS:
-            top = QTreeWidgetItem([title])
+        for spec in PLOT_SPECS:
+            top = QTreeWidgetItem([spec.title])
             top.setFlags(Qt.ItemFlag.ItemIsEnabled)
             self.series_list.addTopLevelItem(top)
-            self._plot_items[key] = top
-            top.setExpanded(key in ("loss", "val"))
+            self._plot_items[spec.key] = top
+            top.setExpanded(spec.key in ("loss_total", "val", "loss_hand"))
 
+    def _assemble(self) -> None:
         left = QWidget()
         left_layout = QVBoxLayout(left)
         left_layout.setContentsMargins(0, 0, 0, 0)
         left_layout.setSpacing(2)
-        left_layout.addWidget(self.canvas, 1)
+        left_layout.addWidget(self.scroll, 1)
+        left_layout.addWidget(self.lane_widget)
         left_layout.addWidget(self.readout)
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.addWidget(left)
         self.splitter.addWidget(self.series_list)
         self.splitter.setStretchFactor(0, 1)
-        self.splitter.setSizes([800, 190])
+        self.splitter.setChildrenCollapsible(False)
+        self.splitter.setSizes([800, 180])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.setSpacing(2)
         layout.addWidget(self.banner)
-        layout.addLayout(controls)
+        layout.addLayout(self.controls)
         layout.addWidget(self.splitter, 1)
+        self.setMinimumWidth(MIN_PLOT_WIDTH + 20)
 
-        self.runs: list[_Run] = []
-        self.state: RunState | None = None
-        self._dirty: set[str] = set()
-        self._lane_dirty = False
-        self._next = 0
-        self.collapse_shown = False
-        self.not_learning_shown = False
-        self._show_banner()
-        self.smoothing.valueChanged.connect(self._settings_changed)
-        self.x_mode.currentIndexChanged.connect(self._settings_changed)
-        self.log_y.toggled.connect(self._log_toggled)
-        self.canvas.scene().sigMouseMoved.connect(self._hover)
+    def _views(self) -> list[pg.ViewBox]:
+        return [plot.view for plot in self.plots] + [self.lane.getViewBox()]
+
+    # ---- layout ----------------------------------------------------------------------------------------------
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt's name)
+        if watched is self.scroll.viewport() and event.type() == QEvent.Type.Resize:
+            self.reflow(self.scroll.viewport().width())
+        return False
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        super().resizeEvent(event)
+        narrow = self.width() < SERIES_LIST_BELOW
+        shown = self._list_wanted if self._list_wanted is not None else not narrow
+        if narrow and self._list_wanted and self.width() < SERIES_LIST_BELOW - 200:
+            shown = False  # too narrow for the list even when asked for: the plots keep their width
+        if self.series_list.isVisibleTo(self) != shown or self.series_button.isChecked() != shown:
+            self.series_list.setVisible(shown)
+            self.series_button.blockSignals(True)
+            self.series_button.setChecked(shown)
+            self.series_button.blockSignals(False)
+        self._elide_readout()
+
+    def reflow(self, width: int) -> None:
+        """Lay the plots out in as many columns (one to three) as fit `MIN_PLOT_WIDTH` each."""
+        columns = int(min(3, max(1, width // MIN_PLOT_WIDTH)))
+        if columns == self.columns:
+            return
+        self.columns = columns
+        for plot in self.plot_by_key.values():
+            self.grid.removeWidget(plot.widget)
+        for column in range(3):
+            self.grid.setColumnStretch(column, 1 if column < columns else 0)
+        for index, plot in enumerate(self.plot_by_key.values()):
+            self.grid.addWidget(plot.widget, index // columns, index % columns)
+
+    def _series_button_toggled(self, on: bool) -> None:
+        self._list_wanted = on
+        self.series_list.setVisible(on)
 
     # ---- runs ----------------------------------------------------------------------------------------------
 
@@ -316,9 +539,12 @@ class PlotsPanel(QWidget):
         self.state = state
         self._connect(run)
         self.collapse_shown = state.collapsed
+        self.follow_extent, self.x_range = True, None
+        self.follow.setChecked(True)
         self._show_banner()
         self._mark_all_dirty()
         self.refresh()
+        self._update_reasons()
 
     def add_overlay(self, label: str, state: RunState) -> None:
         """Overlay another run (dashed, its series named 'series · label') for comparison."""
@@ -368,7 +594,7 @@ class PlotsPanel(QWidget):
         self._dirty = set(PLOT_KEYS)
         self._lane_dirty = True
 
-    # ---- banners ---------------------------------------------------------------------------------------------
+    # ---- banners and empty plots -----------------------------------------------------------------------------
 
     def _on_collapse(self, collapsed: bool) -> None:
         self.collapse_shown = collapsed
@@ -391,6 +617,15 @@ class PlotsPanel(QWidget):
         )
         self.banner.setToolTip(self.banner.text())
 
+    def _update_reasons(self) -> None:
+        """Each empty plot says why, and when its first point is due; a plot with data says nothing."""
+        for plot in self.plots:
+            text = "" if plot.has_data() else empty_reason(self.state, plot.key)
+            if plot.reason.text() != text:
+                plot.reason.setText(text)
+                plot.place_reason()
+            plot.reason.setVisible(bool(text))
+
     # ---- settings ------------------------------------------------------------------------------------------
 
     @property
@@ -405,7 +640,8 @@ class PlotsPanel(QWidget):
         self.smoothing_label.setText(f"smoothing {self.smoothing_weight:.2f}")
         self.lane.getAxis("bottom").setLabel("minutes since start" if self.x_by_time else "step")
         self._mark_all_dirty()
-        self.follow_extent, self.x_extent = True, None
+        self.x_range = None
+        self.follow.setChecked(True)
         for plot in self.plots:
             plot.item.enableAutoRange(axis=pg.ViewBox.YAxis)
 
@@ -416,6 +652,12 @@ class PlotsPanel(QWidget):
         self._mark_all_dirty()
         self.grad_flags.setVisible(on)
 
+    def _follow_toggled(self, on: bool) -> None:
+        self.follow_extent = on
+        if on:
+            self.x_range = None
+            self._update_extent()
+
     def _item_toggled(self, item: QTreeWidgetItem, _column: int) -> None:
         for run in self.runs:
             for curve in run.curves.values():
@@ -425,24 +667,41 @@ class PlotsPanel(QWidget):
                     curve.ghost.setVisible(curve.visible)
                     return
 
+    def _item_pressed(self, item: QTreeWidgetItem, _column: int) -> None:
+        self._pressed = (item, item.checkState(0))
+
+    def _item_clicked(self, item: QTreeWidgetItem, _column: int) -> None:
+        """A click on a series' name toggles it (a click on its check box already did)."""
+        pressed, self._pressed = self._pressed, None
+        if not item.flags() & Qt.ItemFlag.ItemIsUserCheckable or pressed is None or pressed[0] is not item:
+            return
+        if item.checkState(0) == pressed[1]:
+            unchecked = item.checkState(0) == Qt.CheckState.Unchecked
+            item.setCheckState(0, Qt.CheckState.Checked if unchecked else Qt.CheckState.Unchecked)
+
     def set_series_visible(self, key: str, name: str, visible: bool, label: str = "") -> None:
         """Show or hide one series (what a click in the series list does)."""
         for run in self.runs:
-            if run.label == label and (key, name) in run.curves:
-                state = Qt.CheckState.Checked if visible else Qt.CheckState.Unchecked
-                run.curves[(key, name)].item.setCheckState(0, state)
+            for member in plot_keys(key):
+                if run.label == label and (member, name) in run.curves:
+                    state = Qt.CheckState.Checked if visible else Qt.CheckState.Unchecked
+                    run.curves[(member, name)].item.setCheckState(0, state)
 
     # ---- feeding -------------------------------------------------------------------------------------------
 
     def refresh(self) -> None:
         """Feed one changed plot (setData only), round robin: a repaint then covers that plot alone.
 
-        Called on every tick of the window's timer; with nine plots each is fed about three times a second, and no
-        tick pays for repainting all of them (20-40 ms on a 2-core CPU).
+        Called on every tick of the window's timer; with 14 plots each is fed about once a second at most, and no
+        tick pays for repainting all of them.
         """
+        self._ticks += 1
+        if self._ticks % REASON_EVERY_TICKS == 0:
+            self._update_reasons()
         if self._lane_dirty:
             self._lane_dirty = False
             self._feed_lane()
+            self._update_extent()
             return
         if not self.runs or not self._dirty:
             return
@@ -452,11 +711,15 @@ class PlotsPanel(QWidget):
             if key in self._dirty:
                 self._next = (start + offset + 1) % len(PLOT_KEYS)
                 budget = [MAX_NEW_CURVES_PER_REFRESH]
+                plot = self.plot_by_key[key]
+                had_data = plot.has_data()
                 for run in self.runs:
-                    self._feed(self.plot_by_key[key], run, budget)
+                    self._feed(plot, run, budget)
                 if key == "grad":
                     self._update_grad_flags()
                 self._update_extent()
+                if had_data != plot.has_data():
+                    self._update_reasons()
                 if budget[0] > 0:  # every series of this plot has its curve
                     self._dirty.discard(key)
                 return
@@ -478,8 +741,8 @@ class PlotsPanel(QWidget):
                 budget[0] -= 1
                 curve = self._new_curve(plot, run, name)
             if plot.key == "entropy":  # layers coloured along the map, first dark blue ... last yellow
-                colour = plot.colour(name, self.entropy_map, index, len(names))
-                curve.live.setPen(pg.mkPen(colour, width=1.3, style=run.style))
+                curve.colour = self.entropy_map.map(index / max(len(names) - 1, 1), mode="qcolor")
+                curve.live.setPen(pg.mkPen(curve.colour, width=1.3, style=run.style))
             fed = (series.version, self.smoothing_weight, self.x_by_time, log, len(names))
             if curve.fed == fed:
                 continue
@@ -489,6 +752,7 @@ class PlotsPanel(QWidget):
             if log:
                 y = np.where(y > 0, y, np.nan)  # log axes cannot show zero or negative values
             curve.live.setData(self._x_of(run.state, x, t), smooth(y, self.smoothing_weight))
+            self._set_markers(curve, len(x) <= FEW_POINTS)
             ghost_fed = (series.branch_version, self.x_by_time, log)
             if curve.ghost_fed == ghost_fed:
                 continue
@@ -501,6 +765,20 @@ class PlotsPanel(QWidget):
                 curve.ghost.setData(self._x_of(run.state, gx, gt), gy)
             elif curve.ghost.xData is not None and len(curve.ghost.xData):
                 curve.ghost.setData([], [])
+
+    @staticmethod
+    def _set_markers(curve: _Curve, on: bool) -> None:
+        """A marker at each point while a series has few (a single point draws no line)."""
+        if curve.markers == on:
+            return
+        curve.markers = on
+        if on:
+            curve.live.setSymbol("o")
+            curve.live.setSymbolSize(5)
+            curve.live.setSymbolPen(None)
+            curve.live.setSymbolBrush(pg.mkBrush(curve.colour))
+        else:
+            curve.live.setSymbol(None)
 
     def _new_curve(self, plot: _Plot, run: _Run, name: str) -> _Curve:
         colour = plot.colour(name)
@@ -518,35 +796,45 @@ class PlotsPanel(QWidget):
         swatch = QPixmap(10, 10)
         swatch.fill(colour)
         item.setIcon(0, QIcon(swatch))
-        item.setToolTip(0, f"{plot.item.titleLabel.text}: {label}")
+        item.setToolTip(0, f"{plot.title}: {label} (click to show or hide)")
         self.series_list.blockSignals(True)
         self._plot_items[plot.key].addChild(item)
         self.series_list.blockSignals(False)
-        curve = _Curve(live=live, ghost=ghost, item=item)
+        curve = _Curve(live=live, ghost=ghost, item=item, colour=colour)
         run.curves[(plot.key, name)] = curve
         return curve
 
+    def _run(self, label: str) -> _Run:
+        for run in self.runs:
+            if run.label == label:
+                return run
+        raise KeyError(f"no run {label!r}")
+
+    def _find(self, key: str, name: str, label: str) -> _Curve:
+        curves = self._run(label).curves
+        for member in plot_keys(key):
+            if (member, name) in curves:
+                return curves[(member, name)]
+        raise KeyError(f"no series {name!r} in plot {key!r}")
+
     def curve(self, key: str, name: str, label: str = "") -> pg.PlotDataItem:
         """The live-branch curve of a series (of the main run, or of the overlay named `label`)."""
-        for run in self.runs:
-            if run.label == label:
-                return run.curves[(key, name)].live
-        raise KeyError(f"no run {label!r}")
+        return self._find(key, name, label).live
 
     def ghost(self, key: str, name: str, label: str = "") -> pg.PlotDataItem:
-        for run in self.runs:
-            if run.label == label:
-                return run.curves[(key, name)].ghost
-        raise KeyError(f"no run {label!r}")
+        return self._find(key, name, label).ghost
 
     def curves_of(self, key: str, label: str = "") -> dict[str, pg.PlotDataItem]:
+        members = plot_keys(key)
         for run in self.runs:
             if run.label == label:
-                return {name: c.live for (k, name), c in run.curves.items() if k == key}
+                return {name: c.live for (k, name), c in run.curves.items() if k in members}
         return {}
 
-    def _update_extent(self) -> None:
-        """Give every plot and the lane the x range of all curves (unless a plot was zoomed by hand)."""
+    # ---- one x range -----------------------------------------------------------------------------------------
+
+    def _extent(self) -> tuple[float, float] | None:
+        """The x span of every curve of every run and of the event marks."""
         low, high = np.inf, -np.inf
         for run in self.runs:
             for curve in run.curves.values():
@@ -554,15 +842,46 @@ class PlotsPanel(QWidget):
                     x = item.xData
                     if x is not None and len(x) and np.isfinite(x).any():
                         low, high = min(low, float(np.nanmin(x))), max(high, float(np.nanmax(x)))
-        if low > high or not self.follow_extent:
+        for scatter in self.lane_marks.values():
+            x = scatter.data["x"] if len(scatter.data) else ()
+            if len(x):
+                low, high = min(low, float(np.min(x))), max(high, float(np.max(x)))
+        return (low, high) if low <= high else None
+
+    def _update_extent(self) -> None:
+        """Give every plot and the lane the x range of all curves and marks (unless one was zoomed by hand)."""
+        extent = self._extent()
+        if extent is None or not self.follow_extent:
             return
-        shown = self.x_extent
+        low, high = extent
+        shown = self.x_range
         if shown is None or low < shown[0] or high > shown[1]:
-            # a tenth of head room: the ten views are re-ranged (and their axes relabelled) every tenth of the run,
-            # not at every step
-            self.x_extent = (low, high + 0.1 * max(high - low, 1.0))
-            for view in [plot.item.getViewBox() for plot in self.plots] + [self.lane.getViewBox()]:
-                view.setXRange(*self.x_extent, padding=0.02)
+            # a tenth of head room: the views are re-ranged (and their axes relabelled) every tenth of the run, not
+            # at every step
+            pad = 0.02 * max(high - low, 1.0)
+            self.set_x_range(low - pad, high + 0.1 * max(high - low, 1.0))
+
+    def set_x_range(self, low: float, high: float) -> None:
+        """Show [low, high] on every plot and the lane."""
+        self.x_range = (low, high)
+        self._syncing = True
+        try:
+            for view in self._views():
+                view.setXRange(low, high, padding=0.0)
+        finally:
+            self._syncing = False
+
+    def _changed_by_hand(self, *_args) -> None:
+        self.follow.setChecked(False)
+
+    def _x_changed(self, view: pg.ViewBox, x_range) -> None:  # noqa: ANN001
+        """A pan or zoom on one view (by hand, or its menu): every other view takes the same range."""
+        if self._syncing:
+            return
+        low, high = (float(v) for v in x_range)
+        if self.x_range is not None and np.allclose(self.x_range, (low, high)):
+            return
+        self.set_x_range(low, high)
 
     def _update_grad_flags(self) -> None:
         if self.state is None:
@@ -591,34 +910,52 @@ class PlotsPanel(QWidget):
             steps = np.array([m.step for m in marks], dtype=np.float64)
             times = np.array([m.time for m in marks], dtype=np.float64)
             x = self._x_of(state, steps, times)
-            scatter.setData(x=x, y=np.full(len(marks), LANE_ROWS[kind]), data=[f"{kind}: {m.label}" for m in marks])
+            labels = [f"{kind}: {m.label} (step {m.step})" for m in marks]
+            scatter.setData(x=x, y=np.full(len(marks), LANE_ROWS[kind]), data=labels)
 
     @staticmethod
     def _mark_tip(x: float, y: float, data: object) -> str:
-        return f"{data} (x {x:.0f})"
+        return str(data)
 
     # ---- hover read-out -------------------------------------------------------------------------------------
 
-    def _hover(self, pos) -> None:  # noqa: ANN001 (a QPointF in scene coordinates)
-        for plot in self.plots:
-            inside = plot.item.sceneBoundingRect().contains(pos)
-            if not inside:
-                plot.hover_line.setVisible(False)
-                continue
-            x = plot.item.getViewBox().mapSceneToView(pos).x()
-            plot.hover_line.setPos(x)
-            plot.hover_line.setVisible(True)
-            self.readout.setText(self.read_values(plot.key, x))
+    def _hover(self, plot: _Plot, pos) -> None:  # noqa: ANN001 (a QPointF in the plot's scene coordinates)
+        if not plot.view.sceneBoundingRect().contains(pos):
+            self.clear_hover()
             return
-        self.readout.setText(" ")
+        point = plot.view.mapSceneToView(pos)
+        for other in self.plots:
+            if other is not plot:
+                other.hover_line.setVisible(False)
+        text, x = self.read_values(plot.key, point.x(), point.y(), with_x=True)
+        plot.hover_line.setPos(point.x() if x is None else x)
+        plot.hover_line.setVisible(True)
+        self._set_readout(text)
 
-    def read_values(self, key: str, x: float) -> str:
-        """'title · step N · series value, ...': the values of a plot's visible curves nearest to `x`."""
-        plot = self.plot_by_key[key]
-        parts = []
+    def clear_hover(self) -> None:
+        for plot in self.plots:
+            plot.hover_line.setVisible(False)
+        self._set_readout(" ")
+
+    def _set_readout(self, text: str) -> None:
+        self.readout_text = text
+        self.readout.setToolTip(text.strip())
+        self._elide_readout()
+
+    def _elide_readout(self) -> None:
+        metrics = self.readout.fontMetrics()
+        width = max(self.readout.width() - 8, 20)
+        self.readout.setText(metrics.elidedText(self.readout_text, Qt.TextElideMode.ElideRight, width))
+
+    def read_values(self, key: str, x: float, y: float | None = None, with_x: bool = False):  # noqa: ANN201
+        """'title · step N · series value, ...' at the logged step nearest to `x` (the step the values belong to),
+        the curve nearest to `y` (in the plot's own y units) first. With `with_x`, also that step's x. `key` may
+        name a family ('loss': every loss plot)."""
+        members = plot_keys(key)
+        found = []  # (distance in x, distance in y, label, x, value)
         for run in self.runs:
             for (plot_key, name), curve in run.curves.items():
-                if plot_key != key or not curve.visible:
+                if plot_key not in members or not curve.visible:
                     continue
                 xs, ys = curve.live.getData()
                 if xs is None or not len(xs):
@@ -626,26 +963,34 @@ class PlotsPanel(QWidget):
                 i = int(np.clip(np.searchsorted(xs, x), 0, len(xs) - 1))
                 if i > 0 and abs(xs[i - 1] - x) < abs(xs[i] - x):
                     i -= 1
-                value = 10 ** ys[i] if plot.log_default and self.log_y.isChecked() else ys[i]
+                shown = ys[i]
+                log = self.plot_by_key[plot_key].log_default and self.log_y.isChecked()
+                value = 10**shown if log else shown
                 label = f"{name} · {run.label}" if run.label else name
-                parts.append(f"{label} {value:.4g}")
-        where = f"{x:.1f} min" if self.x_by_time else f"step {x:.0f}"
-        return f"{plot.item.titleLabel.text} · {where} · " + ", ".join(parts[:10]) if parts else " "
+                dy = abs(shown - y) if y is not None and np.isfinite(shown) else math.inf
+                found.append((abs(xs[i] - x), dy, label, float(xs[i]), value))
+        if not found:
+            return (" ", None) if with_x else " "
+        nearest_x = min(found)[3]
+        same_step = [f for f in found if abs(f[3] - nearest_x) < 1e-9]  # values logged at that step only
+        same_step.sort(key=lambda f: f[1])
+        where = f"{nearest_x:.2f} min" if self.x_by_time else f"step {nearest_x:.0f}"
+        parts = [f"{label} {value:.4g}" for _dx, _dy, label, _x, value in same_step[:10]]
+        title = self.plot_by_key[key].title if key in self.plot_by_key else key
+        text = f"{title} · {where} · " + ", ".join(parts)
+        return (text, nearest_x) if with_x else text
 
     # ---- CSV --------------------------------------------------------------------------------------------------
 
     def _export_dialog(self, key: str) -> None:
-        path, _ = QFileDialog.getSaveFileName(
-            self, "Export plot as CSV", str(Path.home() / f"{key}.csv"), "CSV (*.csv)"
-        )
+        folder = self.state.run_dir if self.state is not None and self.state.run_dir else Path.home()
+        path, _ = QFileDialog.getSaveFileName(self, "Export plot as CSV", str(folder / f"{key}.csv"), "CSV (*.csv)")
         if path:
             self.export_csv(key, Path(path))
 
     def export_csv(self, key: str, path: Path) -> int:
-        """Write every series of a plot, every run, both branches: run, series, branch, step, time, value, smoothed.
-
-        Returns the number of rows written.
-        """
+        """Write every series of a plot (or family), every run, both branches: run, series, branch, step, time (Unix
+        seconds, microsecond resolution), value, smoothed (full precision). Returns the number of rows written."""
         rows = 0
         with open(path, "w", newline="") as f:
             writer = csv.writer(f)
@@ -654,21 +999,24 @@ class PlotsPanel(QWidget):
                 label = run.label or (run.state.run_dir.name if run.state.run_dir else "run")
                 for name, (series, scale) in plot_series(run.state, key).items():
                     x, y, t = series.live()
-                    for branch, (bx, by, bt, bs) in (
-                        ("live", (x, y * scale, t, smooth(y * scale, self.smoothing_weight))),
-                        (
-                            "abandoned",
-                            (
-                                series.x[series.dead],
-                                series.y[series.dead] * scale,
-                                series.t[series.dead],
-                                series.y[series.dead] * scale,
-                            ),
-                        ),
-                    ):
+                    dead = series.dead
+                    branches = (
+                        ("live", x, y * scale, t, smooth(y * scale, self.smoothing_weight)),
+                        ("abandoned", series.x[dead], series.y[dead] * scale, series.t[dead], series.y[dead] * scale),
+                    )
+                    for branch, bx, by, bt, bs in branches:
                         for step, value, when, smoothed in zip(bx, by, bt, bs):
-                            numbers = (f"{v:.9g}" for v in (when, value, smoothed))
-                            writer.writerow([label, name, branch, int(step), *numbers])
+                            writer.writerow(
+                                [
+                                    label,
+                                    name,
+                                    branch,
+                                    int(step),
+                                    f"{when:.6f}",
+                                    repr(float(value)),
+                                    repr(float(smoothed)),
+                                ]
+                            )
                             rows += 1
         return rows
 

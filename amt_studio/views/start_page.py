@@ -30,8 +30,10 @@ WELCOME = f"""<h2 style='color:{theme.TEXT}'>AMT Studio</h2>
 <p style='color:{theme.MUTED}'>Train the Advanced Manipulation Transformer and watch it learn, or inspect a checkpoint.
 No data and no GPU needed: a synthetic hand-object world renders training images on the fly.</p>
 <ol style='color:{theme.TEXT}'>
-<li><b>New run</b> (Ctrl+N): pick the <b>cpu</b> preset; it learns in minutes on this machine. The trainer runs in
-its own process: closing the window can leave it training, and this page finds it again.</li>
+<li><b>New run</b> (Ctrl+N): pick the <b>cpu</b> preset. On a 2-core CPU it validates first at step 20 (within
+a minute), then every 100 steps, against the mean pose's error; after about 5 minutes its held-out error is about
+three quarters of the mean pose's (77 against 107 mm here). The trainer runs in its own process: closing the window
+can leave it training, and this page finds it again.</li>
 <li><b>Attach</b> (Ctrl+O): watch a run directory written by <code>amt-core train</code>, live or finished.</li>
 <li><b>Inspect</b>: open a checkpoint, run it on samples or image files, compare with the truth in 3D.</li>
 </ol>"""

@@ -14,8 +14,22 @@ WARNING = "#f0c040"
 ERROR = "#ff5c5c"
 OK = "#6cc46c"
 
-# Curve colours, cycled per series (a colour-blind-friendly set).
-CURVE_COLORS = ("#4e9de6", "#f29e5c", "#6cc46c", "#e06c9f", "#b38cf0", "#3fc1c9", "#f0c040", "#c0c4cc", "#ff7f50")
+# Curve colours: a qualitative set of ten, distinct on the dark background (after Tableau 10, lightened); a plot gives
+# each of its series the next unused one, so no colour repeats inside a plot of up to ten series.
+CURVE_COLORS = (
+    "#4e9de6",
+    "#f29e5c",
+    "#6cc46c",
+    "#e06c9f",
+    "#b38cf0",
+    "#3fc1c9",
+    "#f0c040",
+    "#c49c6c",
+    "#a6d854",
+    "#f2f2f2",
+)
+REFERENCE = "#a0a4ac"
+"""Reference lines (a constant predictor's error): grey, dashed."""
 
 STYLE_SHEET = f"""
 QMainWindow, QDialog {{ background: {BACKGROUND}; }}
