@@ -117,8 +117,8 @@ class MainWindow(QMainWindow):
         splitter.setSizes([520, 760])
         self.training_splitter = splitter
         self.training_empty = QLabel(
-            "No run yet.\n\nStart one with Run ▸ New run (Ctrl+N; the cpu preset learns in minutes here),\n"
-            "attach to a run directory (Ctrl+O), or pick a run on the Start page."
+            "No run yet.\n\nStart one with Run ▸ New run (Ctrl+N; the cpu preset validates within a minute,\n"
+            "then every 100 steps), attach to a run directory (Ctrl+O), or pick a run on the Start page."
         )
         self.training_empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.training_empty.setObjectName("title")

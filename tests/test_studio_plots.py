@@ -226,3 +226,5 @@ def test_plot_settings_and_csv_export(qtbot, window, tmp_path) -> None:
     assert {r["series"] for r in table} == {"total", "joints", "object", "kl"}
     joints = [r for r in table if r["series"] == "joints" and r["branch"] == "live"]
     assert float(joints[0]["value"]) == pytest.approx(1.0) and joints[0]["step"] == "1"
+    logged = window.session.state.losses["joints"].t[0]  # Unix seconds: kept to the microsecond, not 10 s
+    assert abs(float(joints[0]["time_s"]) - logged) < 1e-5 and float(joints[1]["time_s"]) != float(joints[0]["time_s"])
