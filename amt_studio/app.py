@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -57,7 +58,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.inspect is not None:
         window.tabs.setCurrentWidget(window.inspect)
         window.inspect.open_checkpoint(args.inspect)
-    return app.exec()
+    return exit_now(app.exec())
+
+
+def exit_now(code: int) -> int:
+    """Leave as soon as the window has closed. Everything that must outlive it is on disk by then (settings and
+    recent runs are synced on close; a trainer runs in its own process, a stop is handed to a detached stopper), and
+    the worker threads only read. A normal exit would still join those threads (one may be mid-way through loading a
+    snapshot while the warm-up imports torch) and tear down torch and Open3D: 2-9 s measured here with the window
+    already gone."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

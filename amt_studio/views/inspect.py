@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QFileDialog,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QLineEdit,
     QPushButton,
@@ -102,20 +103,28 @@ class InspectPanel(QWidget):
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.verticalHeader().setDefaultSectionSize(self.table.fontMetrics().height() + 8)  # compact rows
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)  # every column fits: no sideways scroll
+        header.setMinimumSectionSize(60)
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.table.currentCellChanged.connect(lambda row, *_: self._show_sample(row))
+        # The 3D and image panes side by side over the full-width table; both splitters can be dragged.
         views = QSplitter(Qt.Orientation.Horizontal)
         views.addWidget(self.scene)
-        right = QSplitter(Qt.Orientation.Vertical)
-        right.addWidget(self.image)
-        right.addWidget(self.table)
-        right.setSizes([500, 250])
-        views.addWidget(right)
-        views.setSizes([700, 500])
+        views.addWidget(self.image)
+        views.setSizes([600, 400])
+        self.splitter = QSplitter(Qt.Orientation.Vertical)
+        self.splitter.addWidget(views)
+        self.splitter.addWidget(self.table)
+        self.splitter.setChildrenCollapsible(False)
+        self.splitter.setStretchFactor(0, 3)
+        self.splitter.setStretchFactor(1, 2)
+        self.splitter.setSizes([600, 400])
         layout = QVBoxLayout(self)
         layout.addLayout(top)
         layout.addLayout(second)
-        layout.addWidget(views, 1)
+        layout.addWidget(self.splitter, 1)
         self.current_index = 0
         self.labels: list[str] = []
         """What each row is: a dataset index, or an image file's name."""
