@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 
@@ -41,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"{flag} {path} is a folder; give a file name")
         if path is not None and not path.parent.is_dir():  # checked now: not after minutes of evaluation
             raise UserError(f"{flag} {path}: the folder {path.parent} does not exist; create it or give another path")
+        if path is not None and not os.access(path.parent, os.W_OK):  # a read-only disk, too
+            raise UserError(f"{flag} {path}: the folder {path.parent} is not writable; give another path")
 
     from rich.console import Console
 

@@ -130,8 +130,13 @@ def run(args: argparse.Namespace) -> int:
             batch = {"image": image[None].to(device), "K": K[None].to(device)}
             with torch.no_grad():
                 output = model(batch)
-            args.out.mkdir(parents=True, exist_ok=True)
-            hand = write_prediction(args.out / path.stem, output, K, pixels, faces)["hand"]
+            try:
+                args.out.mkdir(parents=True, exist_ok=True)
+                hand = write_prediction(args.out / path.stem, output, K, pixels, faces)["hand"]
+            except OSError as err:  # cli.main's handler writes the line; a write() names no file, so name the folder
+                if err.filename is None:
+                    err.filename = str(args.out)
+                raise
             verdict = "no hand" if hand["present"] is False else "hand"
             std = "-" if hand["joint_std_mm"] is None else f"{hand['joint_std_mm']:.1f}"
             print(f"{path} -> {args.out / path.stem}.json ({verdict}, joint std {std} mm)")  # above a live bar
