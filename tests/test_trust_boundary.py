@@ -250,3 +250,38 @@ def test_force_starts_a_run_beside_files_it_leaves_alone(tmp_path, capsys):
     # now a run: --resume is accepted and the notes stay
     assert main(["train", "--preset", "micro", "--max-steps", "2", "--run-dir", str(folder), "--resume"]) == 0
     assert (folder / "notes.txt").read_text() == "my notes\n"
+
+
+# --------------------------------------------------------------------------- predict's and eval's outputs
+
+
+@pytest.fixture(scope="module")
+def micro_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("boundary") / "run"
+    assert main(["train", "--preset", "micro", "--max-steps", "1", "--run-dir", str(folder)]) == 0
+    return folder
+
+
+def _image(folder: Path) -> Path:
+    from PIL import Image
+
+    folder.mkdir(exist_ok=True)
+    path = folder / "hand.png"
+    Image.new("RGB", (64, 48), (120, 90, 60)).save(path)
+    return path
+
+
+def test_predict_out_on_a_full_tmpfs_names_the_folder(micro_run, small_fs, tmp_path, capsys):
+    _fill(small_fs, leave=8 * 1024)  # the JSON fits, the meshes and the overlay do not
+    out = small_fs / "pred"
+    assert main(["predict", "--ckpt", str(micro_run), str(_image(tmp_path / "in")), "--out", str(out)]) == 2
+    _one_error_line(capsys.readouterr().err, f"disk full at {out}", "free space")
+
+
+def test_predict_and_eval_outputs_on_a_read_only_mount(micro_run, read_only_fs, tmp_path, capsys):
+    out = read_only_fs / "pred"
+    assert main(["predict", "--ckpt", str(micro_run), str(_image(tmp_path / "in")), "--out", str(out)]) == 2
+    _one_error_line(capsys.readouterr().err, str(out), "read-only")
+    report = read_only_fs / "eval.json"
+    assert main(["eval", "--ckpt", str(micro_run), "--max-samples", "2", "--json", str(report)]) == 2
+    _one_error_line(capsys.readouterr().err, f"--json {report}", "not writable")  # refused before evaluating
