@@ -101,10 +101,12 @@ def test_predict_skips_a_file_it_cannot_read_and_predicts_the_rest(run_dir, tmp_
     assert "Traceback" not in captured.err
     assert sorted(p.name for p in out.glob("*.json")) == ["a_good.json"]
     assert "predicted 1 of 4 images" in captured.out
-    # none readable: one line, exit 2, no output folder
+    # none readable: one line (not a skip line each, then the error), exit 2, no output folder
     (folder / "a_good.png").unlink()
     assert main(["predict", "--ckpt", str(run_dir), str(folder), "--out", str(tmp_path / "none")]) == 2
-    assert "none of the 3 images could be read" in capsys.readouterr().err
+    _line(capsys.readouterr().err, "none of the 3 images could be read; first, cannot read image")
+    assert main(["predict", "--ckpt", str(run_dir), str(folder / "b_text.png"), "--out", str(tmp_path / "none")]) == 2
+    _line(capsys.readouterr().err, "cannot read image", "b_text.png")
     assert not (tmp_path / "none").exists()
 
 
@@ -167,6 +169,9 @@ def test_a_config_without_its_model_section_is_named(run_dir, tmp_path, capsys):
     (folder / "config.json").write_text(json.dumps(meta))
     assert main(["eval", "--ckpt", str(folder), "--max-samples", "2"]) == 2
     _line(capsys.readouterr().err, "no 'model' section")
+    (folder / "config.json").write_text("[1, 2]")  # JSON, but not the object a checkpoint's config is
+    assert main(["eval", "--ckpt", str(folder), "--max-samples", "2"]) == 2
+    _line(capsys.readouterr().err, "holds no 'config' object")
 
 
 def test_weights_of_another_model_give_a_short_line(run_dir, tmp_path, capsys):

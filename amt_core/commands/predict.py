@@ -118,15 +118,22 @@ def run(args: argparse.Namespace) -> int:
     size = int(model.config.backbone.img_size)
     faces = parts.hand_faces(model)
     skipped: list[str] = []
+    held: list[str] = []  # skips before the first prediction: if none comes, the one error line speaks for them
     with CountProgress("predict", len(images), "images") as progress:
         for done, path in enumerate(images, start=1):
             try:
                 image, K, pixels = load_image(path, size, args.focal)
             except UserError as err:  # one unreadable file does not cost the folder its predictions
                 skipped.append(str(path))
-                progress.print(f"skipped: {err}")
+                if len(skipped) < done:  # something was predicted: the folder goes on without this file
+                    progress.print(f"skipped: {err}")
+                else:
+                    held.append(str(err))
                 progress.update(done)
                 continue
+            for reason in held:
+                progress.print(f"skipped: {reason}")
+            held = []
             batch = {"image": image[None].to(device), "K": K[None].to(device)}
             with torch.no_grad():
                 output = model(batch)
@@ -142,7 +149,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"{path} -> {args.out / path.stem}.json ({verdict}, joint std {std} mm)")  # above a live bar
             progress.update(done)
     if len(skipped) == len(images):
-        raise UserError(f"none of the {len(images)} images could be read ({summarise_keys(skipped)}); give PNG or JPEG")
+        raise UserError(
+            held[0] if len(held) == 1 else f"none of the {len(held)} images could be read; first, {held[0]}"
+        )
     if skipped:
         print(f"predicted {len(images) - len(skipped)} of {len(images)} images; skipped {summarise_keys(skipped)}")
         return 1

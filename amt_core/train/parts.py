@@ -158,8 +158,14 @@ def model_from_checkpoint(path: str, device: torch.device):
     from amt_core.train.config import config_from_dict
 
     checkpoint = load_checkpoint(path, with_state=False)
+    meta = checkpoint.config
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+        raise UserError(
+            f"checkpoint {checkpoint.path} has no readable config (its config.json holds no 'config' object); "
+            "use another checkpoint"
+        )
     try:
-        config = config_from_dict(checkpoint.config["config"])
+        config = config_from_dict(meta["config"])
     except (KeyError, TypeError, ValueError, UserError) as err:
         raise UserError(
             f"checkpoint {checkpoint.path} has no readable config ({err}); use another checkpoint"
