@@ -285,3 +285,18 @@ def test_predict_and_eval_outputs_on_a_read_only_mount(micro_run, read_only_fs, 
     report = read_only_fs / "eval.json"
     assert main(["eval", "--ckpt", str(micro_run), "--max-samples", "2", "--json", str(report)]) == 2
     _one_error_line(capsys.readouterr().err, f"--json {report}", "not writable")  # refused before evaluating
+
+
+def test_a_run_killed_before_its_config_is_still_a_run(tmp_path):
+    """kill -9 between taking the lock and writing config.json leaves the lock and empty folders: --resume takes it
+    (and starts afresh, there being no checkpoint); a file named lock that a trainer did not write does not count."""
+    from amt_core.errors import UserError
+    from amt_core.train.rundir import RunDir
+
+    (tmp_path / "lock").write_text("")
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "snapshots").mkdir()
+    RunDir(tmp_path).check_start(resume=True)
+    (tmp_path / "lock").write_text("my own lock notes\n")
+    with pytest.raises(UserError, match="is not a run directory"):
+        RunDir(tmp_path).check_start(resume=True)

@@ -100,12 +100,15 @@ class RunDir:
         return (self.path / EVENTS_FILE).exists() or any(self.checkpoints.glob("step_*"))
 
     def is_run(self) -> bool:
-        """Whether a trainer wrote this folder: a run config of ours, events of ours, or a checkpoint."""
+        """Whether a trainer wrote this folder: a run config of ours, events of ours, a checkpoint, or the lock file
+        of a trainer killed before it wrote anything else."""
         config = _json_object(self.path / CONFIG_FILE)
+        lock = self.path / LOCK_FILE
         return (
             (config is not None and isinstance(config.get("config"), dict))
             or _first_event(self.path / EVENTS_FILE) is not None
             or any(p.is_dir() for p in self.checkpoints.glob("step_*"))
+            or (lock.is_file() and self._ours(lock))
         )
 
     def foreign(self) -> tuple[list[str], list[str]]:
