@@ -10,6 +10,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+FRAME_MARGIN = 0.08
+"""Share of each half-width and half-height left free around framed content."""
+MIN_DISTANCE_M = 0.02
+"""The closest the eye gets to the orbit target (the wheel's limit too)."""
+
 
 @dataclass(kw_only=True)
 class OrbitCamera:
@@ -71,7 +76,7 @@ class OrbitCamera:
 
     def zoom(self, steps: float) -> None:
         """Positive steps move closer (a wheel notch is one step)."""
-        self.distance = float(np.clip(self.distance * 0.9**steps, 0.02, 20.0))
+        self.distance = float(np.clip(self.distance * 0.9**steps, MIN_DISTANCE_M, 20.0))
 
     def look_from_image_camera(self, target: np.ndarray, radius: float | None = None) -> None:
         """Orbit around `target` from the image camera's direction (the view that matches the input image).
@@ -85,3 +90,37 @@ class OrbitCamera:
             self.distance = float(max(1.15 * radius / math.sin(math.radians(self.fov_deg) / 2.0), 0.05))
         self.yaw = math.atan2(direction[0], direction[2])
         self.pitch = -math.asin(float(np.clip(direction[1], -1.0, 1.0)))
+
+    def frame_points(self, points: np.ndarray, width: int, height: int, margin: float = FRAME_MARGIN) -> None:
+        """Keep the view direction; move the eye so every one of (N, 3) `points` (metres) projects inside an image
+        of (width, height) pixels, with `margin` of each half-width and half-height left free, as close as it can.
+
+        The eye is the tightest point behind the four frustum planes pushed through the points: along each image
+        axis the two outermost planes meet at one eye position, and the axis that needs the eye further back wins
+        (the other is then centred with room to spare). The orbit target goes to the depth of the points' centre.
+        """
+        points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+        if len(points) == 0:
+            return
+        if not 0.0 <= margin < 0.5:
+            raise ValueError(f"frame_points: margin must be in [0, 0.5), got {margin}")
+        rotation = self.rotation()
+        q = points @ rotation.T  # (N, 3) in the camera's axes, not yet relative to the eye
+        focal = self.intrinsic(width, height)[0, 0]
+        eye_q = np.zeros(3)
+        depth = []
+        for axis, half_px in ((0, width / 2.0), (1, height / 2.0)):
+            slope = half_px / focal * (1.0 - margin)  # tan of the half angle the points may use
+            low = float(np.max(q[:, axis] - slope * q[:, 2]))
+            high = float(np.min(q[:, axis] + slope * q[:, 2]))
+            eye_q[axis] = (low + high) / 2.0
+            depth.append((high - low) / (2.0 * slope))
+        eye_q[2] = min(depth)
+        centre_depth = float((q[:, 2].min() + q[:, 2].max()) / 2.0) - eye_q[2]
+        nearest = float(q[:, 2].min()) - eye_q[2]
+        # A point-like scene would put the eye on it: keep the eye a few centimetres in front of the nearest point.
+        backoff = max(0.0, MIN_DISTANCE_M - nearest)
+        eye_q[2] -= backoff
+        self.distance = float(np.clip(centre_depth + backoff, MIN_DISTANCE_M, 20.0))
+        eye = rotation.T @ eye_q
+        self.target = eye + self.distance * rotation[2]

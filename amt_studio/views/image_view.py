@@ -1,5 +1,6 @@
 """The image view: the input image with the projected predicted and true skeletons, object boxes, contacts and,
-in the inspector, an attention map over the image.
+in the inspector, an attention map over the image. Overlays are clipped to the image; the caption has its own strip
+below it.
 """
 
 from __future__ import annotations
@@ -7,8 +8,8 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from PySide6.QtCore import QPointF, QRectF, Qt
-from PySide6.QtGui import QColor, QImage, QPainter, QPen
+from PySide6.QtCore import QPointF, QRect, QRectF, Qt
+from PySide6.QtGui import QColor, QFontMetrics, QImage, QPainter, QPen
 from PySide6.QtWidgets import QWidget
 
 from amt_core.joints import BONES, FINGER_COLORS, finger_of
@@ -17,6 +18,8 @@ from amt_studio.state.snapshot import SnapshotData
 
 # The 12 edges of a box given its 8 corners in itertools.product order over (x, y, z) in {min, max}.
 BOX_EDGES = ((0, 1), (0, 2), (0, 4), (1, 3), (1, 5), (2, 3), (2, 6), (3, 7), (4, 5), (4, 6), (5, 7), (6, 7))
+CAPTION_PAD_PX = 5
+DEFAULT_CAPTION = "solid: predicted   dashed: true"
 
 
 def project(points: np.ndarray, K: np.ndarray) -> np.ndarray:
@@ -80,12 +83,19 @@ class ImageOverlayView(QWidget):
         self.attention_strength = float(np.clip(strength, 0.0, 1.0))
         self.update()
 
-    def _image_rect(self) -> QRectF:
+    def caption_rect(self) -> QRect:
+        """The strip along the bottom that holds the caption, below the image."""
+        height = QFontMetrics(self.font()).height() + 2 * CAPTION_PAD_PX
+        return QRect(0, max(self.height() - height, 0), self.width(), height)
+
+    def image_rect(self) -> QRectF:
+        """Where the image is drawn: scaled to fit above the caption strip, aspect ratio kept, centred."""
+        area = QRectF(0, 0, self.width(), max(self.caption_rect().top(), 1))
         if self._image is None:
-            return QRectF(self.rect())
+            return area
         w, h = self._image.width(), self._image.height()
-        scale = min(self.width() / w, self.height() / h)
-        return QRectF((self.width() - w * scale) / 2, (self.height() - h * scale) / 2, w * scale, h * scale)
+        scale = min(area.width() / w, area.height() / h)
+        return QRectF((area.width() - w * scale) / 2, (area.height() - h * scale) / 2, w * scale, h * scale)
 
     def paintEvent(self, event) -> None:  # noqa: N802
         painter = QPainter(self)
@@ -97,9 +107,11 @@ class ImageOverlayView(QWidget):
             return
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
-        target = self._image_rect()
+        target = self.image_rect()
         painter.drawImage(target, self._image)
         scale = target.width() / self._image.width()
+        # Projections land anywhere (an object box can reach far past the crop): nothing is drawn outside the image.
+        painter.setClipRect(target)
         if self.attention is not None:
             self._paint_attention(painter, target)
         snap, i = self.snapshot, self.index
@@ -118,9 +130,13 @@ class ImageOverlayView(QWidget):
             if self.show_contacts and snap.pred_contact_points is not None:
                 conf = snap.pred_contact_conf[i] if snap.pred_contact_conf is not None else None
                 self._paint_contacts(painter, to_widget(snap.pred_contact_points[i]), conf)
+        painter.setClipping(False)
         painter.setPen(QColor("#c8ccd4"))
-        legend = "solid: predicted   dashed: true"
-        painter.drawText(int(target.x()) + 8, int(target.bottom()) - 8, self.caption or legend)
+        area = self.caption_rect().adjusted(CAPTION_PAD_PX, 0, -CAPTION_PAD_PX, 0)
+        text = QFontMetrics(self.font()).elidedText(
+            self.caption or DEFAULT_CAPTION, Qt.TextElideMode.ElideRight, area.width()
+        )
+        painter.drawText(area, Qt.AlignmentFlag.AlignCenter, text)
         painter.end()
 
     def attention_rgba(self) -> np.ndarray | None:
