@@ -88,6 +88,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--work-dir", type=Path, help="where the run and the soak's samples go (default: a temp dir)")
 
 
+def _shape(frame) -> str:  # noqa: ANN001 (a render.raycast.Frame)
+    """WIDTHxHEIGHT a frame was cast at (an orbiting camera's frames are cast smaller, then scaled up)."""
+    return "" if frame is None else f"{frame.rgb.shape[1]}x{frame.rgb.shape[0]}"
+
+
+def _still_frames_ms(scene, count: int) -> list[float]:  # noqa: ANN001 (a views.scene3d.Scene3DView)
+    """Milliseconds of full-resolution frames, the sharp frame shown once the camera rests."""
+    width, height = scene.render_size()
+    times = []
+    for _ in range(count):
+        begin = time.perf_counter()
+        scene.renderer.render(scene.camera, width, height)
+        times.append((time.perf_counter() - begin) * 1000.0)
+    return times
+
+
 def _percentile(values: list[float], q: float) -> float:
     import numpy as np
 
@@ -248,6 +264,8 @@ def _soak_child(minutes: float, work: Path, preset: str, size: int) -> int:
     probe.start()
     scene = window.snapshots.scene
     frame_ms: list[float] = []
+    still_ms: list[float] = []
+    motion_px = [""]
     commands = {"sent": 0, "confirmed": 0, "failed": 0}
     pending: list[tuple[str, float, object]] = []  # (what, deadline, confirmation check)
     samples_file = open(work / "soak-samples.jsonl", "w")  # noqa: SIM115 (closed below)
@@ -315,6 +333,8 @@ def _soak_child(minutes: float, work: Path, preset: str, size: int) -> int:
                 begin = time.perf_counter()
                 scene.render_now()
                 frame_ms.append((time.perf_counter() - begin) * 1000.0)
+            motion_px[0] = _shape(scene.frame)
+            still_ms.extend(_still_frames_ms(scene, 2))
             scene.setMinimumSize(240, 240)
             scene.setMaximumSize(16777215, 16777215)
             app.processEvents()
@@ -344,6 +364,8 @@ def _soak_child(minutes: float, work: Path, preset: str, size: int) -> int:
         "panel_fps": 1000.0 / _percentile(frame_ms, 50) if frame_ms else float("nan"),
         "frame_ms_p99": _percentile(frame_ms, 99),
         "panel_px": f"{size}x{size}",
+        "orbit_frame_px": motion_px[0],
+        "still_frame_ms_p50": _percentile(still_ms, 50) if still_ms else float("nan"),
         "cpu_cores": os.cpu_count(),
         "load_avg_1m": os.getloadavg()[0],
         **_refcount_and_rss(samples, warm_up_s(minutes)),
@@ -457,6 +479,8 @@ def _watch(args: argparse.Namespace, work: Path) -> dict:
             start = time.perf_counter()
             scene.render_now()
             frame_ms.append((time.perf_counter() - start) * 1000.0)
+        orbit_px = _shape(scene.frame)
+        still_ms = _still_frames_ms(scene, 5)
         triangles = sum(len(layer.faces) for layer in scene.renderer.layers)
         window.close()
     finally:
@@ -467,6 +491,8 @@ def _watch(args: argparse.Namespace, work: Path) -> dict:
         "frame_ms_p50": _percentile(frame_ms, 50),
         "frame_ms_p99": _percentile(frame_ms, 99),
         "panel_px": f"{scene.render_size()[0]}x{scene.render_size()[1]}",
+        "orbit_frame_px": orbit_px,
+        "still_frame_ms_p50": _percentile(still_ms, 50),
         "triangles": triangles,
         "stall_ms_p50": _percentile(stalls, 50),
         "stall_ms_p99": _percentile(stalls, 99),
