@@ -131,8 +131,7 @@ def main() -> int:
         time.sleep(0.01)
     pump(lambda: window.tick() is None and not window.plots._dirty)
     scene = window.snapshots.scene
-    scene.camera.orbit(-35, 12)  # a three-quarter view shows depth better than the image camera's
-    scene.camera.zoom(2.5)
+    scene.camera.orbit(-35, 12)  # a three-quarter view shows depth better than the image camera's (framing kept)
     scene.render_now()
     app.processEvents()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -146,7 +145,6 @@ def main() -> int:
     pump(lambda: panel.data is not None and not panel.working)
     panel.table.selectRow(args.sample)
     panel.scene.camera.orbit(35, 12)
-    panel.scene.camera.zoom(2.0)
     panel.scene.render_now()
     for _ in range(5):
         app.processEvents()

@@ -144,6 +144,8 @@ def test_inspect_a_checkpoint(qtbot, window, headless_run, tmp_path) -> None:
     qtbot.waitUntil(lambda: "gt object" in [layer.name for layer in panel.scene.renderer.layers], timeout=5000)
     headers = [panel.table.horizontalHeaderItem(c).text() for c in range(panel.table.columnCount())]
     assert headers[3:] == ["object mm", "class", "true class"]
+    header = panel.table.horizontalHeader()  # every column fits the table's width: nothing behind a sideways scroll
+    assert sum(header.sectionSize(c) for c in range(len(headers))) <= panel.table.viewport().width()
     assert float(panel.table.item(row, 3).text()) >= 0.0 and panel.table.item(row, 5).text() not in ("–", "")
     # The camera frames hand and object together: every vertex in front of it and inside the frame.
     scene = panel.scene

@@ -239,7 +239,6 @@ class InspectPanel(QWidget):
                 item = QTableWidgetItem(text)
                 item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.table.setItem(row, col, item)
-        self.table.resizeColumnsToContents()
         self.table.selectRow(0)
         self._show_sample(0)
         self._update_buttons()
