@@ -542,6 +542,21 @@ def events_of(run_dir, kind):
     return [e for e in EventReader(run_dir).read_all() if e.get("kind") == kind] if run_dir.is_dir() else []
 
 
+def group_left(pgid):
+    """Whether a process of the group is still there 10 s on (killed workers are reaped by init meanwhile)."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        if time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)  # the campaign leaves nothing running: counted, then killed
+            return True
+        time.sleep(0.1)
+
+
 resumes_seen = 0
 for round_ in range(SIGNALS):
     signum = (signal.SIGTERM, signal.SIGUSR1)[round_ % 2]
@@ -569,14 +584,7 @@ for round_ in range(SIGNALS):
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate()
-    left = True
-    try:
-        os.killpg(proc.pid, 0)
-    except ProcessLookupError:
-        left = False
-    if left:  # the campaign leaves nothing running: what was left is counted, then killed
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+    left = group_left(proc.pid)
     states = events_of(srun, "state")
     started = len([e for e in states if e["state"] == "running"]) > starts_before
     final = states[-1] if started else None
@@ -603,22 +611,25 @@ reader.read_all()
 results["signal_bad_lines"] = reader.bad_lines
 
 # ---------------------------------------------------------------- synth killed
-# SIGKILL, SIGTERM and SIGINT, to the process group (the pool's workers too) or to synth alone, 0-4 s after the
-# round's first shard is written (mid-render, shard writes included); after each: every shard on disk reads, and at the end the same command completes the folder byte for byte as an
-# uninterrupted run wrote it.
+# SIGKILL, SIGTERM and SIGINT, to the process group (the pool's workers too) or to synth alone, 0-4 s after a fresh
+# folder's first shard is written (mid-render, shard writes included); after each kill every shard on disk must read,
+# and the same command must complete the folder byte for byte as an uninterrupted run wrote it.
 from amt_core.synth.shards import read_shard
 
 synth_args = ["synth", "--num", "480", "--size", "64", "--shard-size", "4", "--workers", "2", "--seed", "3"]
-reference, killed = OUT / "synth_reference", OUT / "synth_killed"
+reference = OUT / "synth_reference"
 assert cli_process([*synth_args, "--out", str(reference)], {})[0] == 0, "the reference synth run failed"
+
+
 kinds = [(sig, target) for sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT) for target in ("group", "synth")]
 for round_ in range(SYNTH_KILLS):
     signum, target = kinds[round_ % len(kinds)]
+    killed = OUT / f"synth_killed_{round_}"
     proc = subprocess.Popen([sys.executable, "-m", "amt_core", *synth_args, "--out", str(killed)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    t0, shards_before = time.monotonic(), len(list(killed.glob("shard-*.safetensors")))
-    while proc.poll() is None and len(list(killed.glob("shard-*.safetensors"))) <= shards_before:
-        time.sleep(0.05)  # rendering has begun: a shard of this round is on disk
+    t0 = time.monotonic()
+    while proc.poll() is None and not list(killed.glob("shard-*.safetensors")):
+        time.sleep(0.05)  # rendering has begun: a shard is on disk
     time.sleep(rng.uniform(0.0, 4.0))
     delay = time.monotonic() - t0
     finished_first = proc.poll() is not None
@@ -631,14 +642,7 @@ for round_ in range(SYNTH_KILLS):
             os.killpg(proc.pid, signal.SIGKILL)
         _, err = proc.communicate()
         err += "\n(did not exit within 120 s; killed)"
-    left = True
-    try:
-        os.killpg(proc.pid, 0)
-    except ProcessLookupError:
-        left = False
-    if left:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+    left = group_left(proc.pid)
     shards = sorted(killed.glob("shard-*.safetensors"))
     unreadable = []
     for path in shards:
@@ -646,17 +650,19 @@ for round_ in range(SYNTH_KILLS):
             read_shard(path)
         except Exception:  # noqa: BLE001
             unreadable.append(path.name)
+    temporary = len(list(killed.glob(".shard-*.tmp")))
+    code, _ = cli_process([*synth_args, "--out", str(killed)], {})
+    names = sorted(p.name for p in killed.iterdir())
+    same = code == 0 and names == sorted(p.name for p in reference.iterdir()) and all(
+        (reference / name).read_bytes() == (killed / name).read_bytes() for name in names)
     err_lines = [line for line in err.splitlines() if line.strip()]
     results["synth_kills"].append({
         "round": round_, "signal": signum.name, "target": target, "after_s": round(delay, 1),
         "finished_first": finished_first, "exit": proc.returncode, "shards": len(shards), "unreadable": unreadable,
-        "temporary_left": len(list(killed.glob(".shard-*.tmp"))), "processes_left": left,
-        "stderr_lines": len(err_lines), "traceback": "Traceback" in err, "first_err": err_lines[-1:],
+        "temporary_left": temporary, "processes_left": left, "completed_equal": same,
+        "stderr_lines": len(err_lines), "traceback": "Traceback" in err, "last_err": err_lines[-1:],
     })
-code, _ = cli_process([*synth_args, "--out", str(killed)], {})
-same = code == 0 and sorted(p.name for p in reference.iterdir()) == sorted(p.name for p in killed.iterdir()) and all(
-    (reference / p.name).read_bytes() == p.read_bytes() for p in killed.iterdir() if p.is_file())
-results["synth_completed_equal"] = same
+    shutil.rmtree(killed)
 
 # ---------------------------------------------------------------- exact resume
 test = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
@@ -709,17 +715,18 @@ rows = [
      "nothing on stderr", f"{len(clean_stop)} of {len(in_training)}"),
     ("... before the trainer took the signal (during imports): ended by it, no traceback, nothing trained to lose",
      f"{len(before_start)}, {sum(not s['traceback'] for s in before_start)} without a traceback"),
-    ("... processes left behind (loader workers) / corrupt checkpoints afterwards",
+    ("... processes left behind 10 s on (loader workers) / corrupt checkpoints afterwards",
      f"{sum(s['processes_left'] for s in sig)} / {sum(len(s['corrupt']) for s in sig)}"),
     ("... resumes that announced their checkpoint: each from the last complete one",
      f"{sig_announced}, {'all' if sig_resumed_ok else 'NOT all'}"),
-    ("synth killed (SIGKILL, SIGTERM, SIGINT; group or synth alone; 2 pool workers, 480 samples in 120 shards)",
-     f"{len(syn)} kills, {sum(s['finished_first'] for s in syn)} after it had finished"),
-    ("... shards on disk that do not read afterwards / processes left behind",
+    ("synth killed mid-render (SIGKILL, SIGTERM, SIGINT; group or synth alone; 2 pool workers, 480 samples in 120 "
+     "shards, a fresh folder each)", f"{len(syn)} kills, {sum(s['finished_first'] for s in syn)} after it had finished, "
+     f"{sum(s['shards'] for s in syn) / max(len(syn), 1):.0f} shards written on average before the kill"),
+    ("... shards on disk that do not read afterwards / processes left behind 10 s on",
      f"{sum(len(s['unreadable']) for s in syn)} / {sum(s['processes_left'] for s in syn)}"),
     ("... exits with a traceback on stderr", f"{sum(s['traceback'] for s in syn)} of {len(syn)}"),
     ("... the same command afterwards completes the folder, byte-identical to an uninterrupted run",
-     "yes" if results["synth_completed_equal"] else "NO"),
+     f"{sum(s['completed_equal'] for s in syn)} of {len(syn)}"),
     ("6 steps + resume + 6 == 12 steps, bit for bit (tests/test_train.py::test_resume_is_exact)", "yes" if results["resume"] else "NO"),
     ("SIGTERM / SIGUSR1 + resume == the run never stopped, bit for bit (tests/test_trust_preempt.py)",
      "yes" if results["preempt_resume"] else "NO"),
