@@ -2,7 +2,8 @@
 inspector and the start page.
 
 Trains two short real runs, AMT and its baseline (or uses --run-dir), opens them in the studio offscreen (no display
-needed), and saves docs/images/studio_training.png, studio_inspect.png and studio_start.png.
+needed), and saves studio_training.png, studio_inspect.png and studio_start.png under --out (the README keeps
+docs/images/1280x800 and docs/images/1920x1080), offscreen on a screen of --size.
 
     python scripts/screenshots.py                      # trains a short micro run first (about a minute on a CPU)
     python scripts/screenshots.py --run-dir runs/cpu-1 # a run you already have
