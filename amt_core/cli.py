@@ -16,6 +16,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from amt_core import __version__
 from amt_core.errors import UserError, boundary_line, short
@@ -34,7 +35,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class LazyParser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other error: what is wrong and where --help is, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
+class LazyParser(OneLineParser):
     """A sub-command parser whose arguments are added (by `fill`) only when that sub-command is parsed."""
 
     def __init__(self, *args, fill: Callable[[argparse.ArgumentParser], None] | None = None, **kwargs) -> None:
@@ -80,7 +88,7 @@ def _fill_command(module: str) -> Callable[[argparse.ArgumentParser], None]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="amt-core", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="amt-core", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"amt-core {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=LazyParser)
     for name, (module, help_text) in _available().items():

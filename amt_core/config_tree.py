@@ -17,7 +17,7 @@ import typing
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from amt_core.errors import UserError
+from amt_core.errors import UserError, choices
 
 _MISSING = object()
 
@@ -128,7 +128,7 @@ def build(cls: type, data: Mapping[str, Any], key: str = "") -> Any:
     names = field_names(cls)
     unknown = [name for name in data if name not in names]
     if unknown:
-        raise UserError(f"{key or cls.__name__}: no key {unknown[0]!r} here; keys are {', '.join(names)}")
+        raise UserError(f"{key or cls.__name__}: no key {unknown[0]!r} here; {choices(unknown[0], names)}")
     hints = _hints(cls)
     values = {name: coerce(value, hints[name], _join(key, name)) for name, value in data.items()}
     try:
@@ -194,7 +194,7 @@ def _set(obj: Any, annotation: Any, parts: list[str], value: Any, key: str) -> A
     if dataclasses.is_dataclass(obj):
         names = field_names(obj)
         if head not in names:
-            raise UserError(f"{key}: no key {head!r} here; keys are {', '.join(names)}")
+            raise UserError(f"{key}: no key {head!r} here; {choices(head, names)}")
         hint = _hints(type(obj))[head]
         new = _set(getattr(obj, head), hint, rest, value, key) if rest else coerce(value, hint, key)
         try:

@@ -79,7 +79,18 @@ def torch_load_problem(err: BaseException) -> str:
     if unpickler:
         return short(unpickler.group(1), 120)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return short(lines[0], 120) if lines else type(err).__name__
+    first = re.split(r"(?<=\.)\s", lines[0], maxsplit=1)[0] if lines else ""  # the first sentence, not the advice
+    return short(first, 120) if first else type(err).__name__
+
+
+def choices(wanted: str, names: list[str] | tuple[str, ...], shown: int = 6) -> str:
+    """The names a user could have meant, short: 'did you mean 'seed'? 22 keys: device, seed, ... (+16 more)'."""
+    import difflib
+
+    names = list(names)
+    close = difflib.get_close_matches(wanted, names, n=2, cutoff=0.6)
+    guess = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+    return f"{guess}{len(names)} choices: {summarise_keys(names, shown)}"
 
 
 def summarise_keys(keys: list[str], shown: int = 1) -> str:

@@ -713,8 +713,10 @@ rows = [
      f"{len(sig)} signals, {len(in_training)} after the trainer started"),
     (f"... stopped after the step with a checkpoint at the stop, `stopped` (signal, named), exit {PREEMPTED_EXIT}, "
      "nothing on stderr", f"{len(clean_stop)} of {len(in_training)}"),
-    ("... before the trainer took the signal (during imports): ended by it, no traceback, nothing trained to lose",
-     f"{len(before_start)}, {sum(not s['traceback'] for s in before_start)} without a traceback"),
+    (f"... before the trainer took the signal (start-up): exit {PREEMPTED_EXIT} with one line, or ended by the signal "
+     "while Python still imports; no traceback, nothing trained to lose",
+     f"{len(before_start)}, {sum(s['exit'] == PREEMPTED_EXIT for s in before_start)} with exit {PREEMPTED_EXIT}, "
+     f"{sum(not s['traceback'] for s in before_start)} without a traceback"),
     ("... processes left behind 10 s on (loader workers) / corrupt checkpoints afterwards",
      f"{sum(s['processes_left'] for s in sig)} / {sum(len(s['corrupt']) for s in sig)}"),
     ("... resumes that announced their checkpoint: each from the last complete one",

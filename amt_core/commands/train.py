@@ -11,7 +11,9 @@ rollbacks (one line; the checkpoints are intact), 75 stopped by SIGTERM or SIGUS
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -79,6 +81,8 @@ def resolve_config(args: argparse.Namespace):
         if args.preset and args.preset != config.preset:
             raise UserError(f"--preset {args.preset} differs from the run's preset {config.preset}; drop --preset")
     else:
+        if args.preset is not None and not args.preset.strip():
+            raise UserError("--preset is empty; name a preset (micro, cpu, dinov2_s|b|l|g, baseline_*) or leave it out")
         config = get_preset(args.preset or default_preset())
     assignments = []  # flags first, then --set (which wins)
     if args.model == "baseline":
@@ -141,6 +145,57 @@ def _open_data(spec: str, flag: str):
 
 
 def run(args: argparse.Namespace) -> int:
+    with _signals_before_training() as early:
+        try:
+            return _run(args, early)
+        except _SignalledEarly as err:
+            name = signal.Signals(err.args[0]).name
+            print(
+                f"amt-core train: stopped by {name} before training began: nothing was trained, nothing to save; "
+                "start it again (with --resume if its run directory holds a checkpoint)",
+                file=sys.stderr,
+            )
+            return PREEMPTED_EXIT
+
+
+class _SignalledEarly(Exception):
+    """SIGTERM or SIGUSR1 before the trainer took over the signals (it saves on them from then on)."""
+
+
+class _EarlyHandlers:
+    def __init__(self) -> None:
+        self.previous: dict[int, object] = {}
+
+    def install(self) -> None:
+        import threading
+
+        if threading.current_thread() is threading.main_thread():  # (stopping.PREEMPT_SIGNALS, without torch)
+            for signum in (signal.SIGTERM, signal.SIGUSR1):
+                self.previous[signum] = signal.signal(signum, _raise_signalled)
+
+    def restore(self) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        self.previous.clear()
+
+
+def _raise_signalled(signum: int, _frame: object) -> None:
+    raise _SignalledEarly(signum)
+
+
+@contextlib.contextmanager
+def _signals_before_training():  # noqa: ANN202
+    """A preemption signal during start-up (imports, data, model) ends the command with the preempted exit code and
+    one line, instead of killing it by the signal: a job script requeues on 75 either way."""
+    handlers = _EarlyHandlers()
+    handlers.install()
+    try:
+        yield handlers
+    finally:
+        handlers.restore()
+
+
+def _run(args: argparse.Namespace, early: _EarlyHandlers) -> int:
     import os
 
     from amt_core.errors import UserError
@@ -168,6 +223,7 @@ def run(args: argparse.Namespace) -> int:
     trainer = Trainer(
         config, run_dir, resume=bool(args.resume), resume_from=resume_from, dataset=dataset, val_dataset=val_dataset
     )
+    early.restore()  # the trainer catches the signals from here on, and saves on them
     try:
         state = trainer.train()
     except TrainingFailed as err:  # documented in docs/reliability.md: exit 3, the checkpoints are intact

@@ -85,7 +85,10 @@ def open_dataset(spec: str | DatasetSpec):
     """
     parsed = spec if isinstance(spec, DatasetSpec) else parse_spec(spec)
     if parsed.scheme not in _SCHEMES:
-        known = ", ".join(f"{k}: ({v})" for k, v in schemes().items())
-        raise UserError(f"unknown dataset scheme '{parsed.scheme}' in '{parsed.text}'; known: {known}")
+        known = ", ".join(schemes())
+        raise UserError(
+            f"unknown dataset scheme '{parsed.scheme}' in '{parsed.text}'; known: {known} "
+            "(amt-core datasets list shows each one's form)"
+        )
     module, function, _ = _SCHEMES[parsed.scheme]
     return getattr(importlib.import_module(module), function)(parsed)

@@ -40,7 +40,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from amt_core import config_tree
-from amt_core.errors import UserError
+from amt_core.errors import UserError, choices
 from amt_core.losses import terms as T
 from amt_core.losses.adaptive import AdaptiveConfig, AdaptiveMPJPELoss
 from amt_core.losses.mix import MixInfo, mix_per_sample, permute_batch
@@ -177,7 +177,9 @@ class AMTLoss(nn.Module):
                 self.adaptive = AdaptiveConfig(**self.adaptive)
             unknown = sorted(set(self.weights) - set(TERM_GROUPS))
             if unknown:
-                raise ValueError(f"AMTLoss.Config.weights has unknown terms {unknown}; terms are {list(TERM_GROUPS)}")
+                raise ValueError(
+                    f"AMTLoss.Config.weights has unknown term {unknown[0]!r}; {choices(unknown[0], list(TERM_GROUPS))}"
+                )
             for name, value in self.weights.items():
                 if not value >= 0:
                     raise ValueError(f"AMTLoss.Config.weights[{name!r}] must be >= 0, got {value}")

@@ -435,7 +435,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     raise UserError(f"backbone weights {path} must be a .pth (official DINOv2) or .safetensors (timm) file")
 
 
-def _summarise(keys: list[str], limit: int = 4) -> str:
+def _summarise(keys: list[str], limit: int = 2) -> str:
     shown = ", ".join(keys[:limit])
     return shown + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
 
