@@ -181,7 +181,7 @@ def test_the_studio_plots_the_share_of_each_term(request) -> None:
     qtbot.addWidget(panel)
     state = RunState()
     panel.set_state(state)
-    shares = {1: {"joints": 0.8, "contact": 0.2}, 2: {"joints": 1.25, "contact": -0.25}}
+    shares = {1: {"joints3d": 0.5, "root": 0.3, "contact": 0.2}, 2: {"joints3d": 1.0, "root": 0.25, "contact": -0.25}}
     state.ingest(
         [event("diagnostics", step, grad_norm={"decoders": 1.0}, grad_share=s) for step, s in shares.items()]
         + [event("diagnostics", 3, grad_norm={"decoders": 1.0})]  # an older trainer's event: no shares
@@ -189,10 +189,11 @@ def test_the_studio_plots_the_share_of_each_term(request) -> None:
     for _ in range(20):  # the window's timer does this: one dirty plot fed per call
         panel.refresh()
     assert not panel._dirty
-    curves = panel.curves_of("share")
-    assert set(curves) == {"joints", "contact"}
-    x, y = curves["contact"].getData()
+    curves = panel.curves_of("share")  # by loss group: a group's share is the sum of its terms' shares
+    assert set(curves) == {"hand joints", "contact and physics"}
+    x, y = curves["contact and physics"].getData()
     assert list(x) == [1, 2] and list(y) == pytest.approx([0.2, -0.25])
-    x, y = curves["joints"].getData()
+    x, y = curves["hand joints"].getData()
     assert list(y) == pytest.approx([0.8, 1.25])
-    assert panel.plot_by_key["share"].item.titleLabel.text == "gradient share at the trunk"
+    assert set(state.grad_share.series) == {"joints3d", "root", "contact"}  # each term's own share is kept too
+    assert panel.plot_by_key["share"].item.titleLabel.text == "gradient share at the trunk, by loss group"
