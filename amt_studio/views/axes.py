@@ -21,7 +21,7 @@ def si_format(value: float, digits: int = 3) -> str:
         return f"{value:.{digits + 1}g}"
     exponent = min(max(int(math.floor(math.log10(magnitude) / 3) * 3), -15), 12)
     mantissa = value / 10.0**exponent
-    if round(abs(mantissa), digits) >= 1000 and exponent < 12:  # 999.96k rounds to 1000k: say 1M
+    if abs(float(f"{mantissa:.{digits}g}")) >= 1000 and exponent < 12:  # 999.96k rounds to 1000k: say 1M
         exponent += 3
         mantissa /= 1000.0
     return f"{mantissa:.{digits}g}{SI_PREFIXES[exponent]}"
