@@ -17,12 +17,10 @@ from pathlib import Path
 
 def alive(pid: int) -> bool:
     """The process exists and is not a zombie (an exited child no one reaped yet)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    from amt_core.train.rundir import pid_alive
+
+    if not pid_alive(pid):
         return False
-    except PermissionError:
-        return True
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):

@@ -261,7 +261,9 @@ class _Plot:
         if name not in self.colours:
             used = {c.name() for c in self.colours.values()}
             free = [c for c in theme.CURVE_COLORS if QColor(c).name() not in used]
-            self.colours[name] = QColor(free[0] if free else theme.CURVE_COLORS[len(self.colours) % 10])
+            self.colours[name] = QColor(
+                free[0] if free else theme.CURVE_COLORS[len(self.colours) % len(theme.CURVE_COLORS)]
+            )
         return self.colours[name]
 
     def has_data(self) -> bool:
