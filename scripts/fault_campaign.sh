@@ -616,7 +616,7 @@ results["signal_bad_lines"] = reader.bad_lines
 # and the same command must complete the folder byte for byte as an uninterrupted run wrote it.
 from amt_core.synth.shards import read_shard
 
-synth_args = ["synth", "--num", "480", "--size", "64", "--shard-size", "4", "--workers", "2", "--seed", "3"]
+synth_args = ["synth", "--num", "1440", "--size", "64", "--shard-size", "4", "--workers", "2", "--seed", "3"]
 reference = OUT / "synth_reference"
 assert cli_process([*synth_args, "--out", str(reference)], {})[0] == 0, "the reference synth run failed"
 
@@ -721,7 +721,7 @@ rows = [
      f"{sum(s['processes_left'] for s in sig)} / {sum(len(s['corrupt']) for s in sig)}"),
     ("... resumes that announced their checkpoint: each from the last complete one",
      f"{sig_announced}, {'all' if sig_resumed_ok else 'NOT all'}"),
-    ("synth killed mid-render (SIGKILL, SIGTERM, SIGINT; group or synth alone; 2 pool workers, 480 samples in 120 "
+    ("synth killed mid-render (SIGKILL, SIGTERM, SIGINT; group or synth alone; 2 pool workers, 1440 samples in 360 "
      "shards, a fresh folder each)", f"{len(syn)} kills, {sum(s['finished_first'] for s in syn)} after it had finished, "
      f"{sum(s['shards'] for s in syn) / max(len(syn), 1):.0f} shards written on average before the kill"),
     ("... shards on disk that do not read afterwards / processes left behind 10 s on",
