@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from test_train_toys import ToyDataset, events_of, toy_config, toy_trainer
+from helpers.toys import ToyDataset, events_of, toy_config, toy_trainer
 
 from amt_core.cli import main
 from amt_core.errors import UserError
@@ -101,7 +101,7 @@ def test_wrong_secret_is_refused(live_run):
 SIGNAL_RUN = """
 import sys
 sys.path.insert(0, {tests!r})
-from test_train_toys import ToyDataset, toy_config, toy_trainer
+from helpers.toys import ToyDataset, toy_config, toy_trainer
 config = toy_config(steps=(100_000, 100_000, 100_000), ckpt_every=100_000)
 print(toy_trainer({run_dir!r}, config, dataset=ToyDataset(num=4096, delay_s=0.002)).train(), flush=True)
 """

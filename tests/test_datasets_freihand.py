@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from dataset_drawing import blob_image, centroid, project
+from helpers.drawing import blob_image, centroid, project
 from PIL import Image
 
 from amt_core.commands.datasets import check, register_real_schemes

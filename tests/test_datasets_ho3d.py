@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import roma
 import torch
-from dataset_drawing import blob_image, centroid, project
+from helpers.drawing import blob_image, centroid, project
 
 from amt_core.commands.datasets import check, register_real_schemes
 from amt_core.data import open_dataset

@@ -7,7 +7,7 @@ import socket
 
 import torch
 import torch.multiprocessing as mp
-from test_train_toys import toy_config, toy_trainer
+from helpers.toys import toy_config, toy_trainer
 
 from amt_core.train.checkpoint import latest_checkpoint, load_checkpoint
 

@@ -131,8 +131,8 @@ def test_the_trunk_of_each_model_kind() -> None:
 
 def _noisy_run(run_dir, diag_every: int) -> list[dict]:
     """Three steps of the toy with dropout (it draws from the global generator, as the real models do)."""
+    from helpers.toys import ToyDataset, events_of, toy_config
     from test_train import NoisyToyModel
-    from test_train_toys import ToyDataset, events_of, toy_config
 
     from amt_core.train import parts
     from amt_core.train.trainer import Trainer

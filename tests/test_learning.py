@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_train_toys import ROOT, SIZE, ToyDataset, ToyModel, events_of, toy_config
+from helpers.toys import ROOT, SIZE, ToyDataset, ToyModel, events_of, toy_config
 
 from amt_core.geometry.camera import project_to_image
 from amt_core.geometry.frames import CANONICAL_JOINTS

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from test_train_toys import ToyDataset, ToyModel, events_of, toy_config, toy_trainer
+from helpers.toys import ToyDataset, ToyModel, events_of, toy_config, toy_trainer
 
 from amt_core.train.checkpoint import latest_checkpoint, load_checkpoint
 from amt_core.train.sampler import BatchPlan
@@ -159,7 +159,7 @@ def test_a_data_bound_run_says_so_once_and_every_metrics_event_has_the_wait(tmp_
 def test_a_compute_bound_run_raises_no_data_warning(tmp_path):
     import time
 
-    from test_train_toys import ToyModel
+    from helpers.toys import ToyModel
 
     from amt_core.train import parts
     from amt_core.train.trainer import Trainer

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import torch
-from test_train_toys import events_of, toy_config, toy_trainer
+from helpers.toys import events_of, toy_config, toy_trainer
 
 from amt_core.train import checkpoint as ckpt_io
 from amt_core.train.control import Command

@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-from test_train_toys import ToyDataset, events_of, toy_config, toy_trainer
+from helpers.toys import ToyDataset, events_of, toy_config, toy_trainer
 
 from amt_core.cli import main
 from amt_core.errors import UserError
@@ -50,7 +50,7 @@ def test_nan_labels_are_counted_and_skipped_with_one_warning(tmp_path):
 
 
 def test_eval_counts_nan_labels(tmp_path):
-    from test_train_toys import ToyModel
+    from helpers.toys import ToyModel
 
     from amt_core.train.evaluate import evaluate
 

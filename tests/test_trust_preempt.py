@@ -12,7 +12,7 @@ import time
 
 import pytest
 import torch
-from test_train_toys import events_of
+from helpers.toys import events_of
 
 from amt_core.commands.train import PREEMPTED_EXIT
 from amt_core.train.checkpoint import latest_checkpoint, load_checkpoint

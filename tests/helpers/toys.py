@@ -1,4 +1,4 @@
-"""Toy parts for the trainer tests (no tests here): a tiny model returning AMTOutput, a deterministic dataset in the
+"""Toy parts for the trainer tests: a tiny model returning AMTOutput, a deterministic dataset in the
 Sample schema with optional NaN / exploding samples, and a RunConfig sized for a few-second run."""
 
 from __future__ import annotations
