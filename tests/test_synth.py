@@ -145,7 +145,7 @@ def test_object_mask_pixels_reproject_onto_the_object(samples, world):
         local = (points - sample["obj_trans"]) @ sample["obj_rot"]  # object frame
         import open3d as o3d
 
-        scene = world.grasps._scene(int(sample["obj_class"]))
+        scene = world.grasps.geometry.scene(int(sample["obj_class"]))
         dist = scene.compute_distance(o3d.core.Tensor(local.numpy().astype(np.float32))).numpy()
         assert np.median(dist) < 3e-4
         assert np.quantile(dist, 0.99) < 1.5e-3, "object pixels do not land on the posed object mesh"
@@ -157,7 +157,7 @@ def test_contact_labels_agree_with_distances(samples, world):
         local = ((sample["hand_verts"] - sample["obj_trans"]) @ sample["obj_rot"]).double().numpy()
         import open3d as o3d
 
-        scene = world.grasps._scene(int(sample["obj_class"]))
+        scene = world.grasps.geometry.scene(int(sample["obj_class"]))
         dist = scene.compute_signed_distance(o3d.core.Tensor(local.astype(np.float32)), nsamples=3).numpy()
         label = sample["contact"].numpy() > 0.5
         clear = np.abs(dist - threshold) > 2e-4  # float32 round trips may flip labels right at the threshold
@@ -176,7 +176,7 @@ def test_forces_hold_the_object_within_the_stored_residual(samples, world):
         normals = sample["contact_normals"][mask].double()
         points = sample["contact_points"][mask].double()
         rot, trans = sample["obj_rot"].double(), sample["obj_trans"].double()
-        com = rot @ torch.from_numpy(world.grasps.center_of_mass(obj.id)) + trans
+        com = rot @ torch.from_numpy(world.grasps.geometry.center_of_mass(obj.id)) + trans
         weight = obj.mass * GRAVITY * sample["gravity_dir"].double()
         net_force = forces.sum(0) + weight
         net_torque = torch.cross(points - com, forces, dim=1).sum(0)

@@ -14,11 +14,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from amt_core.hand.fast_skinning import FastHand
+from amt_core.hand.limits import flexion_pose, sample_pose
+from amt_core.hand.skeleton import MANO_FINGER_JOINTS
+from amt_core.objects.geometry_cache import GeometryCache
+from amt_core.synth.forces import solve_contact_forces
+
 # Curl levels evaluated per closing pass (coarse, then fine between the two levels around first contact).
 _COARSE_LEVELS = 8
 _FINE_LEVELS = 5
-# Vertices the grid puts closer than this (metres) get exact Open3D distances.
-_EXACT_BAND = 0.01
 _FINGERS = ("thumb", "index", "middle", "ring", "little")
 
 
@@ -82,119 +86,6 @@ class Grasp:
         return Rotation.from_matrix(self.rot_matrix).as_rotvec()
 
 
-def _skin_weights(hand) -> np.ndarray:
-    """(V, 16) linear-blend-skinning weights of the hand model."""
-    for owner in (hand, getattr(hand, "mano", None), getattr(hand, "model", None)):
-        for name in ("weights", "lbs_weights", "skin_weights"):
-            value = getattr(owner, name, None) if owner is not None else None
-            if value is not None:
-                return np.asarray(value.detach().cpu() if hasattr(value, "detach") else value, dtype=np.float64)
-    raise AttributeError("the hand model exposes no skinning weights (weights / lbs_weights)")
-
-
-class FastHand:
-    """Linear blend skinning of a `HandModel` in numpy for one fixed shape, for the many small batches of grasping.
-
-    smplx's `lbs` spends about 7 ms per call on Python and tensor overhead at these batch sizes; this does the same
-    arithmetic (shape blend, joint regression, pose blend shapes, kinematic chain, skinning) in about a tenth of that.
-    Tests check it against `HandModel` (same vertices and joints).
-    """
-
-    def __init__(self, hand) -> None:
-        from amt_core.joints import MANO_TO_PROJECT
-
-        mano = hand.mano
-        self.v_template = mano.v_template.detach().cpu().numpy().astype(np.float64)  # (V, 3)
-        self.shapedirs = mano.shapedirs.detach().cpu().numpy().astype(np.float64)  # (V, 3, S)
-        self.posedirs = mano.posedirs.detach().cpu().numpy().astype(np.float64)  # (135, V * 3)
-        self.has_posedirs = bool(np.abs(self.posedirs).max() > 0)
-        self.j_regressor = mano.J_regressor.detach().cpu().numpy().astype(np.float64)  # (16, V)
-        self.weights = mano.lbs_weights.detach().cpu().numpy().astype(np.float64)  # (V, 16)
-        self.parents = mano.parents.detach().cpu().numpy().astype(np.int64)  # (16,)
-        self.tips = np.asarray(hand.fingertip_ids, dtype=np.int64)
-        self.project = np.asarray(MANO_TO_PROJECT, dtype=np.int64)
-        # (vertex ids, with joints) -> (the vertices posed, their posedirs columns, their weights)
-        self._subsets: dict[tuple[bytes, bool], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        depth = np.zeros(len(self.parents), np.int64)
-        for j in range(1, len(self.parents)):
-            depth[j] = depth[self.parents[j]] + 1  # parents come before their children
-        self._levels = [np.nonzero(depth == d)[0] for d in range(1, int(depth.max()) + 1)]
-
-    def shaped(self, shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Rest vertices (V, 3) and joints (16, 3) for shape coefficients (S,)."""
-        verts = self.v_template + self.shapedirs[..., : len(shape)] @ shape
-        return verts, self.j_regressor @ verts
-
-    def __call__(self, poses: np.ndarray, rest: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Posed verts (B, V, 3) and 21 joints (B, 21, 3) with no global rotation or translation."""
-        verts, joints = rest
-        rots, world, posed_joints = self._chain(poses, joints)
-        posed = self._skin(rots, world, verts, self.posedirs, self.weights)
-        all_joints = np.concatenate([posed_joints, posed[:, self.tips]], axis=1)[:, self.project]
-        return posed, all_joints
-
-    def posed_subset(self, poses: np.ndarray, rest: tuple[np.ndarray, np.ndarray], ids: np.ndarray) -> np.ndarray:
-        """Posed verts (B, len(ids), 3) of the vertices `ids` only: the same arithmetic as `__call__` on fewer
-        vertices (the grasp search tests a sample of finger vertices, a third of the hand)."""
-        return self.posed_subset_and_joints(poses, rest, ids, joints=False)[0]
-
-    def posed_subset_and_joints(
-        self, poses: np.ndarray, rest: tuple[np.ndarray, np.ndarray], ids: np.ndarray, joints: bool = True
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """`posed_subset` and the 21 joints (B, 21, 3) as `__call__` gives them (None with joints=False)."""
-        key = (ids.tobytes(), joints)
-        if key not in self._subsets:
-            every = np.concatenate([ids, self.tips]) if joints else ids
-            columns = (3 * every[:, None] + np.arange(3)[None]).reshape(-1)
-            self._subsets[key] = (every, np.ascontiguousarray(self.posedirs[:, columns]), self.weights[every])
-        every, posedirs, weights = self._subsets[key]
-        rest_verts, rest_joints = rest
-        rots, world, posed_joints = self._chain(poses, rest_joints)
-        posed = self._skin(rots, world, rest_verts[every], posedirs, weights)
-        if not joints:
-            return posed, None
-        all_joints = np.concatenate([posed_joints, posed[:, len(ids) :]], axis=1)[:, self.project]
-        return posed[:, : len(ids)], all_joints
-
-    def _chain(self, poses: np.ndarray, joints: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Joint rotations (B, 16, 3, 3), rest-relative skinning transforms (B, 16, 4, 4), posed joints (B, 16, 3)."""
-        from scipy.spatial.transform import Rotation
-
-        batch = len(poses)
-        rotvecs = np.concatenate([np.zeros((batch, 1, 3)), np.asarray(poses, np.float64).reshape(batch, 15, 3)], 1)
-        rots = Rotation.from_rotvec(rotvecs.reshape(-1, 3)).as_matrix().reshape(batch, 16, 3, 3)
-        local = np.zeros((batch, 16, 4, 4))
-        local[:, :, :3, :3] = rots
-        local[:, 0, :3, 3] = joints[0]
-        local[:, 1:, :3, 3] = joints[1:] - joints[self.parents[1:]]
-        local[:, :, 3, 3] = 1.0
-        world = local.copy()
-        for level in self._levels:  # joints of one depth in the tree at once: their parents are done
-            world[:, level] = world[:, self.parents[level]] @ local[:, level]
-        posed_joints = world[:, :, :3, 3].copy()  # (B, 16, 3)
-        # Skinning transforms relative to the rest pose: x -> R x + (t - R J).
-        world[:, :, :3, 3] -= np.einsum("bjrc,jc->bjr", world[:, :, :3, :3], joints)
-        return rots, world, posed_joints
-
-    def _skin(self, rots, world, verts, posedirs, weights) -> np.ndarray:
-        """Pose blend shapes, then linear blend skinning (one matmul) of rest verts (N, 3) -> (B, N, 3)."""
-        batch = len(rots)
-        if self.has_posedirs:
-            feature = (rots[:, 1:] - np.eye(3)).reshape(batch, 135)
-            verts = verts + (feature @ posedirs).reshape(batch, -1, 3)
-        else:
-            verts = np.broadcast_to(verts, (batch, *verts.shape))
-        stacked = world[:, :, :3, :].transpose(1, 0, 2, 3).reshape(16, batch * 12)
-        blend = (weights @ stacked).reshape(-1, batch, 3, 4).transpose(1, 0, 2, 3)  # (B, N, 3, 4)
-        # x' = R x + t per vertex, written out: numpy's stacked 3x3 matmul is slow at this size.
-        return (
-            blend[..., 0] * verts[..., 0:1]
-            + blend[..., 1] * verts[..., 1:2]
-            + blend[..., 2] * verts[..., 2:3]
-            + blend[..., 3]
-        )  # (B, N, 3)
-
-
 def _rotation_from_columns(x_axis: np.ndarray, z_axis: np.ndarray) -> np.ndarray:
     """A rotation whose columns are (x, z cross x, z) after making x orthogonal to z."""
     z = z_axis / np.linalg.norm(z_axis)
@@ -214,82 +105,16 @@ class GraspSynthesizer:
         self.hand = HandModel(self.config.hand_path)
         self.classes = catalog()
         self.faces = np.asarray(self.hand.faces, dtype=np.int64)
-        weights = _skin_weights(self.hand)  # (V, 16)
-        from amt_core.hand.skeleton import MANO_FINGER_JOINTS
-
+        self.fast = FastHand(self.hand)
         joint_finger = np.full(16, -1)
         for f, name in enumerate(_FINGERS):
             joint_finger[list(MANO_FINGER_JOINTS[name])] = f
-        self.vertex_bone = weights.argmax(1)  # (V,) MANO joint that moves each vertex most
+        self.vertex_bone = self.fast.weights.argmax(1)  # (V,) MANO joint that moves each vertex most
         self.vertex_finger = joint_finger[self.vertex_bone]  # (V,) finger 0-4, -1 for palm
         # Closing tests every second finger vertex: enough to find first touch; exact checks use all vertices.
         self._finger_sample = np.nonzero(self.vertex_finger >= 0)[0][::2]
         self._sparse = np.arange(0, len(self.vertex_finger), 3)  # sliding in tests every third vertex
-        self.fast = FastHand(self.hand)
-        self._scenes: dict[int, object] = {}
-        self._grids: dict[int, object] = {}
-        self._com: dict[int, np.ndarray] = {}
-        self._face_cdf: dict[int, np.ndarray] = {}
-
-    # --- per-object caches (built lazily, per process) ---------------------------------------------------------
-    def _scene(self, class_id: int):
-        import open3d as o3d
-
-        if class_id not in self._scenes:
-            mesh = self.classes[class_id].mesh
-            scene = o3d.t.geometry.RaycastingScene()
-            scene.add_triangles(
-                o3d.core.Tensor(np.asarray(mesh.vertices, np.float32)),
-                o3d.core.Tensor(np.asarray(mesh.faces, np.uint32)),
-            )
-            self._scenes[class_id] = scene
-        return self._scenes[class_id]
-
-    def _grid_distance(self, class_id: int, points: np.ndarray) -> np.ndarray:
-        """Approximate signed distance (..., ) of object-frame points (..., 3) from the cached SDF grid."""
-        if class_id not in self._grids:
-            self._grids[class_id] = self.classes[class_id].sdf()
-        return self._grids[class_id].query_numpy(points)
-
-    def load_grids(self) -> None:
-        """Load every class's distance grid now (from the disk cache) rather than on first use."""
-        for class_id in range(len(self.classes)):
-            self._grid_distance(class_id, np.zeros((1, 3)))
-
-    def exact_distance(self, class_id: int, points: np.ndarray) -> np.ndarray:
-        """Signed distance (N,) of object-frame points (N, 3) to the object mesh, negative inside.
-
-        Points the distance grid puts within 1 cm of the surface get Open3D's exact distance (the only ones that can
-        touch or penetrate); the rest keep the grid's value, which is accurate to well under that margin.
-        """
-        import open3d as o3d
-
-        dist = self._grid_distance(class_id, points)
-        near = np.nonzero(dist < _EXACT_BAND)[0]
-        if len(near):
-            query = o3d.core.Tensor(np.ascontiguousarray(points[near], dtype=np.float32))
-            dist[near] = self._scene(class_id).compute_signed_distance(query, nthreads=1).numpy()
-        return dist
-
-    def center_of_mass(self, class_id: int) -> np.ndarray:
-        """(3,) centre of mass (uniform density) in the object frame."""
-        if class_id not in self._com:
-            self._com[class_id] = np.asarray(self.classes[class_id].mesh.center_mass, dtype=np.float64)
-        return self._com[class_id]
-
-    def _surface_sample(self, class_id: int, rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray]:
-        """(count, 3) points spread by area over the surface and their outward face normals (count, 3)."""
-        mesh = self.classes[class_id].mesh
-        if class_id not in self._face_cdf:
-            cdf = np.cumsum(mesh.area_faces)
-            self._face_cdf[class_id] = cdf / cdf[-1]
-        faces = np.minimum(np.searchsorted(self._face_cdf[class_id], rng.random(count)), len(mesh.faces) - 1)
-        bary = rng.random((count, 2))
-        flip = bary.sum(1) > 1
-        bary[flip] = 1 - bary[flip]
-        tri = np.asarray(mesh.vertices)[np.asarray(mesh.faces)[faces]]  # (count, 3, 3)
-        points = tri[:, 0] + bary[:, :1] * (tri[:, 1] - tri[:, 0]) + bary[:, 1:] * (tri[:, 2] - tri[:, 0])
-        return points, np.asarray(mesh.face_normals)[faces]
+        self.geometry = GeometryCache(self.classes)
 
     # --- the hand ----------------------------------------------------------------------------------------------
     def _rest_of(self, shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -305,8 +130,6 @@ class GraspSynthesizer:
 
     def free_hand(self, rng: np.random.Generator) -> Grasp:
         """A hand alone in a random plausible pose, its template frame as the 'object' frame."""
-        from amt_core.hand.limits import sample_pose
-
         pose = sample_pose(1, rng)[0]
         shape = np.clip(rng.normal(0, self.config.shape_std, 10), -2.5, 2.5)
         verts, joints = self._forward(pose[None], shape)
@@ -355,13 +178,11 @@ class GraspSynthesizer:
 
     def _holds_upright(self, grasp: Grasp) -> bool:
         """Whether contact forces can hold the object against gravity along its -z (objects are held near upright)."""
-        from amt_core.synth.forces import solve_contact_forces
-
         if len(grasp.contact_points) == 0:
             return False
         obj = self.classes[grasp.class_id]
         down = np.array([0.0, 0.0, -1.0])
-        com = self.center_of_mass(grasp.class_id)
+        com = self.geometry.center_of_mass(grasp.class_id)
         return solve_contact_forces(grasp.contact_points, grasp.contact_normals, com, obj.mass, down).stable
 
     def _attempt(
@@ -370,8 +191,6 @@ class GraspSynthesizer:
         """One approach; None when closing touches with fewer than `needed` fingers or without the thumb."""
         # long: one approach's steps in the order each needs the last (pre-shape, placement, sliding in, closing,
         # repair, contacts) and the random draws in a fixed order; split, they would pass a dozen locals around
-        from amt_core.hand.limits import flexion_pose
-
         cfg = self.config
         obj = self.classes[class_id]
         extents = np.asarray(obj.mesh.extents)
@@ -399,7 +218,7 @@ class GraspSynthesizer:
         else:
             grip = (joints0[4] + joints0[8] + joints0[12]) / 3
         # Approach: a surface point, for power grasps on a side that the fingers can wrap (normal across the long axis).
-        points, normals = self._surface_sample(class_id, rng, 32)
+        points, normals = self.geometry.surface_sample(class_id, rng, 32)
         if kind == "power":
             across = np.abs(normals @ long_axis) < 0.5
             if across.any():
@@ -429,7 +248,7 @@ class GraspSynthesizer:
         gap = rng.uniform(0.001, 0.004) if kind == "power" else rng.uniform(0.0, 0.003)
         offset = 0.25
         for _ in range(12):
-            step = float(self._grid_distance(class_id, transform(sparse, place(offset))).min()) - gap
+            step = float(self.geometry.grid_distance(class_id, transform(sparse, place(offset))).min()) - gap
             offset -= step
             if abs(step) < 5e-4:
                 break
@@ -442,7 +261,7 @@ class GraspSynthesizer:
         pose = flexion_pose(curl[None], spread[None])[0]
         verts, joints = self._forward(pose[None], shape)
         verts, joints = transform(verts[0], trans), transform(joints[0], trans)
-        dist = self.exact_distance(class_id, verts)
+        dist = self.geometry.exact_distance(class_id, verts)
         # Repair: uncurl fingers that go too deep, then back the whole hand off if the palm does.
         for _ in range(4):
             deep = dist < -cfg.max_penetration
@@ -456,13 +275,13 @@ class GraspSynthesizer:
             pose = flexion_pose(curl[None], spread[None])[0]
             verts, joints = self._forward(pose[None], shape)
             verts, joints = transform(verts[0], trans), transform(joints[0], trans)
-            dist = self.exact_distance(class_id, verts)
+            dist = self.geometry.exact_distance(class_id, verts)
         for _ in range(4):  # last resort: back the whole hand off along the normal until shallow enough
             if dist.min() >= -cfg.max_penetration:
                 break
             shift = normal * (-float(dist.min()) - cfg.max_penetration * 0.5)
             trans, verts, joints = trans + shift, verts + shift, joints + shift
-            dist = self.exact_distance(class_id, verts)
+            dist = self.geometry.exact_distance(class_id, verts)
 
         contact = dist < cfg.contact_threshold
         points_c, normals_c = self._contact_points(class_id, verts, dist, contact)
@@ -492,8 +311,6 @@ class GraspSynthesizer:
         each finger touched (5,) bool. With `needed`, a coarse pass that touches without the thumb or with fewer
         fingers ends the search: refining moves each finger only between levels the coarse pass already tried, so
         the approach fails all the same (about half of them do, and skip the fine pass)."""
-        from amt_core.hand.limits import flexion_pose
-
         touch = self.config.touch
         low, high = start.copy(), target.copy()
         for levels in (_COARSE_LEVELS, _FINE_LEVELS):
@@ -501,7 +318,7 @@ class GraspSynthesizer:
             curls = low[None] + steps[:, None] * (high - low)[None]  # (L, 5)
             poses = flexion_pose(curls, np.broadcast_to(spread, curls.shape))
             verts = self.fast.posed_subset(poses, self._rest_of(shape), self._finger_sample)  # (L, Vs, 3)
-            dist = self._grid_distance(class_id, (verts - wrist) @ rot.T + wrist + trans)  # (L, Vs)
+            dist = self.geometry.grid_distance(class_id, (verts - wrist) @ rot.T + wrist + trans)  # (L, Vs)
             new_low, new_high = low.copy(), high.copy()
             touched = np.zeros(5, bool)
             for f in range(5):
@@ -523,8 +340,6 @@ class GraspSynthesizer:
     def _contact_points(self, class_id: int, verts: np.ndarray, dist: np.ndarray, contact: np.ndarray):
         """One contact per hand bone in contact: the surface point nearest that bone's closest vertex, and the
         inward normal of the face it lies on (unambiguous even where a thin object is touched from both sides)."""
-        import open3d as o3d
-
         if not contact.any():
             return np.zeros((0, 3)), np.zeros((0, 3))
         bones = self.vertex_bone
@@ -532,9 +347,7 @@ class GraspSynthesizer:
         for bone in np.unique(bones[contact]):
             candidates = np.nonzero(contact & (bones == bone))[0]
             chosen.append(candidates[np.argmin(dist[candidates])])
-        query = o3d.core.Tensor(np.ascontiguousarray(verts[chosen], dtype=np.float32))
-        closest = self._scene(class_id).compute_closest_points(query, nthreads=1)
-        points = closest["points"].numpy().astype(np.float64)
-        normals = -closest["primitive_normals"].numpy().astype(np.float64)
+        points, outward = self.geometry.closest_points(class_id, verts[chosen])
+        normals = -outward
         normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
         return points, normals

@@ -363,7 +363,7 @@ class World:
             solution = solve_contact_forces(
                 grasp.contact_points[:count],
                 grasp.contact_normals[:count],
-                self.grasps.center_of_mass(obj.id),
+                self.grasps.geometry.center_of_mass(obj.id),
                 float(obj.mass),
                 -up,
                 self.config.forces,

@@ -183,7 +183,7 @@ def _write_with_pool(root, seed, config, workers, pending, totals, finish, note)
     # fork: workers inherit the imported modules and this process's World (Open3D scenes are built lazily, so each
     # worker makes its own); spawn builds a World per worker.
     context = mp.get_context("fork" if os.name == "posix" else "spawn")
-    _WORLD.grasps.load_grids()  # before the fork, so the workers share one copy
+    _WORLD.grasps.geometry.load_grids()  # before the fork, so the workers share one copy
     with context.Pool(min(workers, len(pending)), initializer=_init_pool_worker, initargs=(config,)) as pool:
         t_pool = time.perf_counter()
         classes = _num_classes()
