@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from amt_core.accel import fp8, precision, probe
+from amt_core.accel import fp8, fp8_state, fp8_threshold, precision, probe
 from amt_core.accel.fp8 import Fp8Config, Fp8Report
 from amt_core.errors import UserError
 
@@ -353,10 +353,10 @@ def test_measure_finds_the_crossover(gpu, cache):
         calls.append((kind, d))
         return d * d if kind == "bf16" else 0.55 * d * d + overhead
 
-    result = fp8.measure_fp8_threshold(tokens=4096, device=CUDA, timer=timer)
+    result = fp8_threshold.measure_fp8_threshold(tokens=4096, device=CUDA, timer=timer)
     assert result["faster_from"] == result["min_dim"] == 1280
-    assert result["sizes"] == list(fp8.DEFAULT_SIZES)
-    assert sorted(calls) == sorted((kind, d) for kind in ("bf16", "fp8") for d in fp8.DEFAULT_SIZES)
+    assert result["sizes"] == list(fp8_threshold.DEFAULT_SIZES)
+    assert sorted(calls) == sorted((kind, d) for kind in ("bf16", "fp8") for d in fp8_threshold.DEFAULT_SIZES)
     assert result["speedup"]["1024"] < 1 < result["speedup"]["1280"]
     assert result["speedup"]["4096"] == pytest.approx(4096**2 / (0.55 * 4096**2 + overhead))
     assert (result["backend"], result["recipe"], result["tokens"]) == ("torchao", "tensorwise", 4096)
@@ -364,30 +364,32 @@ def test_measure_finds_the_crossover(gpu, cache):
 
 def test_measure_takes_the_last_dip_and_handles_no_crossover(gpu, cache):
     sizes = (512, 1024, 2048, 4096)
-    bumpy = fp8.measure_fp8_threshold(
+    bumpy = fp8_threshold.measure_fp8_threshold(
         sizes, device=CUDA, timer=_fake_timer({512: 0.8, 1024: 1.1, 2048: 0.95, 4096: 1.3})
     )
     assert bumpy["faster_from"] == bumpy["min_dim"] == 4096
-    never = fp8.measure_fp8_threshold(sizes, device=CUDA, timer=_fake_timer(dict.fromkeys(sizes, 0.9)))
+    never = fp8_threshold.measure_fp8_threshold(sizes, device=CUDA, timer=_fake_timer(dict.fromkeys(sizes, 0.9)))
     assert never["faster_from"] is None and never["min_dim"] == 4097
-    always = fp8.measure_fp8_threshold(sizes, device=CUDA, timer=_fake_timer(dict.fromkeys(sizes, 1.2)))
+    always = fp8_threshold.measure_fp8_threshold(sizes, device=CUDA, timer=_fake_timer(dict.fromkeys(sizes, 1.2)))
     assert always["min_dim"] == 512
-    assert fp8.crossover([512, 1024], [1.0, 1.01]) == 1024  # equal time is not faster
+    assert fp8_threshold.crossover([512, 1024], [1.0, 1.01]) == 1024  # equal time is not faster
 
 
 def test_measure_refuses_unaligned_sizes(gpu, cache):
     with pytest.raises(UserError, match="multiples of 16"):
-        fp8.measure_fp8_threshold((512, 1000), device=CUDA, timer=_fake_timer({512: 1, 1000: 1}))
+        fp8_threshold.measure_fp8_threshold((512, 1000), device=CUDA, timer=_fake_timer({512: 1, 1000: 1}))
     gpu(backends=("te",))
     with pytest.raises(UserError, match="multiples of 32"):
-        fp8.measure_fp8_threshold(
+        fp8_threshold.measure_fp8_threshold(
             (512, 528), device=CUDA, timer=_fake_timer({512: 1, 528: 1}), config=Fp8Config(recipe="mxfp8")
         )
 
 
 def test_min_dim_precedence_explicit_then_cached_then_default(gpu, cache):
     assert fp8.resolve_min_dim(Fp8Config(), CUDA) == fp8.DEFAULT_MIN_DIM == 1025
-    fp8.measure_fp8_threshold((768, 1536, 3072), device=CUDA, timer=_fake_timer({768: 0.9, 1536: 1.1, 3072: 1.4}))
+    fp8_threshold.measure_fp8_threshold(
+        (768, 1536, 3072), device=CUDA, timer=_fake_timer({768: 0.9, 1536: 1.1, 3072: 1.4})
+    )
     assert fp8.resolve_min_dim(Fp8Config(), CUDA) == 1536
     assert fp8.resolve_min_dim(Fp8Config(min_dim=2048), CUDA) == 2048
     assert fp8._resolve_min_dim(Fp8Config(), CUDA, "torchao", "tensorwise") == (1536, "measured")
@@ -396,8 +398,8 @@ def test_min_dim_precedence_explicit_then_cached_then_default(gpu, cache):
 
 
 def test_cache_round_trip_keeps_other_entries(gpu, cache):
-    fp8.measure_fp8_threshold((512, 1024), device=CUDA, timer=_fake_timer({512: 0.9, 1024: 1.2}))
-    fp8.measure_fp8_threshold(
+    fp8_threshold.measure_fp8_threshold((512, 1024), device=CUDA, timer=_fake_timer({512: 0.9, 1024: 1.2}))
+    fp8_threshold.measure_fp8_threshold(
         (512, 1024), device=CUDA, timer=_fake_timer({512: 1.1, 1024: 1.2}), config=Fp8Config(recipe="rowwise")
     )
     data = json.loads(cache.read_text())
@@ -418,7 +420,7 @@ def test_corrupt_cache_is_ignored(gpu, cache, content):
     key = fp8.threshold_cache_key(CUDA, "torchao", "tensorwise")
     cache.write_text(content.replace("KEY", key))
     assert fp8.resolve_min_dim(Fp8Config(), CUDA) == 1025
-    fp8.measure_fp8_threshold((512, 1024), device=CUDA, timer=_fake_timer({512: 0.9, 1024: 1.2}))
+    fp8_threshold.measure_fp8_threshold((512, 1024), device=CUDA, timer=_fake_timer({512: 0.9, 1024: 1.2}))
     assert fp8.resolve_min_dim(Fp8Config(), CUDA) == 1024
 
 
@@ -456,24 +458,24 @@ def _pair(extra: bool) -> nn.Sequential:
 def test_extra_state_is_split_off_and_loads_across_fp8_and_plain_models():
     torch.manual_seed(0)
     te_like = _pair(extra=True)
-    weights, extra = fp8.split_extra_state(te_like.state_dict())
+    weights, extra = fp8_state.split_extra_state(te_like.state_dict())
     assert set(weights) == {"0.weight", "0.bias", "2.weight", "2.bias"}
     assert set(extra) == {"0._extra_state", "2._extra_state"}
 
     plain = _pair(extra=False)
-    fp8.load_weights(plain, weights, extra)  # FP8 checkpoint into a bf16 model: extra state dropped
+    fp8_state.load_weights(plain, weights, extra)  # FP8 checkpoint into a bf16 model: extra state dropped
     assert torch.equal(plain[0].weight, te_like[0].weight)
 
     target = _pair(extra=True)
-    fp8.load_weights(target, plain.state_dict())  # bf16 checkpoint into an FP8 model: no extra state to load
+    fp8_state.load_weights(target, plain.state_dict())  # bf16 checkpoint into an FP8 model: no extra state to load
     assert torch.equal(target[2].bias, te_like[2].bias) and target[0].loaded_extra is None
-    fp8.load_weights(target, weights, extra)
+    fp8_state.load_weights(target, weights, extra)
     assert torch.equal(target[0].loaded_extra, torch.tensor([7, 8, 9], dtype=torch.uint8))
 
     with pytest.raises(RuntimeError, match=r"missing \['2.bias'\]"):
-        fp8.load_weights(plain, {k: v for k, v in weights.items() if k != "2.bias"})
+        fp8_state.load_weights(plain, {k: v for k, v in weights.items() if k != "2.bias"})
     with pytest.raises(RuntimeError, match=r"unexpected \['3.weight'\]"):
-        fp8.load_weights(plain, {**weights, "3.weight": torch.zeros(1)})
+        fp8_state.load_weights(plain, {**weights, "3.weight": torch.zeros(1)})
 
 
 # --- torchao end to end (only where torchao is installed; it is not a dependency) --------------------------------
@@ -572,7 +574,7 @@ def test_te_conversion_keeps_weights_names_and_pads_rows(gpu, cache, stand_in_te
     assert isinstance(model[0], _StandInTeLinear) and type(model[4]) is nn.Linear
     assert not model[2].weight.requires_grad and model[0].weight.requires_grad
 
-    weights, extra = fp8.split_extra_state(model.state_dict())
+    weights, extra = fp8_state.split_extra_state(model.state_dict())
     assert set(weights) == keys and set(extra) == {"0._extra_state", "2._extra_state"}
     torch.testing.assert_close(model(x), expected)  # padded to 32 rows and sliced back
 

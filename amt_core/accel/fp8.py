@@ -2,7 +2,8 @@
 
 `prepare_fp8` runs after activation checkpointing and compile and before DDP. It converts only the `nn.Linear` layers
 whose in and out features are both at least `min_dim` and multiples of 16; everything else stays in bf16 autocast.
-`min_dim` is measured on each GPU by `measure_fp8_threshold` and cached; until then a published default holds.
+`min_dim` is measured on each GPU by `fp8_threshold.measure_fp8_threshold` and cached; until then a published default
+holds. The FP8 layers' state in checkpoints is `fp8_state`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import functools
 import importlib
 import importlib.metadata
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,9 @@ import torch
 from torch import nn
 
 from amt_core.accel import precision, probe
-from amt_core.accel.measured import MeasuredCache, cuda_seconds, measurement_key
+from amt_core.accel.fp8_state import load_weights as load_weights  # re-exported until train.checkpointer imports
+from amt_core.accel.fp8_state import split_extra_state as split_extra_state  # them from fp8_state
+from amt_core.accel.measured import MeasuredCache, measurement_key
 from amt_core.errors import UserError
 
 BACKENDS: tuple[str, ...] = ("auto", "te", "torchao")
@@ -47,15 +50,12 @@ seq2seq Transformer ran slower than FP16 (https://github.com/NVIDIA/TransformerE
 the actual GPU replaces this default as soon as one is cached.
 """
 
-DEFAULT_SIZES: tuple[int, ...] = (512, 768, 1024, 1280, 1536, 2048, 3072, 4096)
 THRESHOLD_FILE = "fp8_threshold.json"
-_CACHE = MeasuredCache(THRESHOLD_FILE)
+THRESHOLD_CACHE = MeasuredCache(THRESHOLD_FILE)
+"""Where `fp8_threshold.measure_fp8_threshold` stores its measurements and `resolve_min_dim` reads them."""
 
 _TE_RECIPE_CLASSES = {"delayed": "DelayedScaling", "current": "Float8CurrentScaling", "mxfp8": "MXFP8BlockScaling"}
 _PIP_NAMES = {"te": "'transformer-engine[pytorch]'", "torchao": "torchao"}
-
-Timer = Callable[[str, int], float]
-"""`timer(kind, d)`: seconds for one forward and backward of the (d -> d, d -> 4d) Linear pair, kind "bf16" or "fp8"."""
 
 
 @dataclass(kw_only=True)
@@ -262,7 +262,8 @@ def prepare_fp8(model: nn.Module, config: Fp8Config, device: torch.device) -> Fp
 
     Call it on the bare model already on `device`, after activation checkpointing and compile (compiled lazily, so the
     swapped layers are what gets traced) and before DDP and before the optimizer is built (TE's layers have new
-    parameters). State-dict keys stay the same: `weight`, `bias`, plus `_extra_state` for TE (see `split_extra_state`).
+    parameters). State-dict keys stay the same: `weight`, `bias`, plus `_extra_state` for TE (see
+    `fp8_state.split_extra_state`).
 
     Raises:
         UserError: no GPU, a GPU below sm_89, no FP8 library, or a recipe this GPU or library version cannot run.
@@ -291,73 +292,6 @@ def prepare_fp8(model: nn.Module, config: Fp8Config, device: torch.device) -> Fp
     )
 
 
-def measure_fp8_threshold(
-    sizes: Iterable[int] = DEFAULT_SIZES,
-    tokens: int = 8192,
-    device: torch.device | None = None,
-    timer: Timer | None = None,
-    config: Fp8Config | None = None,
-) -> dict[str, Any]:
-    """Time forward and backward of a Linear pair (tokens x d -> d, then d -> 4d) in bf16 and in FP8 for each size,
-    and cache the smallest size from which FP8 is faster at every larger size measured.
-
-    The result is stored in `cache_dir()/fp8_threshold.json` under `threshold_cache_key`, where `resolve_min_dim` finds
-    it. torchao is timed under torch.compile (both precisions), as its README advises; TE runs eager.
-
-    Args:
-        sizes: the widths d to time, multiples of 16 (32 for mxfp8).
-        tokens: rows of the input (batch x tokens of a training step).
-        device: the GPU (default: the current CUDA device).
-        timer: `timer(kind, d) -> seconds`, kind "bf16" or "fp8" (default: CUDA-event timing on `device`).
-        config: backend and recipe to measure (default: auto); its min_dim and skip are ignored.
-
-    Returns:
-        {"key", "gpu", "backend", "recipe", "tokens", "sizes", "bf16_s", "fp8_s", "speedup" (per size, as strings),
-        "faster_from" (the crossover, or None when FP8 is slower at the largest size), "min_dim"} where min_dim is
-        faster_from, or the largest size + 1 (FP8 nowhere in the measured range) when there is no crossover.
-    """
-    config = config or Fp8Config()
-    device = device or torch.device("cuda")
-    backend, recipe = resolve_backend(config)
-    align = MXFP8_ALIGN if recipe == "mxfp8" else FP8_ALIGN
-    sizes = sorted(set(sizes))
-    if not sizes or any(d < align or d % align for d in sizes):
-        raise UserError(f"fp8 threshold sizes must be multiples of {align} (got {sizes})")
-    if tokens < 1:
-        raise UserError(f"fp8 threshold tokens must be >= 1 (got {tokens})")
-    if timer is None:
-        timer = _cuda_timer(device, tokens, backend, recipe)
-    bf16 = {d: float(timer("bf16", d)) for d in sizes}
-    fp8 = {d: float(timer("fp8", d)) for d in sizes}
-    speedup = {d: bf16[d] / fp8[d] for d in sizes}
-    faster_from = crossover(sizes, [speedup[d] for d in sizes])
-    result = {
-        "key": threshold_cache_key(device, backend, recipe),
-        "gpu": probe.gpu_name(device),
-        "backend": backend,
-        "recipe": recipe,
-        "tokens": tokens,
-        "sizes": sizes,
-        "bf16_s": {str(d): bf16[d] for d in sizes},
-        "fp8_s": {str(d): fp8[d] for d in sizes},
-        "speedup": {str(d): speedup[d] for d in sizes},
-        "faster_from": faster_from,
-        "min_dim": faster_from if faster_from is not None else sizes[-1] + 1,
-    }
-    _CACHE.put(result["key"], result)
-    return result
-
-
-def crossover(sizes: list[int], speedups: list[float]) -> int | None:
-    """The smallest size from which every speed-up (bf16 time / FP8 time) is above 1, or None if the last is not."""
-    faster_from = None
-    for size, speedup in zip(reversed(sizes), reversed(speedups)):
-        if speedup <= 1.0:
-            break
-        faster_from = size
-    return faster_from
-
-
 def threshold_cache_key(device: torch.device, backend: str, recipe: str) -> str:
     """The GPU, torch, backend version and recipe a measurement holds for."""
     dist = "transformer_engine" if backend == "te" else backend
@@ -368,52 +302,16 @@ def threshold_cache_key(device: torch.device, backend: str, recipe: str) -> str:
     return measurement_key(device, f"{backend} {version}", recipe)
 
 
-def split_extra_state(state_dict: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Split a state dict into tensors for safetensors and TE's `_extra_state` entries (FP8 scaling metadata).
-
-    TE stores that metadata under `<layer>._extra_state`, as a uint8 tensor in recent versions and an `io.BytesIO` in
-    older ones, which safetensors cannot hold; keep it beside the optimizer state (torch.save) instead.
-    """
-    weights, extra = {}, {}
-    for key, value in state_dict.items():
-        (extra if _is_extra_state(key) else weights)[key] = value
-    return weights, extra
-
-
-def load_weights(
-    module: nn.Module, weights: Mapping[str, torch.Tensor], extra: Mapping[str, Any] | None = None
-) -> None:
-    """`load_state_dict` that accepts checkpoints across FP8 and non-FP8 runs of the same model.
-
-    Weights must match exactly, as with strict loading; TE's `_extra_state` is loaded where the checkpoint has it and
-    the module takes it, and otherwise skipped (a bf16 checkpoint into a TE model, or the other way round).
-
-    Raises:
-        RuntimeError: a weight is missing or unexpected.
-    """
-    result = module.load_state_dict({**weights, **(extra or {})}, strict=False)
-    missing = [k for k in result.missing_keys if not _is_extra_state(k)]
-    unexpected = [k for k in result.unexpected_keys if not _is_extra_state(k)]
-    if missing or unexpected:
-        raise RuntimeError(
-            f"checkpoint does not fit {type(module).__name__}: missing {missing}, unexpected {unexpected}"
-        )
-
-
 def pad_rows(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """(N, C) -> (ceil(N / multiple) * multiple, C), zero rows appended (zeros leave FP8 amax and scales unchanged)."""
     extra = -x.shape[0] % multiple
     return nn.functional.pad(x, (0, 0, 0, extra)) if extra else x
 
 
-def _is_extra_state(key: str) -> bool:
-    return key == "_extra_state" or key.endswith("._extra_state")
-
-
 def _resolve_min_dim(config: Fp8Config, device: torch.device, backend: str, recipe: str) -> tuple[int, str]:
     if config.min_dim > 0:
         return config.min_dim, "config"
-    entry = _CACHE.get(threshold_cache_key(device, backend, recipe))
+    entry = THRESHOLD_CACHE.get(threshold_cache_key(device, backend, recipe))
     if isinstance(entry, dict) and type(entry.get("min_dim")) is int and entry["min_dim"] > 0:
         return entry["min_dim"], "measured"
     return DEFAULT_MIN_DIM, "default"
@@ -492,33 +390,3 @@ def _convert_torchao(model: nn.Module, names: list[str], recipe: str) -> None:
         config=float8.Float8LinearConfig.from_recipe_name(recipe),
         module_filter_fn=lambda module, fqn: fqn in chosen,
     )
-
-
-def _cuda_timer(
-    device: torch.device, tokens: int, backend: str, recipe: str, steps: int = 20, warmup: int = 5
-) -> Timer:
-    """CUDA-event timing (`cuda_seconds`) of one training step of the Linear pair in the trainer's setting (fp32
-    parameters, bf16 autocast): the mean of `steps` back-to-back steps after `warmup`."""
-
-    def time_step(kind: str, d: int) -> float:
-        torch.manual_seed(0)
-        model = nn.Sequential(nn.Linear(d, d), nn.Linear(d, 4 * d)).to(device)
-        report = None
-        if kind == "fp8":
-            report = prepare_fp8(model, Fp8Config(backend=backend, recipe=recipe, min_dim=1), device)
-        if backend == "torchao":
-            # A fresh compile per model: dynamo's recompile limit would otherwise fall back to eager after 8 sizes.
-            torch._dynamo.reset()
-        step_model = torch.compile(model) if backend == "torchao" else model
-        x = torch.randn(tokens, d, device=device, requires_grad=True)
-        grad = torch.randn(tokens, 4 * d, device=device, dtype=torch.bfloat16)
-        mode = "fp8" if kind == "fp8" else "bf16"
-
-        def step() -> None:
-            with precision.autocast(mode, device, report):
-                y = step_model(x)
-            y.backward(grad.to(y.dtype))
-
-        return cuda_seconds(step, device, warmup=warmup, iters=steps)
-
-    return time_step

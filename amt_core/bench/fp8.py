@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> dict:
     import torch
 
-    from amt_core.accel import fp8
+    from amt_core.accel import fp8, fp8_threshold
     from amt_core.accel.precision import check_precision
     from amt_core.errors import UserError
 
@@ -29,13 +29,13 @@ def run(args: argparse.Namespace) -> dict:
         config = fp8.Fp8Config(backend=args.backend, recipe=args.recipe)
     except ValueError as err:
         raise UserError(str(err)) from None
-    sizes = fp8.DEFAULT_SIZES
+    sizes = fp8_threshold.DEFAULT_SIZES
     if args.sizes:
         try:
             sizes = tuple(int(s) for s in args.sizes.split(",") if s.strip())
         except ValueError:
             raise UserError(f"--sizes {args.sizes!r}: give comma-separated integers, e.g. 1024,2048") from None
-    result = fp8.measure_fp8_threshold(sizes, tokens=args.tokens, device=device, config=config)
+    result = fp8_threshold.measure_fp8_threshold(sizes, tokens=args.tokens, device=device, config=config)
     rows = [
         {
             "width": int(d),
