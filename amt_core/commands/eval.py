@@ -18,6 +18,8 @@ import json
 import os
 from pathlib import Path
 
+from amt_core.metrics import keys
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ckpt", required=True, help="a checkpoint folder, or a run directory (its latest checkpoint)")
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from amt_core.train import parts
     from amt_core.train.evaluate import evaluate
     from amt_core.train.progress import CountProgress
-    from amt_core.train.trainer import resolve_device
+    from amt_core.train.parts import resolve_device
 
     device = resolve_device(args.device)
     model, config, folder = parts.model_from_checkpoint(args.ckpt, device)
@@ -150,11 +152,12 @@ def _print_table(metrics: dict, folder: Path, spec: str) -> None:
         table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     console = Console()
     console.print(table)
-    model, reference = metrics.get("mpjpe_mm"), metrics.get("ref_mean_pose_mpjpe_mm")
+    model, reference = metrics.get(keys.MPJPE_MM), metrics.get(keys.REF_MEAN_POSE_MPJPE_MM)
     if model is not None and reference is not None:
         verdict = "better than" if model < reference else "NOT better than"
-        source = "training data's" if metrics.get("ref_mean_pose_source") == "train" else "evaluated samples' own"
+        source = "training data's" if metrics.get(keys.REF_MEAN_POSE_SOURCE) == "train" else "evaluated samples' own"
+        wrist = metrics.get(keys.REF_WRIST_MPJPE_MM, float("nan"))
         console.print(
             f"MPJPE {model:.1f} mm is {verdict} predicting the {source} mean pose ({reference:.1f} mm; "
-            f"all joints on the wrist: {metrics.get('ref_wrist_mpjpe_mm', float('nan')):.1f} mm)"
+            f"all joints on the wrist: {wrist:.1f} mm)"
         )

@@ -12,6 +12,7 @@ from collections import defaultdict
 import numpy as np
 import torch
 
+from amt_core.metrics import keys
 from amt_core.metrics.contact import contact_counts, penetration_depth, precision_recall_f1
 from amt_core.metrics.diagnostics import COLLAPSE_STD_M, attention_entropy
 from amt_core.metrics.hand import (
@@ -221,15 +222,19 @@ class MetricAccumulator:
         """
         result: dict[str, float | int | bool] = {"num_samples": self.num_samples}
         thresholds = pck_thresholds()
-        for prefix, name in (("", "joint_errors"), ("pa_", "pa_joint_errors")):
+        joints = (
+            ("joint_errors", keys.MPJPE_MM, keys.AUC_0_50, keys.PCK_20MM),
+            ("pa_joint_errors", keys.PA_MPJPE_MM, keys.PA_AUC_0_50, keys.PA_PCK_20MM),
+        )
+        for name, mpjpe_key, auc_key, pck_key in joints:
             errors = self._cat(name)
             if errors is None:
                 continue
             result["num_joints3d"] = int(errors.shape[0])
-            result[f"{prefix}mpjpe_mm"] = float(errors.mean()) * MM
-            result[f"{prefix}auc_0_50"] = auc(pck_curve(errors, thresholds), thresholds)
-            result[f"{prefix}pck_20mm"] = float((errors <= 0.02).double().mean())
-        result.update(self._references(result.get("mpjpe_mm")))
+            result[mpjpe_key] = float(errors.mean()) * MM
+            result[auc_key] = auc(pck_curve(errors, thresholds), thresholds)
+            result[pck_key] = float((errors <= 0.02).double().mean())
+        result.update(self._references(result.get(keys.MPJPE_MM)))
         pred_std = self._pred_moments.mean_std()
         if pred_std is not None:
             result["pred_std_mm"] = pred_std * MM
@@ -275,14 +280,14 @@ class MetricAccumulator:
         constant = mean_pose.expand_as(gt)
         ref_mpjpe = float(joint_errors(constant, gt).mean()) * MM
         result: dict[str, float | str] = {
-            "ref_mean_pose_mpjpe_mm": ref_mpjpe,
-            "ref_mean_pose_pa_mpjpe_mm": float(pa_joint_errors(constant, gt).mean()) * MM,
-            "ref_mean_pose_source": source,
+            keys.REF_MEAN_POSE_MPJPE_MM: ref_mpjpe,
+            keys.REF_MEAN_POSE_PA_MPJPE_MM: float(pa_joint_errors(constant, gt).mean()) * MM,
+            keys.REF_MEAN_POSE_SOURCE: source,
             # all 21 joints on the wrist: the root-relative error is each joint's distance from the wrist
-            "ref_wrist_mpjpe_mm": float(torch.linalg.vector_norm(gt, dim=-1).mean()) * MM,
+            keys.REF_WRIST_MPJPE_MM: float(torch.linalg.vector_norm(gt, dim=-1).mean()) * MM,
         }
         if model_mpjpe_mm is not None and ref_mpjpe > 0:
-            result["skill_mpjpe"] = 1.0 - model_mpjpe_mm / ref_mpjpe
+            result[keys.SKILL_MPJPE] = 1.0 - model_mpjpe_mm / ref_mpjpe
         return result
 
     def pck(self, procrustes: bool = False) -> tuple[np.ndarray, np.ndarray]:
