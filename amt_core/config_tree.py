@@ -3,13 +3,15 @@
 Every config in amt_core is a tree of dataclasses whose leaves are typed. Values from outside reach a leaf by one
 rule (`coerce`): a string for a field that is not a string is text from a command line and is parsed (`true`/`false`,
 `null`/`none`, JSON, and for tuples also `1,2,4`), then checked against the field's annotation; a string field takes
-the text as it is. Unknown keys are a one-line `UserError` naming the keys that exist there, and every dataclass on
-the path is rebuilt with `dataclasses.replace`, so its `__post_init__` checks run again.
+the text as it is, and an enum field (`StrEnum`) the member of that value. Unknown keys are a one-line `UserError`
+naming the keys that exist there, and every dataclass on the path is rebuilt with `dataclasses.replace`, so its
+`__post_init__` checks run again.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import functools
 import json
 import types
@@ -82,6 +84,12 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
         if isinstance(value, str):
             return value
         raise UserError(f"{key}: expected str, got {value!r}")
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        try:
+            return annotation(value)
+        except ValueError:
+            allowed = ", ".join(str(member.value) for member in annotation)
+            raise UserError(f"{key}: expected one of {allowed}, got {value!r}") from None
     if isinstance(value, str) and origin is tuple and "," in value and not value.lstrip().startswith("["):
         value = [parse_value(part) for part in value.split(",") if part.strip()]
     elif isinstance(value, str):

@@ -1,4 +1,8 @@
-"""The trainer's own settings (`RunConfig.trainer`, `--set trainer.KEY=VALUE`): cadences, limits, device, precision."""
+"""The trainer's own settings (`RunConfig.trainer`, `--set trainer.KEY=VALUE`): cadences, limits, device, precision.
+
+Device, precision, attention and progress are enums (`amt_core.train.kinds`); the strings of a command line or a
+config.json become members here, and config.json gets the same strings back.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +10,18 @@ from dataclasses import dataclass, field
 
 from amt_core.accel.checkpointing import make_policy
 from amt_core.accel.fp8 import Fp8Config
-from amt_core.accel.precision import PRECISIONS
 from amt_core.errors import UserError
-from amt_core.models.attention import MODES as ATTENTION_MODES
 from amt_core.train.compile import MODES as compile_modes
+from amt_core.train.kinds import AttentionKernel, Device, Precision, ProgressStyle, checked
 
-DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
-PROGRESS: tuple[str, ...] = ("auto", "rich", "log", "none")
+DEVICES: tuple[str, ...] = tuple(Device)
+PROGRESS: tuple[str, ...] = tuple(ProgressStyle)
 COMPILE_MODES: tuple[str, ...] = compile_modes
 
 
 @dataclass(kw_only=True)
 class TrainerConfig:
-    device: str = "auto"
+    device: Device = Device.AUTO
     """auto (cuda when available), cpu or cuda."""
     seed: int = 0
     """Seeds python, numpy and torch, and the batch plan."""
@@ -29,13 +32,13 @@ class TrainerConfig:
     stage_by_time: bool = False
     """Give each stage its share (by planned length) of max_time_s instead of its step count; the schedule follows
     wall time. For fixed-time comparisons; a resumed run then no longer repeats an uninterrupted one exactly."""
-    precision: str = "fp32"
+    precision: Precision = Precision.FP32
     """fp32, bf16 (autocast; parameters and optimizer state stay fp32) or fp8 (bf16 plus FP8 matmuls in the layers
     large enough to gain from them; CUDA compute capability 8.9+ with Transformer Engine or torchao)."""
     fp8: Fp8Config = field(default_factory=Fp8Config)
     """With precision fp8: the library (`trainer.fp8.backend`), the scaling recipe (`trainer.fp8.recipe`) and which
     Linear layers are worth converting (`trainer.fp8.min_dim`, 0: measured on this GPU by `amt-core bench fp8`)."""
-    attention: str = "auto"
+    attention: AttentionKernel = AttentionKernel.AUTO
     """Attention backend for the whole model: auto (measured fastest on this GPU for the backbone's token count,
     cached; sdpa on the CPU), fa3, fa2, sdpa, sdpa_cudnn, sdpa_flash, sdpa_efficient or math ($AMT_ATTN wins)."""
     checkpointing: str = "none"
@@ -74,7 +77,7 @@ class TrainerConfig:
     """Steps between refreshes of the hard-case pool (stages with hard_mining > 0)."""
     mining_pool: int = 512
     """How many of the hardest samples seen form the pool."""
-    progress: str = "auto"
+    progress: ProgressStyle = ProgressStyle.AUTO
     """auto (a rich bar on a terminal, log lines otherwise), rich, log or none."""
     find_unused_parameters: bool = True
     """DDP: allow parameters that a stage's losses do not reach."""
@@ -82,20 +85,16 @@ class TrainerConfig:
     """Also write TensorBoard scalars under tb/ when tensorboard is importable."""
 
     def __post_init__(self) -> None:
-        if self.device not in DEVICES:
-            raise ValueError(f"TrainerConfig.device must be one of {DEVICES} (got {self.device!r})")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"TrainerConfig.precision must be one of {PRECISIONS} (got {self.precision!r})")
+        self.device = checked(Device, self.device, "TrainerConfig.device")
+        self.precision = checked(Precision, self.precision, "TrainerConfig.precision")
+        self.attention = checked(AttentionKernel, self.attention, "TrainerConfig.attention")
+        self.progress = checked(ProgressStyle, self.progress, "TrainerConfig.progress")
         if self.compile_mode not in COMPILE_MODES:
             raise ValueError(f"TrainerConfig.compile_mode must be one of {COMPILE_MODES} (got {self.compile_mode!r})")
-        if self.attention not in ATTENTION_MODES:
-            raise ValueError(f"TrainerConfig.attention must be one of {ATTENTION_MODES} (got {self.attention!r})")
         try:
             make_policy(self.checkpointing)
         except UserError as err:
             raise ValueError(f"TrainerConfig.checkpointing: {err}") from None
-        if self.progress not in PROGRESS:
-            raise ValueError(f"TrainerConfig.progress must be one of {PROGRESS} (got {self.progress!r})")
         for name in ("max_steps", "num_workers", "snapshot_every", "eval_every", "eval_first", "keep_checkpoints"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainerConfig.{name} must be >= 0 (got {getattr(self, name)})")
