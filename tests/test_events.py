@@ -12,17 +12,26 @@ import pytest
 from amt_core.errors import UserError
 from amt_core.train.control import Command
 from amt_core.train.events import (
+    ANOMALY_TYPES,
     EVENT_TYPES,
     SCHEMA_VERSION,
     Anomaly,
     Checkpoint,
     CommandApplied,
+    DataBound,
     Diagnostics,
     Error,
     EventReader,
     EventWriter,
+    InvalidLabels,
+    LossExplosion,
     Metrics,
+    NonFiniteRun,
+    NonFiniteStep,
+    NotLearning,
+    OutOfMemory,
     Rollback,
+    SlowPrecision,
     Snapshot,
     Stage,
     State,
@@ -30,6 +39,7 @@ from amt_core.train.events import (
     Validation,
     parse_event,
 )
+from amt_core.train.kinds import AnomalyAction, AnomalyKind, CheckpointReason, StopReason, TrainerState
 from amt_studio.state.run import RunState
 
 ONE_OF_EACH = [
@@ -80,7 +90,8 @@ ONE_OF_EACH = [
 
 
 def test_every_kind_round_trips_through_the_file(tmp_path):
-    assert {type(e) for e in ONE_OF_EACH} == set(EVENT_TYPES.values())  # one of each kind the trainer writes
+    assert {e.kind for e in ONE_OF_EACH} == set(EVENT_TYPES)  # one of each kind the trainer writes
+    assert all(isinstance(e, EVENT_TYPES[e.kind]) for e in ONE_OF_EACH)  # (an anomaly is its kind's subclass)
     writer = EventWriter(tmp_path)
     for event in ONE_OF_EACH:
         writer.write(event)
@@ -152,3 +163,77 @@ def test_events_and_commands_import_without_torch():
     code = "import sys, amt_core.train.events, amt_core.train.control\nprint('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+# Each anomaly kind as the trainer wrote it before the kinds had classes of their own (`Anomaly(what=...)` with the
+# same arguments): the new classes must write these lines byte for byte, and read them back as themselves.
+OLD_ANOMALY_LINES = {
+    NonFiniteStep: '{"v": 1, "kind": "anomaly", "step": 5, "time": 1.5, "what": "non_finite", "action": "skipped", '
+    '"loss": "nan", "batch": [3, 4], "skipped_total": 2}',
+    LossExplosion: '{"v": 1, "kind": "anomaly", "step": 5, "time": 1.5, "what": "explosion", "action": "rollback", '
+    '"loss": 1000000000.0, "median": 0.5, "batch": [1, 2], "checkpoint": "step_00000004", "lr_scale": 0.5}',
+    NonFiniteRun: '{"v": 1, "kind": "anomaly", "step": 5, "time": 1.5, "what": "non_finite_run", "action": '
+    '"rollback", "loss": "inf", "checkpoint": "step_00000004", "lr_scale": 0.25}',
+    OutOfMemory: '{"v": 1, "kind": "anomaly", "step": 5, "time": 1.5, "what": "out_of_memory", "action": '
+    '"micro_batch_halved", "batch": [7], "micro_batch": 4}',
+    SlowPrecision: '{"v": 1, "kind": "anomaly", "step": 5, "time": 1.5, "what": "slow_precision", "action": "none", '
+    '"message": "bf16 on this CPU is slower than fp32"}',
+    DataBound: '{"v": 1, "kind": "anomaly", "step": 5, "time": 1.5, "what": "data_bound", "action": "none", '
+    '"message": "waited", "data_share": 0.4}',
+    InvalidLabels: '{"v": 1, "kind": "anomaly", "step": 5, "time": 1.5, "what": "invalid_labels", "action": '
+    '"labels_skipped", "message": "skipped", "batch": [0, 1], "count": 1}',
+    NotLearning: '{"v": 1, "kind": "anomaly", "step": 5, "time": 1.5, "what": "not_learning", "action": "none", '
+    '"message": "not better", "mpjpe_mm": 90.0, "ref_mean_pose_mpjpe_mm": 80.0}',
+}
+NEW_ANOMALIES = [
+    NonFiniteStep(step=5, time=1.5, loss=float("nan"), batch=[3, 4], skipped_total=2),
+    LossExplosion(step=5, time=1.5, loss=1e9, median=0.5, batch=[1, 2], checkpoint="step_00000004", lr_scale=0.5),
+    NonFiniteRun(step=5, time=1.5, loss=float("inf"), checkpoint="step_00000004", lr_scale=0.25),
+    OutOfMemory(step=5, time=1.5, batch=[7], micro_batch=4),
+    SlowPrecision(step=5, time=1.5, message="bf16 on this CPU is slower than fp32"),
+    DataBound(step=5, time=1.5, message="waited", data_share=0.4),
+    InvalidLabels(step=5, time=1.5, message="skipped", batch=[0, 1], count=1),
+    NotLearning(step=5, time=1.5, message="not better", mpjpe_mm=90.0, ref_mean_pose_mpjpe_mm=80.0),
+]
+
+
+@pytest.mark.parametrize("event", NEW_ANOMALIES, ids=lambda e: type(e).__name__)
+def test_each_anomaly_kind_writes_the_old_line_and_reads_back_as_its_class(tmp_path, event):
+    assert set(OLD_ANOMALY_LINES) == set(ANOMALY_TYPES.values())  # every kind is covered
+    writer = EventWriter(tmp_path)
+    writer.write(event)
+    writer.close()
+    line = (tmp_path / "events.jsonl").read_text()
+    assert line == OLD_ANOMALY_LINES[type(event)] + "\n"
+    parsed = parse_event(json.loads(line))
+    assert type(parsed) is type(event) and isinstance(parsed, Anomaly)
+    assert parsed.what == event.what and parsed.action == event.action and parsed.message == event.message
+
+
+def test_anomaly_built_the_old_way_is_its_kinds_class():
+    old = Anomaly(step=5, time=1.5, what="out_of_memory", action="micro_batch_halved", micro_batch=4, batch=[7])
+    assert type(old) is OutOfMemory and old == NEW_ANOMALIES[3]
+    assert old.what is AnomalyKind.OUT_OF_MEMORY and old.action is AnomalyAction.MICRO_BATCH_HALVED
+    with pytest.raises(TypeError, match="median"):  # a field another kind has
+        Anomaly(step=1, what="out_of_memory", median=2.0)
+    with pytest.raises(ValueError, match="is a NonFiniteStep, not a LossExplosion"):
+        LossExplosion(step=1, what="non_finite")
+    with pytest.raises(ValueError, match="action must be one of"):
+        NonFiniteStep(step=1, action="ignored")
+
+
+def test_lines_outside_the_known_values_read_as_what_they_can_be():
+    newer = parse_event({"kind": "anomaly", "step": 3, "time": 1.0, "what": "cosmic_ray", "message": "bit flip"})
+    assert type(newer) is Anomaly and newer.what == "cosmic_ray" and newer.message == "bit flip"
+    state = RunState()
+    state.ingest([newer, NEW_ANOMALIES[-1]])
+    assert state.markers[0].label == "cosmic_ray: bit flip" and state.not_learning == "not better"
+    assert isinstance(parse_event({"kind": "state", "step": 1, "state": "dreaming"}), Unknown)
+    with pytest.raises(ValueError, match="State.state must be one of"):
+        State(step=1, state="dreaming")
+    typed = State(step=1, state="stopped", reason="signal", signal="SIGTERM")
+    assert typed.state is TrainerState.STOPPED and typed.reason is StopReason.SIGNAL
+    assert json.dumps(typed.to_dict()).count('"stopped"') == 1
+    assert Checkpoint(step=1, name="a", reason="stage_end").reason is CheckpointReason.STAGE_END
+    with pytest.raises(ValueError, match="Checkpoint.reason"):
+        Checkpoint(step=1, name="a", reason="whim")

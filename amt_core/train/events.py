@@ -13,15 +13,18 @@ import json
 import math
 import os
 from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from pathlib import Path
 from time import time as _now
 from typing import Any, ClassVar
+
+from amt_core.train.kinds import AnomalyAction, AnomalyKind, CheckpointReason, StopReason, TrainerState, checked
 
 SCHEMA_VERSION = 1
 """Written as `v` in every line. Files from before the typed events carry the same fields (some carry no `v`); both
 read the same way, and fields a newer writer adds are ignored by an older reader."""
 
-STATES: tuple[str, ...] = ("running", "paused", "stopped", "finished", "failed")
+STATES: tuple[str, ...] = tuple(TrainerState)
 
 EVENTS_FILE = "events.jsonl"
 
@@ -113,14 +116,16 @@ class Checkpoint(Event):
     """The name `rollback` and `--resume` take."""
     path: str | None = None
     """Relative to the run directory."""
-    reason: str | None = None
-    """initial, periodic, stage_end, command, stop, final, best."""
+    reason: CheckpointReason | None = None
     stage: int | None = None
     removed: list[str] = field(default_factory=list)
     """Names pruned by retention as this one was written."""
     branch: int | None = None
     retain: list[str] = field(default_factory=list)
     """Why retention keeps it (manual, stage_end, best)."""
+
+    def __post_init__(self) -> None:
+        _typed(self, "reason", CheckpointReason)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -148,37 +153,151 @@ class Stage(Event):
 @dataclass(frozen=True, kw_only=True)
 class State(Event):
     kind: ClassVar[str] = "state"
-    state: str
-    """One of STATES."""
-    reason: str | None = None
-    """At the end: finished, limit, command, signal."""
+    state: TrainerState
+    reason: StopReason | None = None
+    """At the end: why the loop ended."""
     signal: str | None = None
     """With reason signal: which one (SIGINT, SIGTERM, SIGUSR1)."""
     resumed_from: str | None = None
 
+    def __post_init__(self) -> None:
+        _typed(self, "state", TrainerState)
+        _typed(self, "reason", StopReason)
+
 
 @dataclass(frozen=True, kw_only=True)
 class Anomaly(Event):
-    """Something went wrong and was handled; which optional fields are set depends on `what` (docs/events.md)."""
+    """Something went wrong and was handled: the fields every anomaly has. Each kind is a subclass below with its
+    own fields (`LossExplosion`, ...); this class itself stands for a kind this reader does not know (a newer
+    trainer's), with `what` as the line's string.
+
+    `Anomaly(what="explosion", ...)` builds the kind's class (`LossExplosion`): call sites written before the
+    subclasses keep working while they move to the subclasses."""
 
     kind: ClassVar[str] = "anomaly"
-    what: str
-    """non_finite, explosion, non_finite_run, out_of_memory, slow_precision, data_bound, invalid_labels,
-    not_learning."""
-    action: str | None = None
+    what: AnomalyKind | str
+    action: AnomalyAction | None = None
     message: str | None = None
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Anomaly:
+        if cls is Anomaly:
+            cls = ANOMALY_TYPES.get(kwargs.get("what"), Anomaly)
+        return object.__new__(cls)
+
+    def __post_init__(self) -> None:
+        expected = ANOMALY_TYPES.get(self.what, Anomaly)
+        if type(self) is not expected:
+            raise ValueError(f"an anomaly {self.what!r} is a {expected.__name__}, not a {type(self).__name__}")
+        _typed(self, "what", AnomalyKind, strict=type(self) is not Anomaly)
+        _typed(self, "action", AnomalyAction)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NonFiniteStep(Anomaly):
+    """A step whose loss or gradients were not finite: its update was not applied."""
+
+    what: AnomalyKind = AnomalyKind.NON_FINITE
+    action: AnomalyAction | None = AnomalyAction.SKIPPED
+    loss: float | str | None = None
+    """"nan", "inf" or "-inf" (the strings JSON carries)."""
+    batch: list[int] | None = None
+    """Dataset indices of the batch."""
+    skipped_total: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class LossExplosion(Anomaly):
+    """A loss far above the running median of recent good losses: rolled back to the latest checkpoint."""
+
+    what: AnomalyKind = AnomalyKind.EXPLOSION
+    action: AnomalyAction | None = AnomalyAction.ROLLBACK
     loss: float | str | None = None
     median: float | None = None
     batch: list[int] | None = None
     """Dataset indices of the batch."""
     checkpoint: str | None = None
+    """The checkpoint rolled back to."""
     lr_scale: float | None = None
-    skipped_total: int | None = None
+    """The learning-rate scale after the back-off."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class NonFiniteRun(Anomaly):
+    """`stability.max_consecutive_nonfinite` non-finite steps in a row: rolled back like an explosion."""
+
+    what: AnomalyKind = AnomalyKind.NON_FINITE_RUN
+    action: AnomalyAction | None = AnomalyAction.ROLLBACK
+    loss: float | str | None = None
+    checkpoint: str | None = None
+    lr_scale: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutOfMemory(Anomaly):
+    """The micro-batch did not fit: halved mid-run (`micro_batch_halved`, with the batch) or sized by the start-up
+    probe (`micro_batch`); the global batch stays the same (gradients accumulate)."""
+
+    what: AnomalyKind = AnomalyKind.OUT_OF_MEMORY
+    action: AnomalyAction | None = AnomalyAction.MICRO_BATCH_HALVED
+    batch: list[int] | None = None
+    """Dataset indices of the batch that did not fit (mid-run only)."""
     micro_batch: int | None = None
+    """The new micro-batch."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SlowPrecision(Anomaly):
+    """The precision asked for runs slower than fp32 on this device (`message` says why)."""
+
+    what: AnomalyKind = AnomalyKind.SLOW_PRECISION
+    action: AnomalyAction | None = AnomalyAction.NONE
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataBound(Anomaly):
+    """Once a run: over 25% of a metrics window (and at least 1 s of it) went to waiting for data."""
+
+    what: AnomalyKind = AnomalyKind.DATA_BOUND
+    action: AnomalyAction | None = AnomalyAction.NONE
     data_share: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class InvalidLabels(Anomaly):
+    """Once a run: samples with NaN/inf labels, whose labels are skipped (counted on in `Metrics.invalid_samples`)."""
+
+    what: AnomalyKind = AnomalyKind.INVALID_LABELS
+    action: AnomalyAction | None = AnomalyAction.LABELS_SKIPPED
+    batch: list[int] | None = None
+    """Dataset indices of the batch."""
     count: int | None = None
+    """Samples with invalid labels in that batch."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class NotLearning(Anomaly):
+    """After stage 1, validation is no better than the training data's mean pose (until it is again)."""
+
+    what: AnomalyKind = AnomalyKind.NOT_LEARNING
+    action: AnomalyAction | None = AnomalyAction.NONE
     mpjpe_mm: float | None = None
     ref_mean_pose_mpjpe_mm: float | None = None
+
+
+ANOMALY_TYPES: dict[str, type[Anomaly]] = {
+    cls.what: cls
+    for cls in (
+        NonFiniteStep,
+        LossExplosion,
+        NonFiniteRun,
+        OutOfMemory,
+        SlowPrecision,
+        DataBound,
+        InvalidLabels,
+        NotLearning,
+    )
+}
+"""The class of each anomaly kind (`what`)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -240,17 +359,39 @@ def parse_event(record: dict[str, Any]) -> Event:
     when = record.get("time")
     when = float(when) if isinstance(when, int | float) and not isinstance(when, bool) else _now()
     cls = EVENT_TYPES.get(kind)
+    if cls is Anomaly:
+        cls = ANOMALY_TYPES.get(str(record.get("what")), Anomaly)
     if cls is not None:
         known = {f.name for f in fields(cls)} - {"step", "time"}
         try:
             return cls(step=step, time=when, **{k: v for k, v in record.items() if k in known})
-        except TypeError:  # a field its kind needs is missing
+        except (TypeError, ValueError):  # a field its kind needs is missing, or a value outside its kind's set
             pass
     return Unknown(step=step, time=when, name=kind)
 
 
+def _typed(event: Event, name: str, kind: type[StrEnum], strict: bool = True) -> None:
+    """Set the field `name` of a frozen event to its enum member (it may arrive as its string, from a line or an
+    older call site); None stays None, and with `strict=False` a string outside the set stays that string.
+
+    Raises:
+        ValueError: a value outside the set, naming the field and the values it takes.
+    """
+    value = getattr(event, name)
+    if value is None or isinstance(value, kind):
+        return
+    try:
+        object.__setattr__(event, name, checked(kind, value, f"{type(event).__name__}.{name}"))
+    except ValueError:
+        if strict:
+            raise
+
+
 def _clean(value: Any) -> Any:
-    """JSON-safe copy: non-finite floats become strings ("nan", "inf", "-inf") so every line is strict JSON."""
+    """JSON-safe copy: non-finite floats become strings ("nan", "inf", "-inf") so every line is strict JSON, and
+    enum members their plain strings (what the line's reader gets back)."""
+    if isinstance(value, StrEnum):
+        return str(value)
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
     if isinstance(value, dict):

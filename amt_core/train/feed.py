@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from amt_core.train import parts
-from amt_core.train.events import Anomaly
+from amt_core.train.events import InvalidLabels
 from amt_core.train.sampler import BatchPlan, PlanBatches, plan_loader
 from amt_core.train.stopping import stop_signals_blocked
 
@@ -44,7 +44,7 @@ class BatchFeed:
         self.plan.consumed(*self._batches.origins.popleft())
         return batch, waited
 
-    def mask_invalid(self, batch: dict, step: int) -> Anomaly | None:
+    def mask_invalid(self, batch: dict, step: int) -> InvalidLabels | None:
         """Mask the batch's NaN/inf labels and count them; the first time in a run, the warning to write."""
         invalid = parts.mask_invalid_labels(batch)
         if not invalid:
@@ -57,11 +57,4 @@ class BatchFeed:
             f"samples with NaN or infinite labels: their labels are skipped ({invalid} in the batch at step "
             f"{step}; counted on as invalid_samples in metrics)"
         )
-        return Anomaly(
-            step=step,
-            what="invalid_labels",
-            count=invalid,
-            batch=batch["index"].tolist(),
-            action="labels_skipped",
-            message=message,
-        )
+        return InvalidLabels(step=step, count=invalid, batch=batch["index"].tolist(), message=message)

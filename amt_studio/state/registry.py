@@ -11,8 +11,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from amt_core.train.config_view import RunConfigView
 from amt_core.train.events import Error, Event, State, parse_event
 from amt_core.train.rundir import run_is_live
+from amt_studio.state.status import LIVE, RunStatus
 
 TAIL_BYTES = 64 << 10
 """How much of the end of events.jsonl is read to find the latest step and state."""
@@ -23,7 +25,7 @@ class RunSummary:
     run_dir: Path
     live: bool
     """A live process on this host holds the run's lock (the trainer can be steered)."""
-    state: str
+    state: RunStatus
     """The trainer's last reported state (`running`, `paused`, `finished`, `stopped`, `failed`), `ended` for a run
     whose trainer is gone without a final state (killed), `starting` when no event is written yet."""
     step: int
@@ -43,22 +45,24 @@ def summarize_run(run_dir: Path | str) -> RunSummary | None:
     if not path.is_dir() or not (events_path.exists() or (path / "config.json").exists()):
         return None
     live = run_is_live(path)
-    state, step, last_time = "starting", 0, None
+    state, step, last_time = RunStatus.STARTING, 0, None
     for event in reversed(_tail_events(events_path)):
         if last_time is None:
             step, last_time = event.step, event.time
         if isinstance(event, State):
-            state = event.state
+            state = RunStatus(event.state)
             break
         if isinstance(event, Error):
-            state = "failed"
+            state = RunStatus.FAILED
             break
     else:
         if last_time is not None:
-            state = "running"
-    if not live and state in ("running", "paused", "starting") and last_time is not None:
-        state = "ended"  # the trainer went away without saying so
-    return RunSummary(run_dir=path, live=live, state=state, step=step, preset=_preset(path), last_time=last_time)
+            state = RunStatus.RUNNING
+    if not live and state in LIVE and last_time is not None:
+        state = RunStatus.ENDED  # the trainer went away without saying so
+    config = RunConfigView.read(path)
+    preset = config.preset if config is not None else ""
+    return RunSummary(run_dir=path, live=live, state=state, step=step, preset=preset, last_time=last_time)
 
 
 def _tail_events(path: Path) -> list[Event]:
@@ -80,15 +84,6 @@ def _tail_events(path: Path) -> list[Event]:
         except ValueError:
             continue
     return [parse_event(e) for e in events if isinstance(e, dict)]
-
-
-def _preset(path: Path) -> str:
-    try:
-        config = json.loads((path / "config.json").read_text())
-    except (OSError, ValueError):
-        return ""
-    inner = config.get("config", config) if isinstance(config, dict) else {}
-    return str(inner.get("preset", "")) if isinstance(inner, dict) else ""
 
 
 def discover_runs(root: Path, limit: int = 50) -> list[Path]:

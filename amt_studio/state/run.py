@@ -6,7 +6,6 @@ Feeding the same events always gives the same state, so a live run and a finishe
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections import deque
@@ -15,6 +14,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
+from amt_core.metrics.keys import MPJPE_MM, REF_MEAN_POSE_MPJPE_MM
+from amt_core.train.config_view import RunConfigView
 from amt_core.train.events import (
     Anomaly,
     Checkpoint,
@@ -23,6 +24,7 @@ from amt_core.train.events import (
     Error,
     Event,
     Metrics,
+    NotLearning,
     Rollback,
     Snapshot,
     Stage,
@@ -35,6 +37,7 @@ from amt_studio.state.loss_groups import GROUP_TITLES, LOSS_GROUPS, group_of
 from amt_studio.state.series import SeriesGroup
 from amt_studio.state.signal import Signal
 from amt_studio.state.snapshot import SnapshotTimeline
+from amt_studio.state.status import LIVE, RunStatus
 
 # Prediction std (metres) below which the model is treated as collapsed to a constant (the seed's failure: 0.0003).
 COLLAPSE_STD_M = 0.01
@@ -47,7 +50,6 @@ LEARNING_READINGS = 2
 # Steps/s for the ETA are measured over this many recent metrics events of the live branch.
 PACE_WINDOW = 30
 MAX_LOG_LINES = 5000
-CADENCE_KEYS = ("log_every", "diag_every", "eval_every", "eval_first", "snapshot_every", "ckpt_every")
 # Gradient norms above / below these (per parameter group) are flagged as exploding / vanishing.
 GRAD_EXPLODE = 1e3
 GRAD_VANISH = 1e-7
@@ -111,7 +113,8 @@ class RunState:
 
     def __init__(self, run_dir: Path | str | None = None) -> None:
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.config: dict[str, Any] = {}
+        self.config: RunConfigView | None = None
+        """The run's config.json, once `load_config` found it."""
         self.losses = SeriesGroup("loss")
         self.training = SeriesGroup("training")  # lr, images_per_s, memory_mb and other scalar metrics
         self.pred_std = SeriesGroup("prediction std (m)")
@@ -127,7 +130,7 @@ class RunState:
         """The newest log lines (the log view keeps as many): a run of days does not grow the studio."""
         self.grad_flags: dict[str, str] = {}
         """Parameter groups whose latest gradient norm is 'exploding' or 'vanishing'."""
-        self.state = "idle"
+        self.state = RunStatus.IDLE
         self.stage: int | None = None
         self.step = 0
         self.max_steps: int | None = None
@@ -172,23 +175,15 @@ class RunState:
         """Read config.json (if present) for the device, the planned steps and the preset."""
         if self.run_dir is None:
             return
-        path = self.run_dir / "config.json"
-        try:
-            self.config = json.loads(path.read_text())
-        except (OSError, ValueError):
+        config = RunConfigView.read(self.run_dir)
+        if config is None:
             return
-        self.device = str(self.config.get("device") or _find_key(self.config, ("device",)) or self.device)
-        run_config = self.config.get("config", self.config)
-        trainer = run_config.get("trainer", {}) if isinstance(run_config.get("trainer"), dict) else {}
-        lengths = self.config.get("stage_lengths") or [
-            s.get("steps", 0) for s in run_config.get("stages", []) if isinstance(s, dict)
-        ]
-        planned = trainer.get("max_steps") or (sum(lengths) if lengths and all(lengths) else 0)
-        if isinstance(planned, int | float) and planned > 0:
-            self.max_steps = int(planned)
-        self.preset = str(run_config.get("preset", ""))
-        self.cadence = {k: int(v) for k, v in trainer.items() if k in CADENCE_KEYS and isinstance(v, int | float)}
-        self.compute = _compute_summary(trainer, self.config.get("acceleration"))
+        self.config = config
+        self.device = config.device or self.device
+        self.max_steps = config.planned_steps or self.max_steps
+        self.preset = config.preset
+        self.cadence = dict(config.cadence)
+        self.compute = config.compute_summary()
         self.status_changed.emit()
 
     # ---- events ------------------------------------------------------------------------------------------
@@ -206,7 +201,7 @@ class RunState:
             self.step = event.step  # events come in order; after a rollback the step goes back
             self.started_time = event.time if self.started_time is None else self.started_time
             self.last_time = event.time
-            self._handlers.get(type(event), RunState._on_unknown)(self, event)
+            self._handler(event)(self, event)
         changes = self._changes
         if changes.metrics_seen:
             self.metrics_changed.emit(changes.new_metrics)
@@ -234,8 +229,8 @@ class RunState:
             self.images_per_s = float(event.images_per_s)
         if _is_number(event.data_share):
             self.data_share = float(event.data_share)
-        if self.state in ("idle", "starting"):
-            self.state = "running"
+        if self.state in (RunStatus.IDLE, RunStatus.STARTING):
+            self.state = RunStatus.RUNNING
 
     def _on_diagnostics(self, event: Diagnostics) -> None:
         step, when, new = event.step, event.time, self._changes.new_diagnostics
@@ -299,7 +294,7 @@ class RunState:
 
     def _check_learning(self, metrics: dict[str, Any]) -> None:
         """Clear "not learning" once validations in a row beat the mean-pose reference."""
-        error, reference = metrics.get("mpjpe_mm"), metrics.get("ref_mean_pose_mpjpe_mm")
+        error, reference = metrics.get(MPJPE_MM), metrics.get(REF_MEAN_POSE_MPJPE_MM)
         if self.not_learning is None or not (_is_number(error) and _is_number(reference)):
             return
         self._learning_streak = self._learning_streak + 1 if error < reference else 0
@@ -317,7 +312,7 @@ class RunState:
 
     def _on_state(self, event: State) -> None:
         self._changes.status_seen = True
-        self.state = event.state
+        self.state = RunStatus(event.state)
         self._pace.clear()  # a pause is not training time
         self._log(event.time, "info", f"trainer {self.state}" + _detail(event.reason), event.step)
 
@@ -326,7 +321,7 @@ class RunState:
         label = what + (f" → {event.action}" if event.action else "")
         self._add_marker(Marker(step=event.step, kind="anomaly", label=label, time=event.time))
         self._log(event.time, "warning", f"anomaly: {label}", event.step)
-        if event.what == "not_learning":
+        if isinstance(event, NotLearning):
             self.not_learning = event.message or "not better than a constant yet"
             self._learning_streak = 0
             self.banners_changed.emit()
@@ -366,7 +361,7 @@ class RunState:
     def _on_error(self, event: Error) -> None:
         self._changes.status_seen = True
         self.error = (event.message, event.traceback)
-        self.state = "failed"
+        self.state = RunStatus.FAILED
         self._log(event.time, "error", f"trainer error: {event.message}", event.step)
         self.error_raised.emit(event.message, event.traceback)
 
@@ -393,6 +388,15 @@ class RunState:
     def _on_unknown(self, event: Event) -> None:
         kind = event.name if isinstance(event, Unknown) else event.kind
         self._log(event.time, "info", f"event {kind!r} at step {event.step}", event.step)
+
+    @classmethod
+    def _handler(cls, event: Event) -> Callable[[RunState, Any], None]:
+        """The handler of the event's class, or of the nearest base that has one (every anomaly kind is an
+        `Anomaly`)."""
+        for base in type(event).__mro__:
+            if base in cls._handlers:
+                return cls._handlers[base]
+        return cls._on_unknown
 
     _handlers: ClassVar[dict[type[Event], Callable[[RunState, Any], None]]] = {
         Metrics: _on_metrics,
@@ -442,7 +446,7 @@ class RunState:
     @property
     def is_live(self) -> bool:
         """The trainer reports it is running or paused (a command can reach it)."""
-        return self.state in ("running", "paused", "starting")
+        return self.state in LIVE
 
 
 def _is_number(value: Any) -> bool:
@@ -462,37 +466,6 @@ def _flat_numbers(values: Any, prefix: str = "") -> list[tuple[str, float]]:
     return out
 
 
-def _find_key(tree: Any, names: tuple[str, ...]) -> Any:
-    """The first value under any of `names` in a nested dict (depth first), else None."""
-    if isinstance(tree, dict):
-        for name in names:
-            if name in tree and not isinstance(tree[name], dict):
-                return tree[name]
-        for value in tree.values():
-            found = _find_key(value, names)
-            if found is not None:
-                return found
-    return None
-
-
 def _detail(*values: Any) -> str:
     parts = [str(v) for v in values if v]
     return f" ({', '.join(parts)})" if parts else ""
-
-
-def _compute_summary(trainer: dict, acceleration: Any) -> str:
-    """'bf16 · attn sdpa_flash · compiled · ckpt selective': how the run computes, for the status bar."""
-    parts = [str(trainer["precision"])] if trainer.get("precision") else []
-    if isinstance(acceleration, dict):
-        attention = acceleration.get("attention") or {}
-        if isinstance(attention, dict) and attention.get("backend"):
-            parts.append(f"attn {attention['backend']}")
-        if acceleration.get("compiled"):
-            parts.append("compiled")
-        checkpointing = acceleration.get("checkpointing") or {}
-        if isinstance(checkpointing, dict) and checkpointing.get("blocks"):
-            parts.append(f"ckpt {checkpointing.get('policy')}")
-        fp8 = acceleration.get("fp8")
-        if isinstance(fp8, dict) and fp8.get("converted") is not None:
-            parts.append(f"fp8 {len(fp8['converted'])} layers")
-    return " · ".join(parts)

@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from amt_studio.state.registry import RunSummary, summarize_run
+from amt_studio.state.status import RunStatus
 from amt_studio.views import theme
 
 REFRESH_MS = 2000
@@ -128,8 +129,8 @@ class StartPage(QWidget):
                 item.setData(Qt.ItemDataRole.UserRole, str(summary.run_dir))
                 if summary.live and col in (0, 2):
                     item.setForeground(QColor(theme.OK))
-                elif summary.state in ("failed", "ended"):
-                    item.setForeground(QColor(theme.ERROR if summary.state == "failed" else theme.MUTED))
+                elif summary.state in (RunStatus.FAILED, RunStatus.ENDED):
+                    item.setForeground(QColor(theme.ERROR if summary.state == RunStatus.FAILED else theme.MUTED))
                 if col == 3:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.table.setItem(row, col, item)
