@@ -33,7 +33,9 @@ joints3d, 20.2 mm root-relative; docs/learning.md). The root has its own term, s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 from torch import nn
@@ -48,69 +50,292 @@ from amt_core.losses.schedule import LossSchedule
 from amt_core.objects.tables import ObjectTables, symmetric_rotation_error
 from amt_core.schema.output import AMTOutput
 
-# Every term and its group (groups carry schedule ramps and stage multipliers).
-TERM_GROUPS: dict[str, str] = {
-    "joints3d": "hand",
-    "root": "hand",
-    "joints2d": "hand",
-    "coarse": "hand",
-    "mano_pose": "hand",
-    "mano_shape": "hand",
-    "mano_rot": "hand",
-    "mano_trans": "hand",
-    "hand_verts": "hand",
-    "refine_steps": "refinement",
-    "obj_points": "object",
-    "obj_rot": "object",
-    "obj_trans": "object",
-    "obj_class": "object",
-    "obj_present": "object",
-    "obj_box": "object",
-    "obj_heatmap": "object",
-    "contact": "contact",
-    "contact_points": "contact",
-    "contact_conf": "contact",
-    "forces": "contact",
-    "penetration": "physics",
-    "attraction": "physics",
-    "equilibrium": "physics",
-    "kl": "kl",
-    "diversity": "diversity",
-}
-GROUPS: tuple[str, ...] = tuple(dict.fromkeys(TERM_GROUPS.values()))
-
-# Base weights chosen so that typical early-training values land within about a factor 10 of each other:
-# metre-valued terms are ~0.01-0.1 (weight ~10), cross entropies ~1 (weight ~0.5), forces ~1 N (weight ~0.05).
-DEFAULT_WEIGHTS: dict[str, float] = {
-    "joints3d": 10.0,
-    "root": 5.0,
-    "joints2d": 1.0,
-    "coarse": 5.0,
-    "mano_pose": 0.1,
-    "mano_shape": 0.01,
-    "mano_rot": 0.5,
-    "mano_trans": 10.0,
-    "hand_verts": 10.0,
-    "refine_steps": 5.0,
-    "obj_points": 10.0,
-    "obj_rot": 0.5,
-    "obj_trans": 10.0,
-    "obj_class": 0.5,
-    "obj_present": 0.2,
-    "obj_box": 1.0,
-    "obj_heatmap": 0.2,
-    "contact": 5.0,
-    "contact_points": 10.0,
-    "contact_conf": 0.2,
-    "forces": 0.05,
-    "penetration": 10.0,
-    "attraction": 5.0,
-    "equilibrium": 0.1,
-    "kl": 1e-3,
-    "diversity": 10.0,
-}
-
 PerSample = tuple[torch.Tensor, torch.Tensor]  # ((B,) loss, (B,) bool valid)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SampleTerm:
+    """A term with a target per sample: averaged over the samples that have it, lam-mixed under MixUp."""
+
+    name: str
+    group: str
+    """Carries schedule ramps and stage multipliers."""
+    weight: float
+    """Base weight (`AMTLoss.Config.weights` overrides it)."""
+    compute: Callable[[_TermInputs], PerSample | None]
+    """(B,) loss and (B,) bool valid, or None when the output lacks the prediction."""
+    needs_objects: bool = False
+    """Looks up object geometry (`ObjectTables`): the tables are built only when such a term is active."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchTerm:
+    """A term of the batch as a whole: never masked per sample and never mixed."""
+
+    name: str
+    group: str
+    weight: float
+    compute: Callable[[AMTOutput, dict, AMTLoss.Config], torch.Tensor | None]
+    """() value from the output, the batch and the loss settings, or None when they do not allow it."""
+
+
+# --- hand -----------------------------------------------------------------------------------------------------------
+
+
+def _joints3d(x: _TermInputs) -> PerSample:
+    distances = T.joint_distances(x.joints - x.joints[:, :1], x.gt_relative)
+    return x.adaptive(distances), x.t.valid["joints3d"]
+
+
+def _root(x: _TermInputs) -> PerSample:
+    return torch.linalg.vector_norm(x.joints[:, 0] - x.t["joints3d"][:, 0], dim=-1), x.t.valid["joints3d"]
+
+
+def _joints2d(x: _TermInputs) -> PerSample:
+    return T.reprojection(x.out.joints2d.float(), x.t["joints2d"], x.t.image_size), x.t.valid["joints2d"]
+
+
+def _coarse(x: _TermInputs) -> PerSample | None:
+    if x.out.joints3d_coarse is None:
+        return None
+    coarse = x.out.joints3d_coarse.float()
+    return T.prior_weighted_mpjpe(coarse - coarse[:, :1], x.gt_relative, x.adaptive.prior), x.t.valid["joints3d"]
+
+
+def _mano_pose(x: _TermInputs) -> PerSample | None:
+    if x.out.hand_pose is None:
+        return None
+    pose = x.out.hand_pose.float().view(-1, 15, 3)
+    return T.rotation_chordal(pose, x.t["hand_pose"].view(-1, 15, 3)), x.t.valid["mano"]
+
+
+def _mano_shape(x: _TermInputs) -> PerSample | None:
+    if x.out.hand_shape is None:
+        return None
+    return (x.out.hand_shape.float() - x.t["hand_shape"]).square().mean(dim=-1), x.t.valid["mano"]
+
+
+def _mano_rot(x: _TermInputs) -> PerSample | None:
+    if x.out.hand_rot is None:
+        return None
+    return T.rotation_chordal(x.out.hand_rot.float()[:, None], x.t["hand_rot"][:, None]), x.t.valid["mano"]
+
+
+def _mano_trans(x: _TermInputs) -> PerSample | None:
+    if x.out.hand_trans is None:
+        return None
+    return torch.linalg.vector_norm(x.out.hand_trans.float() - x.t["hand_trans"], dim=-1), x.t.valid["mano"]
+
+
+def _hand_verts(x: _TermInputs) -> PerSample | None:
+    if x.out.hand_verts is None or x.out.hand_verts.shape[1] != x.t.batch["hand_verts"].shape[1]:
+        return None
+    # each mesh relative to its own wrist joint, as mpvpe_mm measures it (mano_trans places the mesh)
+    verts = x.out.hand_verts.float() - x.joints[:, :1]
+    loss = T.joint_distances(verts, x.t["hand_verts"] - x.t["joints3d"][:, :1]).mean(dim=-1)
+    return loss, x.t.valid["hand_verts"] & x.t.valid["joints3d"]
+
+
+def _refine_steps(x: _TermInputs) -> PerSample | None:
+    if len(x.out.joints3d_steps) <= 1:
+        return None
+    relative = [s.float() - s.float()[:, :1] for s in x.out.joints3d_steps[:-1]]
+    steps = [T.prior_weighted_mpjpe(s, x.gt_relative, x.adaptive.prior) for s in relative]
+    return torch.stack(steps).mean(dim=0), x.t.valid["joints3d"]
+
+
+# --- object ---------------------------------------------------------------------------------------------------------
+
+
+def _obj_points(x: _TermInputs) -> PerSample | None:
+    if x.out.obj_rot is None or x.out.obj_trans is None:
+        return None
+    index = x.t.class_index
+    points, symmetric = x.objects.points[index], x.objects.symmetric[index]  # (B, P, 3), (B,)
+    pred_rot, pred_trans = x.out.obj_rot.float(), x.out.obj_trans.float()
+    loss = T.object_points(pred_rot, pred_trans, x.t["obj_rot"], x.t["obj_trans"], points, symmetric)
+    return loss, x.t.has_object
+
+
+def _obj_rot(x: _TermInputs) -> PerSample | None:
+    if x.out.obj_rot is None or x.out.obj_trans is None:
+        return None
+    index, objects = x.t.class_index, x.objects
+    kind, axis, rotations = objects.symmetry_kind[index], objects.axis[index], objects.rotations[index]
+    loss = symmetric_rotation_error(x.out.obj_rot.float(), x.t["obj_rot"], kind, axis, rotations, T.geodesic)
+    return loss, x.t.has_object
+
+
+def _obj_trans(x: _TermInputs) -> PerSample | None:
+    if x.out.obj_trans is None:
+        return None
+    return torch.linalg.vector_norm(x.out.obj_trans.float() - x.t["obj_trans"], dim=-1), x.t.has_object
+
+
+def _obj_class(x: _TermInputs) -> PerSample | None:
+    if x.out.obj_logits is None:
+        return None
+    obj_class = x.t.obj_class
+    known = x.t.has_object & (obj_class < x.out.obj_logits.shape[1])
+    loss = F.cross_entropy(x.out.obj_logits.float(), torch.where(known, obj_class, 0), reduction="none")
+    return loss, known
+
+
+def _obj_present(x: _TermInputs) -> PerSample | None:
+    if x.out.obj_present is None:
+        return None
+    valid, has_object = x.t.valid, x.t.has_object
+    # absence is known from an object label of class -1, or from a known segmentation without object pixels
+    no_object_pixels = ~x.t.batch["obj_mask"].to(x.t.device).flatten(1).any(dim=1)
+    known_absent = (valid["obj"] & (x.t.obj_class < 0)) | (~valid["obj"] & valid["masks"] & no_object_pixels)
+    loss = F.binary_cross_entropy_with_logits(x.out.obj_present.float(), has_object.float(), reduction="none")
+    return loss, has_object | known_absent
+
+
+def _obj_box(x: _TermInputs) -> PerSample | None:
+    if x.out.obj_box is None and x.out.obj_center2d is None:
+        return None
+    gt_box, gt_center = x.gt_box_and_center
+    pred_box = None if x.out.obj_box is None else x.out.obj_box.float()
+    pred_center = None if x.out.obj_center2d is None else x.out.obj_center2d.float()
+    return T.detection(pred_box, pred_center, gt_box, gt_center, x.t.image_size), x.t.has_object
+
+
+def _obj_heatmap(x: _TermInputs) -> PerSample | None:
+    if x.out.obj_heatmap is None:
+        return None
+    heatmap = T.heatmap_target(x.gt_box_and_center[0], tuple(x.out.obj_heatmap.shape[-2:]), x.t.image_size)
+    return T.heatmap_kl(x.out.obj_heatmap, heatmap), x.t.has_object
+
+
+# --- contact --------------------------------------------------------------------------------------------------------
+
+
+def _contact(x: _TermInputs) -> PerSample | None:
+    if x.out.contact_prob is None or x.out.contact_prob.shape[1] != x.t.batch["contact"].shape[1]:
+        return None
+    cfg = x.config
+    loss = T.binary_contact(
+        x.out.contact_prob.float(), x.t["contact"], cfg.contact_loss, cfg.focal_gamma, cfg.focal_alpha
+    )
+    return loss, x.t.valid["contact"]
+
+
+def _contact_points(x: _TermInputs) -> PerSample | None:
+    return x.matched("contact_points", x.t.valid["contact_points"])
+
+
+def _contact_conf(x: _TermInputs) -> PerSample | None:
+    return x.matched("contact_conf", x.t.valid["contact_points"])
+
+
+def _forces(x: _TermInputs) -> PerSample | None:
+    return x.matched("forces", x.t.valid["contact_points"] & x.t.valid["forces"])
+
+
+# --- physics --------------------------------------------------------------------------------------------------------
+
+
+def _penetration(x: _TermInputs) -> PerSample | None:
+    sdf = x.hand_sdf
+    return None if sdf is None else (T.penetration(sdf)[0], x.t.has_object)
+
+
+def _attraction(x: _TermInputs) -> PerSample | None:
+    out, cfg = x.out, x.config
+    if out.contact_prob is None or out.hand_verts is None or out.contact_prob.shape != out.hand_verts.shape[:2]:
+        return None
+    sdf = x.hand_sdf
+    if sdf is None:
+        return None
+    loss, any_contact = T.attraction(sdf, out.contact_prob.float(), cfg.contact_threshold, cfg.attraction_margin)
+    return loss, x.t.has_object & any_contact
+
+
+def _equilibrium(x: _TermInputs) -> PerSample | None:
+    if x.out.contact_forces is None:
+        return None
+    t, has_object = x.t, x.t.has_object
+    gravity = None if x.config.gravity is None else torch.tensor(x.config.gravity, device=t.device)
+    if "gravity_dir" in t.batch:  # per-sample directions where the data knows them (zero rows: unknown)
+        per_sample = t["gravity_dir"]
+        known = torch.linalg.vector_norm(per_sample, dim=-1, keepdim=True) > 0.5
+        fallback = torch.zeros_like(per_sample) if gravity is None else gravity.expand_as(per_sample)
+        gravity = torch.where(known, per_sample, fallback)
+    conf = None if x.out.contact_conf is None else x.out.contact_conf.float()
+    loss = T.equilibrium(x.out.contact_forces.float(), conf, x.objects.mass[t.class_index], gravity)
+    # where the data says a grasp cannot hold its object (synthetic `grasp_stable`), no equilibrium exists
+    stable = t["grasp_stable"].bool() if "grasp_stable" in t.batch else has_object
+    return loss, has_object & stable
+
+
+# --- the batch as a whole -------------------------------------------------------------------------------------------
+
+
+def _kl(out: AMTOutput, batch: dict, config: AMTLoss.Config) -> torch.Tensor | None:
+    return None if out.kl is None else out.kl.float().mean()
+
+
+def _diversity(out: AMTOutput, batch: dict, config: AMTLoss.Config) -> torch.Tensor | None:
+    if out.joints3d.shape[0] < 2:
+        return None
+    joints = out.joints3d.float()
+    valid = batch["valid"]["joints3d"].to(joints.device).bool()
+    gt = batch["joints3d"].to(joints.device).float()
+    return T.diversity(joints, gt, config.diversity_ratio, config.diversity_min_std, weights=valid)
+
+
+# Every term: a new term is one row here (and its pure function in `terms`). Base weights are chosen so that typical
+# early-training values land within about a factor 10 of each other: metre-valued terms are ~0.01-0.1 (weight ~10),
+# cross entropies ~1 (weight ~0.5), forces ~1 N (weight ~0.05). The row order is the order of `DEFAULT_WEIGHTS`
+# (and so of `config.json`).
+TERMS: tuple[SampleTerm | BatchTerm, ...] = (
+    SampleTerm(name="joints3d", group="hand", weight=10.0, compute=_joints3d),
+    SampleTerm(name="root", group="hand", weight=5.0, compute=_root),
+    SampleTerm(name="joints2d", group="hand", weight=1.0, compute=_joints2d),
+    SampleTerm(name="coarse", group="hand", weight=5.0, compute=_coarse),
+    SampleTerm(name="mano_pose", group="hand", weight=0.1, compute=_mano_pose),
+    SampleTerm(name="mano_shape", group="hand", weight=0.01, compute=_mano_shape),
+    SampleTerm(name="mano_rot", group="hand", weight=0.5, compute=_mano_rot),
+    SampleTerm(name="mano_trans", group="hand", weight=10.0, compute=_mano_trans),
+    SampleTerm(name="hand_verts", group="hand", weight=10.0, compute=_hand_verts),
+    SampleTerm(name="refine_steps", group="refinement", weight=5.0, compute=_refine_steps),
+    SampleTerm(name="obj_points", group="object", weight=10.0, compute=_obj_points, needs_objects=True),
+    SampleTerm(name="obj_rot", group="object", weight=0.5, compute=_obj_rot, needs_objects=True),
+    SampleTerm(name="obj_trans", group="object", weight=10.0, compute=_obj_trans),
+    SampleTerm(name="obj_class", group="object", weight=0.5, compute=_obj_class),
+    SampleTerm(name="obj_present", group="object", weight=0.2, compute=_obj_present),
+    SampleTerm(name="obj_box", group="object", weight=1.0, compute=_obj_box, needs_objects=True),
+    SampleTerm(name="obj_heatmap", group="object", weight=0.2, compute=_obj_heatmap, needs_objects=True),
+    SampleTerm(name="contact", group="contact", weight=5.0, compute=_contact),
+    SampleTerm(name="contact_points", group="contact", weight=10.0, compute=_contact_points),
+    SampleTerm(name="contact_conf", group="contact", weight=0.2, compute=_contact_conf),
+    SampleTerm(name="forces", group="contact", weight=0.05, compute=_forces),
+    SampleTerm(name="penetration", group="physics", weight=10.0, compute=_penetration, needs_objects=True),
+    SampleTerm(name="attraction", group="physics", weight=5.0, compute=_attraction, needs_objects=True),
+    SampleTerm(name="equilibrium", group="physics", weight=0.1, compute=_equilibrium, needs_objects=True),
+    BatchTerm(name="kl", group="kl", weight=1e-3, compute=_kl),
+    BatchTerm(name="diversity", group="diversity", weight=10.0, compute=_diversity),
+)
+TERM_GROUPS: dict[str, str] = {term.name: term.group for term in TERMS}
+"""Every term's group (groups carry schedule ramps and stage multipliers)."""
+GROUPS: tuple[str, ...] = tuple(dict.fromkeys(TERM_GROUPS.values()))
+DEFAULT_WEIGHTS: dict[str, float] = {term.name: term.weight for term in TERMS}
+
+# The order per-sample terms are summed into `total` and reported in: the seed's, kept because a float sum depends on
+# its order (and the logs list terms in it). A term not named here follows these in table order.
+_SUM_ORDER = (
+    "joints3d root joints2d coarse refine_steps mano_pose mano_shape mano_rot mano_trans hand_verts "
+    "obj_class obj_present obj_trans obj_points obj_rot obj_box obj_heatmap "
+    "contact contact_points contact_conf forces penetration attraction equilibrium"
+).split()
+_SAMPLE_TERMS: tuple[SampleTerm, ...] = tuple(
+    sorted(
+        (term for term in TERMS if isinstance(term, SampleTerm)),
+        key=lambda term: _SUM_ORDER.index(term.name) if term.name in _SUM_ORDER else len(_SUM_ORDER),
+    )
+)
+_BATCH_TERMS: tuple[BatchTerm, ...] = tuple(term for term in TERMS if isinstance(term, BatchTerm))
 
 
 @dataclass(kw_only=True)
@@ -302,7 +527,9 @@ class AMTLoss(nn.Module):
         for name, (loss, valid) in per_sample.items():
             counts[name] = valid.sum()
             values[name] = torch.where(valid, loss, 0.0).sum() / counts[name].clamp(min=1)
-        values.update(self._batch_terms(output, batch, active))
+        for term in _BATCH_TERMS:
+            if term.name in active and (value := term.compute(output, batch, self.config)) is not None:
+                values[term.name] = value
 
         total = output.joints3d.float().sum() * 0.0  # keeps `total` in the graph when no term applies
         weighted = {name: weights[name] * value for name, value in values.items()}
@@ -327,174 +554,17 @@ class AMTLoss(nn.Module):
     def _per_sample_terms(self, out: AMTOutput, batch: dict, active: set[str]) -> dict[str, PerSample]:
         """Per-sample (loss, valid) of every active target-based term the output can be scored on."""
         targets = _Targets(batch, out.joints3d.device)
-        result: dict[str, PerSample] = {}
-        self._hand_terms(out, targets, active, result)
-        geometry = {"obj_points", "obj_rot", "obj_box", "obj_heatmap", "penetration", "attraction", "equilibrium"}
         objects = None  # built (from the catalog) only when a term has an object to look up
-        if active & geometry:  # the tables are cached per device; a batch without objects masks every row out
+        if any(term.needs_objects and term.name in active for term in _SAMPLE_TERMS):
+            # the tables are cached per device; a batch without objects masks every row out
             objects = self._objects_for(targets.device)
             targets.restrict_classes(objects.num_classes)
-        self._object_terms(out, targets, active, objects, result)
-        self._contact_terms(out, targets, active, result)
-        if objects is not None:
-            self._physics_terms(out, targets, active, objects, result)
+        inputs = _TermInputs(self, out, targets, objects)
+        result: dict[str, PerSample] = {}
+        for term in _SAMPLE_TERMS:
+            if term.name in active and (value := term.compute(inputs)) is not None:
+                result[term.name] = value
         return result
-
-    def _hand_terms(self, out: AMTOutput, t: _Targets, active: set[str], result: dict[str, PerSample]) -> None:
-        valid = t.valid
-        gt_joints = t["joints3d"]
-        gt_relative = gt_joints - gt_joints[:, :1]
-        joints = out.joints3d.float()
-        if "joints3d" in active:
-            distances = T.joint_distances(joints - joints[:, :1], gt_relative)
-            result["joints3d"] = (self.adaptive(distances), valid["joints3d"])
-        if "root" in active:
-            result["root"] = (torch.linalg.vector_norm(joints[:, 0] - gt_joints[:, 0], dim=-1), valid["joints3d"])
-        if "joints2d" in active:
-            loss = T.reprojection(out.joints2d.float(), t["joints2d"], t.image_size)
-            result["joints2d"] = (loss, valid["joints2d"])
-        prior = self.adaptive.prior
-        if "coarse" in active and out.joints3d_coarse is not None:
-            coarse = out.joints3d_coarse.float()
-            loss = T.prior_weighted_mpjpe(coarse - coarse[:, :1], gt_relative, prior)
-            result["coarse"] = (loss, valid["joints3d"])
-        if "refine_steps" in active and len(out.joints3d_steps) > 1:
-            relative = [s.float() - s.float()[:, :1] for s in out.joints3d_steps[:-1]]
-            steps = [T.prior_weighted_mpjpe(s, gt_relative, prior) for s in relative]
-            result["refine_steps"] = (torch.stack(steps).mean(dim=0), valid["joints3d"])
-        if "mano_pose" in active and out.hand_pose is not None:
-            pose = out.hand_pose.float().view(-1, 15, 3)
-            result["mano_pose"] = (T.rotation_chordal(pose, t["hand_pose"].view(-1, 15, 3)), valid["mano"])
-        if "mano_shape" in active and out.hand_shape is not None:
-            loss = (out.hand_shape.float() - t["hand_shape"]).square().mean(dim=-1)
-            result["mano_shape"] = (loss, valid["mano"])
-        if "mano_rot" in active and out.hand_rot is not None:
-            loss = T.rotation_chordal(out.hand_rot.float()[:, None], t["hand_rot"][:, None])
-            result["mano_rot"] = (loss, valid["mano"])
-        if "mano_trans" in active and out.hand_trans is not None:
-            loss = torch.linalg.vector_norm(out.hand_trans.float() - t["hand_trans"], dim=-1)
-            result["mano_trans"] = (loss, valid["mano"])
-        same_mesh = out.hand_verts is not None and out.hand_verts.shape[1] == t.batch["hand_verts"].shape[1]
-        if "hand_verts" in active and same_mesh:
-            # each mesh relative to its own wrist joint, as mpvpe_mm measures it (mano_trans places the mesh)
-            verts = out.hand_verts.float() - joints[:, :1]
-            loss = T.joint_distances(verts, t["hand_verts"] - gt_joints[:, :1]).mean(dim=-1)
-            result["hand_verts"] = (loss, valid["hand_verts"] & valid["joints3d"])
-
-    def _object_terms(
-        self,
-        out: AMTOutput,
-        t: _Targets,
-        active: set[str],
-        objects: ObjectTables | None,
-        result: dict[str, PerSample],
-    ) -> None:
-        valid, obj_class, has_object = t.valid, t.obj_class, t.has_object
-        if "obj_class" in active and out.obj_logits is not None:
-            known = has_object & (obj_class < out.obj_logits.shape[1])
-            loss = F.cross_entropy(out.obj_logits.float(), torch.where(known, obj_class, 0), reduction="none")
-            result["obj_class"] = (loss, known)
-        if "obj_present" in active and out.obj_present is not None:
-            # absence is known from an object label of class -1, or from a known segmentation without object pixels
-            no_object_pixels = ~t.batch["obj_mask"].to(t.device).flatten(1).any(dim=1)
-            known_absent = (valid["obj"] & (obj_class < 0)) | (~valid["obj"] & valid["masks"] & no_object_pixels)
-            loss = F.binary_cross_entropy_with_logits(out.obj_present.float(), has_object.float(), reduction="none")
-            result["obj_present"] = (loss, has_object | known_absent)
-        if "obj_trans" in active and out.obj_trans is not None:
-            result["obj_trans"] = (torch.linalg.vector_norm(out.obj_trans.float() - t["obj_trans"], dim=-1), has_object)
-        if objects is None:
-            return
-        gt_rot, gt_trans, index = t["obj_rot"], t["obj_trans"], t.class_index
-        if out.obj_rot is not None and out.obj_trans is not None:
-            pred_rot, pred_trans = out.obj_rot.float(), out.obj_trans.float()
-            if "obj_points" in active:
-                points, symmetric = objects.points[index], objects.symmetric[index]  # (B, P, 3), (B,)
-                loss = T.object_points(pred_rot, pred_trans, gt_rot, gt_trans, points, symmetric)
-                result["obj_points"] = (loss, has_object)
-            if "obj_rot" in active:
-                kind, axis, rotations = objects.symmetry_kind[index], objects.axis[index], objects.rotations[index]
-                loss = symmetric_rotation_error(pred_rot, gt_rot, kind, axis, rotations, T.geodesic)
-                result["obj_rot"] = (loss, has_object)
-        wants_box = "obj_box" in active and (out.obj_box is not None or out.obj_center2d is not None)
-        wants_heatmap = "obj_heatmap" in active and out.obj_heatmap is not None
-        if wants_box or wants_heatmap:
-            gt_box, gt_center = T.box_and_center(gt_rot, gt_trans, objects.points[index], t["K"])
-            if wants_box:
-                pred_box = None if out.obj_box is None else out.obj_box.float()
-                pred_center = None if out.obj_center2d is None else out.obj_center2d.float()
-                loss = T.detection(pred_box, pred_center, gt_box, gt_center, t.image_size)
-                result["obj_box"] = (loss, has_object)
-            if wants_heatmap:
-                heatmap = T.heatmap_target(gt_box, tuple(out.obj_heatmap.shape[-2:]), t.image_size)
-                result["obj_heatmap"] = (T.heatmap_kl(out.obj_heatmap, heatmap), has_object)
-
-    def _contact_terms(self, out: AMTOutput, t: _Targets, active: set[str], result: dict[str, PerSample]) -> None:
-        valid, cfg = t.valid, self.config
-        same_mesh = out.contact_prob is not None and out.contact_prob.shape[1] == t.batch["contact"].shape[1]
-        if "contact" in active and same_mesh:
-            prob = out.contact_prob.float()
-            loss = T.binary_contact(prob, t["contact"], cfg.contact_loss, cfg.focal_gamma, cfg.focal_alpha)
-            result["contact"] = (loss, valid["contact"])
-        if not (active & {"contact_points", "contact_conf", "forces"}) or out.contact_points is None:
-            return
-        matched = T.matched_contacts(
-            out.contact_points.float(),
-            None if out.contact_conf is None else out.contact_conf.float(),
-            None if out.contact_forces is None else out.contact_forces.float(),
-            t["contact_points"],
-            t["contact_point_mask"].bool() & valid["contact_points"][:, None],
-            t["contact_forces"],
-        )
-        has_points = valid["contact_points"]
-        needs = {"contact_points": has_points, "contact_conf": has_points, "forces": has_points & valid["forces"]}
-        for name, (loss, defined) in matched.items():
-            if name in active:
-                result[name] = (loss, defined & needs[name])
-
-    def _physics_terms(
-        self, out: AMTOutput, t: _Targets, active: set[str], objects: ObjectTables, result: dict[str, PerSample]
-    ) -> None:
-        cfg, has_object, index = self.config, t.has_object, t.class_index
-        if cfg.physics_pose == "target":
-            pose = (t["obj_rot"], t["obj_trans"])
-        elif out.obj_rot is not None and out.obj_trans is not None:
-            pose = (out.obj_rot.float(), out.obj_trans.float())
-        else:
-            pose = None
-        if pose is not None and out.hand_verts is not None and active & {"penetration", "attraction"}:
-            sdf = objects.signed_distance(index, *pose, out.hand_verts.float())  # (B, V) metres
-            if "penetration" in active:
-                result["penetration"] = (T.penetration(sdf)[0], has_object)
-            same_mesh = out.contact_prob is not None and out.contact_prob.shape == out.hand_verts.shape[:2]
-            if "attraction" in active and same_mesh:
-                prob = out.contact_prob.float()
-                loss, any_contact = T.attraction(sdf, prob, cfg.contact_threshold, cfg.attraction_margin)
-                result["attraction"] = (loss, has_object & any_contact)
-        if "equilibrium" in active and out.contact_forces is not None:
-            gravity = None if cfg.gravity is None else torch.tensor(cfg.gravity, device=t.device)
-            if "gravity_dir" in t.batch:  # per-sample directions where the data knows them (zero rows: unknown)
-                per_sample = t["gravity_dir"]
-                known = torch.linalg.vector_norm(per_sample, dim=-1, keepdim=True) > 0.5
-                fallback = torch.zeros_like(per_sample) if gravity is None else gravity.expand_as(per_sample)
-                gravity = torch.where(known, per_sample, fallback)
-            conf = None if out.contact_conf is None else out.contact_conf.float()
-            loss = T.equilibrium(out.contact_forces.float(), conf, objects.mass[index], gravity)
-            # where the data says a grasp cannot hold its object (synthetic `grasp_stable`), no equilibrium exists
-            stable = t["grasp_stable"].bool() if "grasp_stable" in t.batch else has_object
-            result["equilibrium"] = (loss, has_object & stable)
-
-    def _batch_terms(self, out: AMTOutput, batch: dict, active: set[str]) -> dict[str, torch.Tensor]:
-        """Terms of the batch as a whole: kl and diversity."""
-        values: dict[str, torch.Tensor] = {}
-        if "kl" in active and out.kl is not None:
-            values["kl"] = out.kl.float().mean()
-        if "diversity" in active and out.joints3d.shape[0] >= 2:
-            joints = out.joints3d.float()
-            valid = batch["valid"]["joints3d"].to(joints.device).bool()
-            gt = batch["joints3d"].to(joints.device).float()
-            cfg = self.config
-            values["diversity"] = T.diversity(joints, gt, cfg.diversity_ratio, cfg.diversity_min_std, weights=valid)
-        return values
 
 
 class _Targets:
@@ -523,3 +593,60 @@ class _Targets:
     def class_index(self) -> torch.Tensor:
         """(B,) the class id where there is an object, else 0 (a safe index for table lookups, masked out later)."""
         return torch.where(self.has_object, self.obj_class, 0)
+
+
+class _TermInputs:
+    """What the terms read for one batch: the output, its targets, the object tables (None when no active term needs
+    them) and what several terms share, computed on first use."""
+
+    def __init__(self, loss: AMTLoss, out: AMTOutput, targets: _Targets, objects: ObjectTables | None) -> None:
+        self.out, self.t, self.objects = out, targets, objects
+        self.config, self.adaptive = loss.config, loss.adaptive
+        self.joints = out.joints3d.float()  # (B, 21, 3) camera frame
+
+    @cached_property
+    def gt_relative(self) -> torch.Tensor:
+        """(B, 21, 3) the target joints relative to the target wrist."""
+        gt_joints = self.t["joints3d"]
+        return gt_joints - gt_joints[:, :1]
+
+    @cached_property
+    def gt_box_and_center(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The box and centre (pixels) of the target object's projected model points (obj_box, obj_heatmap)."""
+        t = self.t
+        return T.box_and_center(t["obj_rot"], t["obj_trans"], self.objects.points[t.class_index], t["K"])
+
+    @cached_property
+    def matched_contacts(self) -> dict[str, PerSample]:
+        """`terms.matched_contacts` of the predicted contact slots (contact_points, contact_conf, forces)."""
+        out, t = self.out, self.t
+        return T.matched_contacts(
+            out.contact_points.float(),
+            None if out.contact_conf is None else out.contact_conf.float(),
+            None if out.contact_forces is None else out.contact_forces.float(),
+            t["contact_points"],
+            t["contact_point_mask"].bool() & t.valid["contact_points"][:, None],
+            t["contact_forces"],
+        )
+
+    def matched(self, name: str, needs: torch.Tensor) -> PerSample | None:
+        """A term of the Hungarian-matched contacts, valid where it is defined and `needs` (B,) holds."""
+        if self.out.contact_points is None or name not in self.matched_contacts:
+            return None
+        loss, defined = self.matched_contacts[name]
+        return loss, defined & needs
+
+    @cached_property
+    def hand_sdf(self) -> torch.Tensor | None:
+        """(B, V) signed distances (metres) of the predicted hand vertices to the object posed as `physics_pose`
+        says, or None without hand vertices or an object pose."""
+        out, t = self.out, self.t
+        if self.config.physics_pose == "target":
+            pose = (t["obj_rot"], t["obj_trans"])
+        elif out.obj_rot is not None and out.obj_trans is not None:
+            pose = (out.obj_rot.float(), out.obj_trans.float())
+        else:
+            return None
+        if out.hand_verts is None:
+            return None
+        return self.objects.signed_distance(t.class_index, *pose, out.hand_verts.float())
