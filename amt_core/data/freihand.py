@@ -28,6 +28,7 @@ from amt_core.data.crop import (
     resolve_mano_dir,
     split_target,
 )
+from amt_core.data.layout import split_layout_problems
 from amt_core.data.registry import DatasetSpec
 from amt_core.errors import UserError
 
@@ -181,10 +182,7 @@ def open_freihand(spec: DatasetSpec) -> FreiHANDDataset:
 
 def inspect(spec: DatasetSpec) -> list[str]:
     """Layout problems of a freihand: spec without opening it (for `amt-core datasets check`)."""
-    root, (split,) = split_target(spec, ("split",), ("train",))
-    if split not in SPLITS:
-        return [f"split '{split}' is unknown; use train or eval"]
-    return layout_problems(root, SPLITS[split])
+    return split_layout_problems(spec, SPLITS, layout_problems, "train or eval")
 
 
 __all__ = ["FreiHANDDataset", "open_freihand", "inspect", "VERSIONS"]

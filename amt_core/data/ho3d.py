@@ -37,6 +37,7 @@ from amt_core.data.crop import (
     resolve_mano_dir,
     split_target,
 )
+from amt_core.data.layout import split_layout_problems
 from amt_core.data.registry import DatasetSpec
 from amt_core.errors import UserError
 from amt_core.joints import MANO_TO_PROJECT
@@ -244,10 +245,7 @@ def open_ho3d(spec: DatasetSpec) -> HO3DDataset:
 
 def inspect(spec: DatasetSpec) -> list[str]:
     """Layout problems of an ho3d: spec without opening it (for `amt-core datasets check`)."""
-    root, (split,) = split_target(spec, ("split",), ("train",))
-    if split not in SPLITS:
-        return [f"split '{split}' is unknown; use train or evaluation"]
-    return layout_problems(root, SPLITS[split])
+    return split_layout_problems(spec, SPLITS, layout_problems, "train or evaluation")
 
 
 __all__ = ["HO3DDataset", "open_ho3d", "inspect", "load_meta"]
