@@ -42,68 +42,96 @@ def _synth(seed: int, size: int, num: int, split: str = "train") -> str:
 SMALL_LOSS: dict = {"weights": {"joints3d": 30.0, "coarse": 15.0, "refine_steps": 15.0}}
 
 
-def _small_from_scratch(config: RunConfig) -> RunConfig:
-    config.mixup = MixUpConfig(enabled=False)
-    config.loss = AMTLoss.Config.from_dict(SMALL_LOSS)
-    config.optim = OptimConfig(group_lr_scale={"backbone": 0.01, "encoders": 1.0, "decoders": 1.0, "loss": 1.0})
+def _small_from_scratch(
+    preset: str,
+    *,
+    image_size: int,
+    train_images: int,
+    val_images: int,
+    batch_size: int,
+    steps: tuple[int, int, int],
+    warmup_steps: int,
+    trainer: TrainerConfig,
+    stability: StabilityConfig | None = None,
+) -> RunConfig:
+    """A small model (`amt_<preset>`) trained from scratch on the on-the-fly synthetic world, with the settings above.
+
+    Args:
+        preset: the preset's name, and its model's (`amt_<preset>`).
+        image_size: pixels of the synthetic images (square).
+        train_images: images in the training world.
+        val_images: images in the held-out world.
+        batch_size: the global batch.
+        steps: the three stages' lengths in steps.
+        warmup_steps: the warm-up at the start of each stage.
+        trainer: the device, workers and cadences.
+        stability: the non-finite and spike checks (None: the defaults).
+    """
+    stages = seed_stages(
+        steps=steps, warmup_steps=warmup_steps, direct_terms_off=INDIRECT_TERMS, physics_terms=PHYSICS_TERMS
+    )
     lrs = (1e-3, 1e-3, 5e-4)
-    config.stages = tuple(dataclasses.replace(stage, lr=lr, hard_mining=0.0) for stage, lr in zip(config.stages, lrs))
-    return config
+    return RunConfig(
+        preset=preset,
+        model_name=f"amt_{preset}",
+        model=model_config(f"amt_{preset}"),
+        data=_synth(0, image_size, train_images),
+        val_data=_synth(0, image_size, val_images, "val"),
+        batch_size=batch_size,
+        loss=AMTLoss.Config.from_dict(SMALL_LOSS),
+        stages=tuple(dataclasses.replace(stage, lr=lr, hard_mining=0.0) for stage, lr in zip(stages, lrs)),
+        mixup=MixUpConfig(enabled=False),
+        optim=OptimConfig(group_lr_scale={"backbone": 0.01, "encoders": 1.0, "decoders": 1.0, "loss": 1.0}),
+        stability=stability or StabilityConfig(),
+        trainer=trainer,
+    )
 
 
 def micro() -> RunConfig:
     """Tests: the micro model on tiny synthetic images, a few steps per stage, every event often."""
     return _small_from_scratch(
-        RunConfig(
-            preset="micro",
-            model_name="amt_micro",
-            model=model_config("amt_micro"),
-            data=_synth(0, 64, 64),
-            val_data=_synth(0, 64, 8, "val"),
-            batch_size=4,
-            stages=seed_stages(
-                steps=(2, 2, 2), warmup_steps=1, direct_terms_off=INDIRECT_TERMS, physics_terms=PHYSICS_TERMS
-            ),
-            stability=StabilityConfig(check_every=1, spike_min_history=4),
-            trainer=TrainerConfig(
-                device="cpu",
-                log_every=1,
-                diag_every=2,
-                snapshot_every=3,
-                snapshot_samples=2,
-                eval_every=0,
-                ckpt_every=3,
-                progress="none",
-            ),
-        )
+        "micro",
+        image_size=64,
+        train_images=64,
+        val_images=8,
+        batch_size=4,
+        steps=(2, 2, 2),
+        warmup_steps=1,
+        stability=StabilityConfig(check_every=1, spike_min_history=4),
+        trainer=TrainerConfig(
+            device="cpu",
+            log_every=1,
+            diag_every=2,
+            snapshot_every=3,
+            snapshot_samples=2,
+            eval_every=0,
+            ckpt_every=3,
+            progress="none",
+        ),
     )
 
 
 def cpu() -> RunConfig:
     """The default on a CPU: amt_cpu at 128 px on the on-the-fly synthetic world, fp32, about 20 minutes."""
     return _small_from_scratch(
-        RunConfig(
-            preset="cpu",
-            model_name="amt_cpu",
-            model=model_config("amt_cpu"),
-            data=_synth(0, 128, 200_000),
-            val_data=_synth(0, 128, 256, "val"),
-            batch_size=16,
-            stages=seed_stages(
-                steps=(300, 1500, 700), warmup_steps=50, direct_terms_off=INDIRECT_TERMS, physics_terms=PHYSICS_TERMS
-            ),
-            trainer=TrainerConfig(
-                device="auto",
-                num_workers=1,
-                log_every=10,
-                diag_every=50,
-                snapshot_every=100,
-                eval_every=100,
-                eval_first=20,  # the held-out curve against the mean-pose line starts within the first minute
-                eval_samples=128,
-                ckpt_every=250,
-            ),
-        )
+        "cpu",
+        image_size=128,
+        train_images=200_000,
+        val_images=256,
+        batch_size=16,
+        steps=(300, 1500, 700),
+        warmup_steps=50,
+        trainer=TrainerConfig(
+            device="auto",
+            num_workers=1,
+            log_every=10,
+            diag_every=50,
+            snapshot_every=100,
+            eval_every=100,
+            eval_first=20,  # the held-out curve against the mean-pose line starts within the first minute
+            eval_samples=128,
+            ckpt_every=250,
+        ),
     )
 
 
