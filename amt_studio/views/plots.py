@@ -14,23 +14,24 @@ exports its series as CSV (right-click a plot).
 
 Curves are created once per series and then only fed with `setData`, one plot per timer tick; each plot is its own
 widget, so a tick repaints that plot alone.
+
+This module is the grid and what ties it together (one x range, the settings, feeding); the parts it composes live
+beside it: what each plot shows (`plot_catalog`), the event lane (`event_lane`), the series list (`series_list`), the
+hover read-out (`readout`) and the CSV export (`csv_export`).
 """
 
 from __future__ import annotations
 
-import csv
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QObject, Qt
-from PySide6.QtGui import QColor, QIcon, QPixmap
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QFileDialog,
     QGridLayout,
     QHBoxLayout,
     QLabel,
@@ -39,45 +40,31 @@ from PySide6.QtWidgets import (
     QSlider,
     QSplitter,
     QToolButton,
-    QTreeWidget,
     QTreeWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
-from amt_studio.state.loss_groups import LOSS_GROUPS, group_of
 from amt_studio.state.run import COLLAPSE_STD_M, GRAD_EXPLODE, GRAD_VANISH, RunState
-from amt_studio.state.series import Series
 from amt_studio.views import theme
 from amt_studio.views.axes import CompactAxis
-
-
-@dataclass(frozen=True)
-class PlotSpec:
-    key: str
-    title: str
-    log: bool = False
-    """Log y by default (and under the "log y" switch)."""
-
-
-LOSS_KEYS = tuple(f"loss_{key}" for key, _title, _terms in LOSS_GROUPS)
-PLOT_SPECS: tuple[PlotSpec, ...] = (
-    PlotSpec("loss_total", "loss: total", True),
-    PlotSpec("val", "validation MPJPE (mm)"),
-    PlotSpec("std", "prediction std (mm)"),
-    *(PlotSpec(f"loss_{key}", f"loss: {title}", True) for key, title, _terms in LOSS_GROUPS[1:]),
-    PlotSpec("grad", "gradient norm by group", True),
-    PlotSpec("share", "gradient share at the trunk, by loss group"),
-    PlotSpec("entropy", "attention entropy by layer (blue ▸ yellow)"),
-    PlotSpec("lr", "learning rate", True),
-    PlotSpec("speed", "images / s"),
-    PlotSpec("memory", "memory (MB)"),
+from amt_studio.views.csv_export import ask_csv_path, write_csv
+from amt_studio.views.event_lane import EventLane
+from amt_studio.views.plot_catalog import (
+    DIAGNOSTIC_PLOTS,
+    METRIC_PLOTS,
+    PLOT_KEYS,
+    PLOT_SPECS,
+    REFERENCE_LABELS,
+    PlotSpec,
+    empty_reason,
+    plot_keys,
+    plot_series,
+    smooth,
 )
-PLOT_KEYS = tuple(spec.key for spec in PLOT_SPECS)
-FAMILIES = {"loss": LOSS_KEYS}
-"""Names that stand for several plots: 'loss' is every loss group's plot."""
-METRIC_PLOTS = (*LOSS_KEYS, "val", "lr", "speed", "memory")
-DIAGNOSTIC_PLOTS = ("std", "entropy", "grad", "share")
+from amt_studio.views.readout import Reading, Readout, read_at
+from amt_studio.views.series_list import SeriesList
+
 # New curves made per refresh at most: a first metrics event with 20 loss terms would otherwise stall the window
 # (each curve costs a few ms); the rest appear on the next ticks.
 MAX_NEW_CURVES_PER_REFRESH = 4
@@ -90,110 +77,9 @@ SERIES_LIST_BELOW = 860
 """The series list folds away (a button brings it back) when the panel is narrower than this."""
 REASON_EVERY_TICKS = 10
 """Empty plots re-say why and when (the pace changes) every this many refreshes."""
-REFERENCE_LABELS = {
-    "ref_mean_pose_mpjpe_mm": "mean-pose reference",
-    "ref_mean_pose_pa_mpjpe_mm": "mean-pose reference (PA)",
-    "ref_wrist_mpjpe_mm": "wrist-only reference",
-}
-LANE_ROWS = {"checkpoint": 0.1, "snapshot": 0.3, "stage": 0.5, "anomaly": 0.7, "rollback": 0.9}
 OVERLAY_STYLES = (Qt.PenStyle.DashLine, Qt.PenStyle.DotLine, Qt.PenStyle.DashDotLine)
-
-
-def smooth(y: np.ndarray, weight: float) -> np.ndarray:
-    """TensorBoard's smoothing: an exponential moving average debiased for its zero start; NaNs are skipped."""
-    if weight <= 0.0 or len(y) < 2:
-        return y
-    from scipy.signal import lfilter
-
-    out = np.full_like(y, np.nan)
-    finite = np.isfinite(y)
-    values = y[finite]
-    if len(values):
-        ema = lfilter([1.0 - weight], [1.0, -weight], values)
-        out[finite] = ema / (1.0 - weight ** np.arange(1, len(values) + 1))
-    return out
-
-
-def plot_keys(key: str) -> tuple[str, ...]:
-    """The plots a key names: itself, or every plot of a family ('loss')."""
-    return FAMILIES.get(key, (key,))
-
-
-def plot_series(state: RunState, key: str) -> dict[str, tuple[Series, float]]:
-    """The series a plot (or a family of plots) shows for one run, by display name, with the scale applied."""
-    if key in FAMILIES:
-        return {name: item for member in FAMILIES[key] for name, item in plot_series(state, member).items()}
-    if key in LOSS_KEYS:
-        return {name: (s, 1.0) for name, s in state.losses.series.items() if f"loss_{group_of(name)}" == key}
-    if key == "val":
-        return {
-            REFERENCE_LABELS.get(name, name): (s, 1.0)
-            for name, s in state.validation.series.items()
-            if name.endswith("mpjpe_mm")
-        }
-    if key == "std":
-        return {name: (s, 1000.0) for name, s in state.pred_std.series.items()}  # metres in the state, mm here
-    if key == "entropy":
-        names = list(state.attention_entropy.series)
-        shorts = [_short(name) for name in names]
-        return {
-            (short if shorts.count(short) == 1 else name): (state.attention_entropy[name], 1.0)
-            for name, short in zip(names, shorts)
-        }
-    if key == "grad":
-        return {name: (s, 1.0) for name, s in state.grad_norm.series.items()}
-    if key == "share":  # by loss group: sums to 1 at each step, a group fighting the others is below 0
-        return {name: (s, 1.0) for name, s in state.grad_share_groups.series.items()}
-    prefixes = {"lr": ("lr",), "speed": ("images_per_s",), "memory": ("memory", "memory_mb")}[key]
-    return {name: (s, 1.0) for name, s in state.training.series.items() if name.split("/")[0] in prefixes}
-
-
-def _minutes(seconds: float) -> str:
-    return f"about {max(seconds, 1.0):.0f} s" if seconds < 90 else f"about {seconds / 60:.0f} min"
-
-
-def _next_due(step: int, every: int, first: int = 0) -> int:
-    """The first step after `step` at which a periodic event (every `every`, one early at `first`) is due."""
-    candidates = [(step // every + 1) * every] if every > 0 else []
-    if first > step:
-        candidates.append(first)
-    return min(candidates)
-
-
-def empty_reason(state: RunState | None, key: str) -> str:
-    """Why a plot has no point yet and when its first is due, in words for the plot's empty area."""
-    if state is None:
-        return "no run"
-    cadence, step, pace = state.cadence, state.step, state.steps_per_s()
-
-    def due(what: str, every_key: str, first_key: str | None = None) -> str:
-        every, first = cadence.get(every_key), cadence.get(first_key, 0) if first_key else 0
-        if every is None:
-            return f"waiting for the first {what}"
-        if every == 0 and not first:
-            return f"{what} is off in this run (trainer.{every_key}=0)"
-        at = _next_due(step, every, first)
-        when = f" ({_minutes((at - step) / pace)} at the current pace)" if pace and state.is_live else ""
-        return f"first {what} at step {at}{when}"
-
-    has_metrics = bool(state.losses.series)
-    has_diagnostics = bool(state.pred_std.series or state.grad_norm.series or state.attention_entropy.series)
-    if key == "val":
-        return due("validation", "eval_every", "eval_first")
-    if key in LOSS_KEYS or key in ("lr", "speed", "memory"):
-        if not has_metrics:
-            return due("losses", "log_every")
-        if key in LOSS_KEYS:
-            title = next(t for k, t, _ in LOSS_GROUPS if f"loss_{k}" == key)
-            return f"this run's loss has no {title} terms"
-        return "this trainer does not report it"
-    if not has_diagnostics:
-        return due("diagnostics", "diag_every")
-    if key == "entropy":
-        return "no attention layers recorded: this model's trunk is convolutional (or attention recording is off)"
-    if key == "share":
-        return "this run's trainer records no gradient shares (older than the diagnostic)"
-    return "this trainer does not report it"
+EXPANDED_GROUPS = ("loss_total", "val", "loss_hand")
+"""The series list's groups that start unfolded."""
 
 
 @dataclass(kw_only=True)
@@ -330,7 +216,6 @@ class PlotsPanel(QWidget):
         self.follow_extent = True
         """The range follows the run (grows with it); a pan or zoom by hand stops that until Follow is pressed."""
         self._syncing = False
-        self._pressed: tuple[QTreeWidgetItem, Qt.CheckState] | None = None
         self._list_wanted: bool | None = None  # the series list shown or hidden by hand
         self._show_banner()
         self._update_reasons()
@@ -379,13 +264,7 @@ class PlotsPanel(QWidget):
             self.controls.addWidget(widget)
         self.controls.addStretch(1)
         self.controls.addWidget(self.series_button)
-        self.readout = QLabel(" ")
-        self.readout.setObjectName("readout")
-        self.readout.setFixedHeight(20)
-        self.readout.setTextFormat(Qt.TextFormat.PlainText)
-        self.readout.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)  # never widens the window
-        self.readout_text = ""
-        """The whole read-out (the label shows it elided to its width; its tooltip shows all of it)."""
+        self.readout = Readout()
 
     def _build_grid(self) -> None:
         self.grid_host = QWidget()
@@ -403,31 +282,9 @@ class PlotsPanel(QWidget):
         self.reflow(MIN_PLOT_WIDTH * 2)
 
     def _build_lane(self) -> None:
-        self.lane_widget = pg.PlotWidget(axisItems={"bottom": CompactAxis("bottom")})
-        self.lane_widget.setFixedHeight(72)
+        self.lane_widget = EventLane()
         self.lane = self.lane_widget.getPlotItem()
-        self.lane.hideButtons()
-        self.lane.setYRange(0, 1, padding=0.05)
-        self.lane.setMouseEnabled(x=True, y=False)
-        self.lane.getAxis("bottom").setLabel("step")
-        axis = self.lane.getAxis("left")
-        axis.setWidth(48)
-        axis.setStyle(showValues=False)
-        axis.setPen(pg.mkPen(None))
-        axis.setLabel("events")
-        self.lane_marks: dict[str, pg.ScatterPlotItem] = {}
-        looks = {
-            "checkpoint": {"symbol": "|", "size": 9, "pen": pg.mkPen(theme.OK, width=1.5), "brush": None},
-            "snapshot": {"symbol": "o", "size": 4, "pen": None, "brush": pg.mkBrush(theme.MUTED)},
-            "stage": {"symbol": "s", "size": 7, "pen": None, "brush": pg.mkBrush(theme.ACCENT)},
-            "anomaly": {"symbol": "x", "size": 8, "pen": pg.mkPen(theme.ERROR, width=1.5), "brush": None},
-            "rollback": {"symbol": "arrow_left", "size": 11, "pen": None, "brush": pg.mkBrush(theme.WARNING)},
-        }
-        for kind, look in looks.items():
-            scatter = pg.ScatterPlotItem(hoverable=True, tip=self._mark_tip, **look)
-            self.lane_marks[kind] = scatter
-            self.lane.addItem(scatter)
-        self.lane.getViewBox().menu.setEnabled(False)
+        self.lane_marks = self.lane_widget.marks
 
     def _build_reference_lines(self) -> None:
         self.collapse_line = pg.InfiniteLine(
@@ -452,21 +309,9 @@ class PlotsPanel(QWidget):
             view.sigXRangeChanged.connect(self._x_changed)
 
     def _build_series_list(self) -> None:
-        self.series_list = QTreeWidget()
-        self.series_list.setHeaderHidden(True)
-        self.series_list.setMinimumWidth(150)
-        self.series_list.setRootIsDecorated(True)
-        self.series_list.setToolTip("click a series to show or hide its curve")
-        self.series_list.itemChanged.connect(self._item_toggled)
-        self.series_list.itemPressed.connect(self._item_pressed)
-        self.series_list.itemClicked.connect(self._item_clicked)
-        self._plot_items: dict[str, QTreeWidgetItem] = {}
-        for spec in PLOT_SPECS:
-            top = QTreeWidgetItem([spec.title])
-            top.setFlags(Qt.ItemFlag.ItemIsEnabled)
-            self.series_list.addTopLevelItem(top)
-            self._plot_items[spec.key] = top
-            top.setExpanded(spec.key in ("loss_total", "val", "loss_hand"))
+        self.series_list = SeriesList(((spec.key, spec.title) for spec in PLOT_SPECS), EXPANDED_GROUPS)
+        self.series_list.toggled.connect(self._curve_toggled)
+        self._plot_items = self.series_list.groups
 
     def _assemble(self) -> None:
         left = QWidget()
@@ -511,7 +356,6 @@ class PlotsPanel(QWidget):
             self.series_button.blockSignals(True)
             self.series_button.setChecked(shown)
             self.series_button.blockSignals(False)
-        self._elide_readout()
 
     def reflow(self, width: int) -> None:
         """Lay the plots out in as many columns (one to three) as fit `MIN_PLOT_WIDTH` each."""
@@ -581,16 +425,13 @@ class PlotsPanel(QWidget):
             plot = self.plot_by_key[key]
             plot.item.removeItem(curve.live)
             plot.item.removeItem(curve.ghost)
-            parent = curve.item.parent()
-            if parent is not None:
-                parent.removeChild(curve.item)
+            SeriesList.remove(curve.item)
         run.curves.clear()
         if not run.label:
             for plot in self.plots:
                 plot.colours.clear()
             self.grad_flags.clear()
-            for scatter in self.lane_marks.values():
-                scatter.clear()
+            self.lane_widget.clear_marks()
 
     def _mark_all_dirty(self) -> None:
         self._dirty = set(PLOT_KEYS)
@@ -640,7 +481,7 @@ class PlotsPanel(QWidget):
 
     def _settings_changed(self) -> None:
         self.smoothing_label.setText(f"smoothing {self.smoothing_weight:.2f}")
-        self.lane.getAxis("bottom").setLabel("minutes since start" if self.x_by_time else "step")
+        self.lane_widget.set_x_by_time(self.x_by_time)
         self._mark_all_dirty()
         self.x_range = None
         self.follow.setChecked(True)
@@ -660,34 +501,21 @@ class PlotsPanel(QWidget):
             self.x_range = None
             self._update_extent()
 
-    def _item_toggled(self, item: QTreeWidgetItem, _column: int) -> None:
+    def _curve_toggled(self, item: QTreeWidgetItem, visible: bool) -> None:
         for run in self.runs:
             for curve in run.curves.values():
                 if curve.item is item:
-                    curve.visible = item.checkState(0) == Qt.CheckState.Checked
-                    curve.live.setVisible(curve.visible)
-                    curve.ghost.setVisible(curve.visible)
+                    curve.visible = visible
+                    curve.live.setVisible(visible)
+                    curve.ghost.setVisible(visible)
                     return
-
-    def _item_pressed(self, item: QTreeWidgetItem, _column: int) -> None:
-        self._pressed = (item, item.checkState(0))
-
-    def _item_clicked(self, item: QTreeWidgetItem, _column: int) -> None:
-        """A click on a series' name toggles it (a click on its check box already did)."""
-        pressed, self._pressed = self._pressed, None
-        if not item.flags() & Qt.ItemFlag.ItemIsUserCheckable or pressed is None or pressed[0] is not item:
-            return
-        if item.checkState(0) == pressed[1]:
-            unchecked = item.checkState(0) == Qt.CheckState.Unchecked
-            item.setCheckState(0, Qt.CheckState.Checked if unchecked else Qt.CheckState.Unchecked)
 
     def set_series_visible(self, key: str, name: str, visible: bool, label: str = "") -> None:
         """Show or hide one series (what a click in the series list does)."""
         for run in self.runs:
             for member in plot_keys(key):
                 if run.label == label and (member, name) in run.curves:
-                    state = Qt.CheckState.Checked if visible else Qt.CheckState.Unchecked
-                    run.curves[(member, name)].item.setCheckState(0, state)
+                    SeriesList.set_checked(run.curves[(member, name)].item, visible)
 
     # ---- feeding -------------------------------------------------------------------------------------------
 
@@ -792,16 +620,7 @@ class PlotsPanel(QWidget):
         faded.setAlpha(70)
         ghost = plot.item.plot(pen=pg.mkPen(faded, width=1.2, style=style), connect="finite")
         ghost.setZValue(-5)
-        item = QTreeWidgetItem([label])
-        item.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsSelectable)
-        item.setCheckState(0, Qt.CheckState.Checked)
-        swatch = QPixmap(10, 10)
-        swatch.fill(colour)
-        item.setIcon(0, QIcon(swatch))
-        item.setToolTip(0, f"{plot.title}: {label} (click to show or hide)")
-        self.series_list.blockSignals(True)
-        self._plot_items[plot.key].addChild(item)
-        self.series_list.blockSignals(False)
+        item = self.series_list.add(plot.key, label, colour, f"{plot.title}: {label} (click to show or hide)")
         curve = _Curve(live=live, ghost=ghost, item=item, colour=colour)
         run.curves[(plot.key, name)] = curve
         return curve
@@ -844,10 +663,9 @@ class PlotsPanel(QWidget):
                     x = item.xData
                     if x is not None and len(x) and np.isfinite(x).any():
                         low, high = min(low, float(np.nanmin(x))), max(high, float(np.nanmax(x)))
-        for scatter in self.lane_marks.values():
-            x = scatter.data["x"] if len(scatter.data) else ()
-            if len(x):
-                low, high = min(low, float(np.min(x))), max(high, float(np.max(x)))
+        marks = self.lane_widget.extent()
+        if marks is not None:
+            low, high = min(low, marks[0]), max(high, marks[1])
         return (low, high) if low <= high else None
 
     def _update_extent(self) -> None:
@@ -902,22 +720,8 @@ class PlotsPanel(QWidget):
 
     def _feed_lane(self) -> None:
         state = self.state
-        if state is None:
-            return
-        for kind, scatter in self.lane_marks.items():
-            marks = [m for m in state.markers if m.kind == kind]
-            if not marks:
-                scatter.clear()
-                continue
-            steps = np.array([m.step for m in marks], dtype=np.float64)
-            times = np.array([m.time for m in marks], dtype=np.float64)
-            x = self._x_of(state, steps, times)
-            labels = [f"{kind}: {m.label} (step {m.step})" for m in marks]
-            scatter.setData(x=x, y=np.full(len(marks), LANE_ROWS[kind]), data=labels)
-
-    @staticmethod
-    def _mark_tip(x: float, y: float, data: object) -> str:
-        return str(data)
+        if state is not None:
+            self.lane_widget.feed(state.markers, lambda steps, times: self._x_of(state, steps, times))
 
     # ---- hover read-out -------------------------------------------------------------------------------------
 
@@ -940,89 +744,46 @@ class PlotsPanel(QWidget):
         self._set_readout(" ")
 
     def _set_readout(self, text: str) -> None:
-        self.readout_text = text
-        self.readout.setToolTip(text.strip())
-        self._elide_readout()
+        self.readout.show_text(text)
 
-    def _elide_readout(self) -> None:
-        metrics = self.readout.fontMetrics()
-        width = max(self.readout.width() - 8, 20)
-        self.readout.setText(metrics.elidedText(self.readout_text, Qt.TextElideMode.ElideRight, width))
+    @property
+    def readout_text(self) -> str:
+        """The whole read-out (the label shows it elided to its width)."""
+        return self.readout.full_text
 
     def read_values(self, key: str, x: float, y: float | None = None, with_x: bool = False):  # noqa: ANN201
         """'title · step N · series value, ...' at the logged step nearest to `x` (the step the values belong to),
         the curve nearest to `y` (in the plot's own y units) first. With `with_x`, also that step's x. `key` may
         name a family ('loss': every loss plot)."""
+        title = self.plot_by_key[key].title if key in self.plot_by_key else key
+        text, at = read_at(title, self._readings(key), x, y, self.x_by_time)
+        return (text, at) if with_x else text
+
+    def _readings(self, key: str) -> list[Reading]:
+        """The shown curves of a plot (or family), every run, as the read-out reads them."""
         members = plot_keys(key)
-        found = []  # (distance in x, distance in y, label, x, value)
+        readings = []
         for run in self.runs:
             for (plot_key, name), curve in run.curves.items():
-                if plot_key not in members or not curve.visible:
-                    continue
-                xs, ys = curve.live.getData()
-                if xs is None or not len(xs):
-                    continue
-                i = int(np.clip(np.searchsorted(xs, x), 0, len(xs) - 1))
-                if i > 0 and abs(xs[i - 1] - x) < abs(xs[i] - x):
-                    i -= 1
-                shown = ys[i]
-                log = self.plot_by_key[plot_key].log_default and self.log_y.isChecked()
-                value = 10**shown if log else shown
-                label = f"{name} · {run.label}" if run.label else name
-                dy = abs(shown - y) if y is not None and np.isfinite(shown) else math.inf
-                found.append((abs(xs[i] - x), dy, label, float(xs[i]), value))
-        if not found:
-            return (" ", None) if with_x else " "
-        nearest_x = min(found)[3]
-        same_step = [f for f in found if abs(f[3] - nearest_x) < 1e-9]  # values logged at that step only
-        same_step.sort(key=lambda f: f[1])
-        where = f"{nearest_x:.2f} min" if self.x_by_time else f"step {nearest_x:.0f}"
-        parts = [f"{label} {value:.4g}" for _dx, _dy, label, _x, value in same_step[:10]]
-        title = self.plot_by_key[key].title if key in self.plot_by_key else key
-        text = f"{title} · {where} · " + ", ".join(parts)
-        return (text, nearest_x) if with_x else text
+                if plot_key in members and curve.visible:
+                    xs, ys = curve.live.getData()
+                    log = self.plot_by_key[plot_key].log_default and self.log_y.isChecked()
+                    readings.append(Reading(f"{name} · {run.label}" if run.label else name, xs, ys, log))
+        return readings
 
     # ---- CSV --------------------------------------------------------------------------------------------------
 
     def _export_dialog(self, key: str) -> None:
         folder = self.state.run_dir if self.state is not None and self.state.run_dir else Path.home()
-        path, _ = QFileDialog.getSaveFileName(self, "Export plot as CSV", str(folder / f"{key}.csv"), "CSV (*.csv)")
-        if path:
-            self.export_csv(key, Path(path))
+        path = ask_csv_path(self, folder / f"{key}.csv")
+        if path is not None:
+            self.export_csv(key, path)
 
     def export_csv(self, key: str, path: Path) -> int:
-        """Write every series of a plot (or family), every run, both branches: run, series, branch, step, time (Unix
-        seconds, microsecond resolution), value, smoothed (full precision). Returns the number of rows written."""
-        rows = 0
-        with open(path, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["run", "series", "branch", "step", "time_s", "value", "smoothed"])
-            for run in self.runs:
-                label = run.label or (run.state.run_dir.name if run.state.run_dir else "run")
-                for name, (series, scale) in plot_series(run.state, key).items():
-                    x, y, t = series.live()
-                    dead = series.dead
-                    branches = (
-                        ("live", x, y * scale, t, smooth(y * scale, self.smoothing_weight)),
-                        ("abandoned", series.x[dead], series.y[dead] * scale, series.t[dead], series.y[dead] * scale),
-                    )
-                    for branch, bx, by, bt, bs in branches:
-                        for step, value, when, smoothed in zip(bx, by, bt, bs):
-                            writer.writerow(
-                                [
-                                    label,
-                                    name,
-                                    branch,
-                                    int(step),
-                                    f"{when:.6f}",
-                                    repr(float(value)),
-                                    repr(float(smoothed)),
-                                ]
-                            )
-                            rows += 1
-        return rows
-
-
-def _short(layer: str) -> str:
-    """A layer name short enough for the series list: its last two dotted parts (`blocks.3`, `0.cross_attn`)."""
-    return ".".join(layer.split(".")[-2:])
+        """Write every series of a plot (or family), every run, both branches (see `csv_export.write_csv`). Returns
+        the number of rows written."""
+        runs = (
+            (run.label or (run.state.run_dir.name if run.state.run_dir else "run"), plot_series(run.state, key))
+            for run in self.runs
+        )
+        return write_csv(path, runs, self.smoothing_weight)
