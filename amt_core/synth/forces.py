@@ -58,6 +58,18 @@ def _tangent_basis(normals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return t1, t2
 
 
+def _cone_edges(normals: np.ndarray, friction: float, count: int) -> np.ndarray:
+    """(C, E, 3) unit edges on the boundary of each unit normal's (C, 3) friction cone, E = `count`: their
+    non-negative mixes stay inside the cone."""
+    t1, t2 = _tangent_basis(normals)
+    angles = 2 * np.pi * np.arange(count) / count
+    edges = normals[:, None] + friction * (
+        np.cos(angles)[None, :, None] * t1[:, None] + np.sin(angles)[None, :, None] * t2[:, None]
+    )
+    edges /= np.linalg.norm(edges, axis=2, keepdims=True)
+    return edges
+
+
 def solve_contact_forces(
     points: np.ndarray,
     normals: np.ndarray,
@@ -93,13 +105,7 @@ def solve_contact_forces(
     if not np.all(lengths > 1e-9) or not np.all(np.isfinite(points)):
         raise ValueError("solve_contact_forces needs finite points and non-zero normals")
     normals = normals / lengths
-    t1, t2 = _tangent_basis(normals)
-    angles = 2 * np.pi * np.arange(cfg.cone_edges) / cfg.cone_edges
-    # (C, E, 3) unit edges on the cone boundary; their non-negative mixes stay inside the cone.
-    edges = normals[:, None] + cfg.friction * (
-        np.cos(angles)[None, :, None] * t1[:, None] + np.sin(angles)[None, :, None] * t2[:, None]
-    )
-    edges /= np.linalg.norm(edges, axis=2, keepdims=True)
+    edges = _cone_edges(normals, cfg.friction, cfg.cone_edges)  # (C, E, 3)
     arms = (points - center_of_mass)[:, None, :]  # (C, 1, 3)
     torques = np.cross(arms, edges) / lever  # scaled to newtons so both rows weigh alike
     wrench = np.concatenate([edges, torques], axis=2).reshape(num * cfg.cone_edges, 6).T  # (6, C*E)

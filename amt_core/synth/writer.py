@@ -115,41 +115,47 @@ def write_dataset(
     prepare_folder(root, manifest)
     pending = _pending_shards(root, manifest)
     done = num - sum(stop - start for _, start, stop in pending)
-    skipped = manifest.num_shards - len(pending)
-    if progress:
-        progress(done, num, "")
-    totals = dict.fromkeys(("bank_s", *TIMINGS[:-1], "write_s", "startup_s", "grasps_built"), 0.0)
-    totals["startup_s"] = startup_cpu
-    rendered = 0
-
-    def finish(result: tuple[int, int, dict[str, float]]) -> None:
-        nonlocal done, rendered
-        _, count, timings = result
-        done += count
-        rendered += count
-        for key, value in timings.items():
-            totals[key] += value
-        if progress:
-            progress(done, num, "")
-
-    def note(text: str) -> None:
-        if progress:
-            progress(done, num, text)
-
+    tally = _Tally(num, done, startup_cpu, progress)
     if workers <= 1 or len(pending) <= 1:
         t_pool = t_render = time.perf_counter()
-        t_end = _write_in_process(root, seed, pending, totals, finish)
+        t_end = _write_in_process(root, seed, pending, tally.totals, tally.finish)
     else:
-        t_pool, t_render, t_end = _write_with_pool(root, seed, config, workers, pending, totals, finish, note)
+        t_pool, t_render, t_end = _write_with_pool(
+            root, seed, config, workers, pending, tally.totals, tally.finish, tally.note
+        )
     return WriteResult(
         written=len(pending),
-        skipped=skipped,
-        samples=rendered,
+        skipped=manifest.num_shards - len(pending),
+        samples=tally.rendered,
         startup_s=t_pool - t_start,
         grasp_phase_s=t_render - t_pool,
         render_phase_s=t_end - t_render,
-        timings=totals,
+        timings=tally.totals,
     )
+
+
+class _Tally:
+    """A write's running count (samples done, those rendered by this run), its CPU seconds by kind, and the progress
+    callback told of each change."""
+
+    def __init__(self, num: int, done: int, startup_s: float, progress: Callable[[int, int, str], None] | None) -> None:
+        self.num, self.done, self.rendered, self.progress = num, done, 0, progress
+        self.totals = dict.fromkeys(("bank_s", *TIMINGS[:-1], "write_s", "startup_s", "grasps_built"), 0.0)
+        self.totals["startup_s"] = startup_s
+        self.note("")
+
+    def finish(self, result: tuple[int, int, dict[str, float]]) -> None:
+        """Count a rendered shard: (shard, samples, CPU seconds by kind)."""
+        _, count, timings = result
+        self.done += count
+        self.rendered += count
+        for key, value in timings.items():
+            self.totals[key] += value
+        self.note("")
+
+    def note(self, text: str) -> None:
+        if self.progress:
+            self.progress(self.done, self.num, text)
 
 
 def _pending_shards(root: Path, manifest: Manifest) -> list[tuple[int, int, int]]:
