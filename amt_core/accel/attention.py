@@ -201,6 +201,20 @@ def autotune(
     if cached is not None:
         return cached
 
+    times, failed = _measure(names, shape, timer)
+    if not times:
+        return AutotuneResult(backend="sdpa", tokens=tokens, failed=failed, source="measured")
+    best = min(times, key=times.__getitem__)
+    result = AutotuneResult(backend=best, tokens=tokens, times_ms=times, failed=failed, source="measured")
+    try:
+        cache.put(key, {"backend": best, "times_ms": times, "candidates": names, "failed": failed})
+    except OSError as err:  # no writable cache directory: measure every time rather than fail
+        result.cache_note = f"not cached: {_first_line(err)}"
+    return result
+
+
+def _measure(names: list[str], shape: AttentionShape, timer: Timer) -> tuple[dict[str, float], dict[str, str]]:
+    """Milliseconds of each backend that could be timed, and the error of each that could not."""
     times: dict[str, float] = {}
     failed: dict[str, str] = {}
     for name in names:
@@ -213,15 +227,7 @@ def autotune(
             times[name] = ms
         else:
             failed[name] = f"timer returned {ms}"
-    if not times:
-        return AutotuneResult(backend="sdpa", tokens=tokens, failed=failed, source="measured")
-    best = min(times, key=times.__getitem__)
-    result = AutotuneResult(backend=best, tokens=tokens, times_ms=times, failed=failed, source="measured")
-    try:
-        cache.put(key, {"backend": best, "times_ms": times, "candidates": names, "failed": failed})
-    except OSError as err:  # no writable cache directory: measure every time rather than fail
-        result.cache_note = f"not cached: {_first_line(err)}"
-    return result
+    return times, failed
 
 
 # ---------------------------------------------------------------------------------------------- one backend per model
