@@ -66,20 +66,7 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
     if annotation is Any:
         return value
     if origin in (typing.Union, types.UnionType):
-        if isinstance(value, str) and str in args:
-            return value
-        if isinstance(value, str) and type(None) in args:
-            value = parse_value(value)
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return coerce(value, arg, key)
-            except UserError:
-                continue
-        raise UserError(f"{key}: expected {_type_name(annotation)}, got {value!r}")
+        return _coerce_union(value, annotation, key)
     if annotation is str:
         if isinstance(value, str):
             return value
@@ -124,6 +111,25 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
             return build(annotation, value, key)
     elif isinstance(annotation, type) and isinstance(value, annotation):
         return value
+    raise UserError(f"{key}: expected {_type_name(annotation)}, got {value!r}")
+
+
+def _coerce_union(value: Any, annotation: Any, key: str) -> Any:
+    """`coerce` for `A | B | ...`: text stays text where str is a member; else the first member that takes it."""
+    args = typing.get_args(annotation)
+    if isinstance(value, str) and str in args:
+        return value
+    if isinstance(value, str) and type(None) in args:
+        value = parse_value(value)
+    if value is None and type(None) in args:
+        return None
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return coerce(value, arg, key)
+        except UserError:
+            continue
     raise UserError(f"{key}: expected {_type_name(annotation)}, got {value!r}")
 
 
