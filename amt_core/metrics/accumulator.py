@@ -32,6 +32,21 @@ from amt_core.objects.tables import ObjectTables, symmetric_rotation_error
 from amt_core.schema.output import AMTOutput
 
 MM = 1000.0  # metres -> millimetres, for reports only
+# Summary keys that are the mean of one kept list: key -> (the list, the scale to report units).
+_MEANS: dict[str, tuple[str, float]] = {
+    "reprojection_px": ("reprojection_px", 1.0),
+    "mpvpe_mm": ("mpvpe", MM),
+    "pa_mpvpe_mm": ("pa_mpvpe", MM),
+    "add_mm": ("add", MM),
+    "add_s_mm": ("add_s", MM),
+    "add_10_acc": ("add_10", 1.0),
+    "rot_err_deg": ("rot_err_deg", 1.0),
+    "rot_err_sym_deg": ("rot_err_sym_deg", 1.0),
+    "trans_err_mm": ("trans_err", MM),
+    "obj_class_acc": ("class_correct", 1.0),
+    "penetration_max_mm": ("penetration_max", MM),
+    "penetration_mean_mm": ("penetration_mean", MM),
+}
 
 
 class _Moments:
@@ -221,6 +236,32 @@ class MetricAccumulator:
             attn_entropy_norm.<layer>: mean normalised attention entropy (1 uniform, 0 one key) per layer.
         """
         result: dict[str, float | int | bool] = {"num_samples": self.num_samples}
+        result.update(self._joint_metrics())
+        result.update(self._references(result.get(keys.MPJPE_MM)))
+        pred_std = self._pred_moments.mean_std()
+        if pred_std is not None:
+            result["pred_std_mm"] = pred_std * MM
+            result["collapsed"] = pred_std < COLLAPSE_STD_M
+        gt_std = self._gt_moments.mean_std()
+        if gt_std is not None:
+            result["gt_std_mm"] = gt_std * MM
+        for key, (name, scale) in _MEANS.items():
+            values = self._cat(name)
+            if values is not None:
+                result[key] = float(values.mean()) * scale
+        add_values = self._cat("add")
+        if add_values is not None:
+            result["num_objects"] = int(add_values.shape[0])
+        if self._contact_samples:
+            precision, recall, f1 = precision_recall_f1(*self._contact)
+            result.update(contact_precision=float(precision), contact_recall=float(recall), contact_f1=float(f1))
+        for layer, values in self._entropy.items():
+            result[f"attn_entropy_norm.{layer}"] = float(np.mean(values))
+        return {k: v for k, v in result.items() if not (isinstance(v, float) and math.isnan(v))}
+
+    def _joint_metrics(self) -> dict[str, float | int]:
+        """num_joints3d, and the mean error, PCK AUC and PCK at 20 mm, plain and after Procrustes alignment."""
+        result: dict[str, float | int] = {}
         thresholds = pck_thresholds()
         joints = (
             ("joint_errors", keys.MPJPE_MM, keys.AUC_0_50, keys.PCK_20MM),
@@ -234,41 +275,7 @@ class MetricAccumulator:
             result[mpjpe_key] = float(errors.mean()) * MM
             result[auc_key] = auc(pck_curve(errors, thresholds), thresholds)
             result[pck_key] = float((errors <= 0.02).double().mean())
-        result.update(self._references(result.get(keys.MPJPE_MM)))
-        pred_std = self._pred_moments.mean_std()
-        if pred_std is not None:
-            result["pred_std_mm"] = pred_std * MM
-            result["collapsed"] = pred_std < COLLAPSE_STD_M
-        gt_std = self._gt_moments.mean_std()
-        if gt_std is not None:
-            result["gt_std_mm"] = gt_std * MM
-        scalars = {
-            "reprojection_px": ("reprojection_px", 1.0),
-            "mpvpe_mm": ("mpvpe", MM),
-            "pa_mpvpe_mm": ("pa_mpvpe", MM),
-            "add_mm": ("add", MM),
-            "add_s_mm": ("add_s", MM),
-            "add_10_acc": ("add_10", 1.0),
-            "rot_err_deg": ("rot_err_deg", 1.0),
-            "rot_err_sym_deg": ("rot_err_sym_deg", 1.0),
-            "trans_err_mm": ("trans_err", MM),
-            "obj_class_acc": ("class_correct", 1.0),
-            "penetration_max_mm": ("penetration_max", MM),
-            "penetration_mean_mm": ("penetration_mean", MM),
-        }
-        for key, (name, scale) in scalars.items():
-            values = self._cat(name)
-            if values is not None:
-                result[key] = float(values.mean()) * scale
-        add_values = self._cat("add")
-        if add_values is not None:
-            result["num_objects"] = int(add_values.shape[0])
-        if self._contact_samples:
-            precision, recall, f1 = precision_recall_f1(*self._contact)
-            result.update(contact_precision=float(precision), contact_recall=float(recall), contact_f1=float(f1))
-        for layer, values in self._entropy.items():
-            result[f"attn_entropy_norm.{layer}"] = float(np.mean(values))
-        return {k: v for k, v in result.items() if not (isinstance(v, float) and math.isnan(v))}
+        return result
 
     def _references(self, model_mpjpe_mm: float | None) -> dict[str, float | str]:
         """The trivial predictors on the same samples: the mean pose, all joints at the wrist, and the skill."""
