@@ -183,61 +183,73 @@ def write_prediction(stem: Path, output, K, pixels, faces) -> dict:
 
     from amt_core.joints import JOINT_NAMES
 
-    def first(value):
-        return None if value is None else value[0].detach().float().cpu().numpy()
-
     record: dict = {
         "K": K.tolist(),
         "joint_names": list(JOINT_NAMES),
-        "joints3d_m": first(output.joints3d).tolist(),
-        "joints2d_px": first(output.joints2d).tolist(),
+        "joints3d_m": _first(output.joints3d).tolist(),
+        "joints2d_px": _first(output.joints2d).tolist(),
         "hand": hand_presence(output),
     }
     for name in ("hand_pose", "hand_shape", "hand_rot", "hand_trans"):
-        value = first(getattr(output, name))
+        value = _first(getattr(output, name))
         if value is not None:
             record[name] = value.tolist()
     obj_mesh = None
     if output.obj_rot is not None:
-        from amt_core.objects.catalog import catalog
-
-        classes = catalog()
-        probs = first(output.obj_logits.softmax(-1)) if output.obj_logits is not None else None
-        class_id = int(probs.argmax()) if probs is not None else -1
-        rot, trans = first(output.obj_rot), first(output.obj_trans)
-        record["object"] = {
-            "class_id": class_id,
-            "class_name": classes[class_id].name if 0 <= class_id < len(classes) else None,
-            "class_prob": float(probs[class_id]) if probs is not None else None,
-            "present_prob": float(1 / (1 + np.exp(-first(output.obj_present))))
-            if output.obj_present is not None
-            else None,
-            "rot": rot.tolist(),
-            "trans_m": trans.tolist(),
-            "box_px": first(output.obj_box).tolist() if output.obj_box is not None else None,
-        }
-        if 0 <= class_id < len(classes):
-            obj_mesh = classes[class_id].mesh.copy()
-            obj_mesh.apply_transform(np.block([[rot, trans[:, None]], [np.zeros((1, 3)), np.ones((1, 1))]]))
+        record["object"], obj_mesh = _object_record(output)
     if output.contact_points is not None:
         record["contacts"] = {
-            "points_m": first(output.contact_points).tolist(),
-            "confidence": first(output.contact_conf).tolist() if output.contact_conf is not None else None,
-            "forces_n": first(output.contact_forces).tolist() if output.contact_forces is not None else None,
+            "points_m": _first(output.contact_points).tolist(),
+            "confidence": _first(output.contact_conf).tolist() if output.contact_conf is not None else None,
+            "forces_n": _first(output.contact_forces).tolist() if output.contact_forces is not None else None,
             "vertices_in_contact": (
-                np.flatnonzero(first(output.contact_prob) > 0.5).tolist() if output.contact_prob is not None else None
+                np.flatnonzero(_first(output.contact_prob) > 0.5).tolist() if output.contact_prob is not None else None
             ),
         }
     stem.with_suffix(".json").write_text(json.dumps(record, indent=2))
     if output.hand_verts is not None and faces is not None:
-        mesh = trimesh.Trimesh(first(output.hand_verts), faces.cpu().numpy(), process=False)
+        mesh = trimesh.Trimesh(_first(output.hand_verts), faces.cpu().numpy(), process=False)
         mesh.export(stem.with_name(stem.name + "_hand.ply"))
     if obj_mesh is not None:
         obj_mesh.export(stem.with_name(stem.name + "_object.ply"))
-    draw_overlay(pixels, first(output.joints2d), record.get("object", {}).get("box_px")).save(
+    draw_overlay(pixels, _first(output.joints2d), record.get("object", {}).get("box_px")).save(
         stem.with_name(stem.name + "_overlay.png")
     )
     return record
+
+
+def _first(value):
+    """The first sample of a batched output field as a float numpy array (None stays None)."""
+    return None if value is None else value[0].detach().float().cpu().numpy()
+
+
+def _object_record(output):
+    """The JSON record of the predicted object (class, probabilities, pose, box) and its catalog mesh posed in the
+    camera frame (None for a class the catalog does not have)."""
+    import numpy as np
+
+    from amt_core.objects.catalog import catalog
+
+    classes = catalog()
+    probs = _first(output.obj_logits.softmax(-1)) if output.obj_logits is not None else None
+    class_id = int(probs.argmax()) if probs is not None else -1
+    rot, trans = _first(output.obj_rot), _first(output.obj_trans)
+    record = {
+        "class_id": class_id,
+        "class_name": classes[class_id].name if 0 <= class_id < len(classes) else None,
+        "class_prob": float(probs[class_id]) if probs is not None else None,
+        "present_prob": float(1 / (1 + np.exp(-_first(output.obj_present))))
+        if output.obj_present is not None
+        else None,
+        "rot": rot.tolist(),
+        "trans_m": trans.tolist(),
+        "box_px": _first(output.obj_box).tolist() if output.obj_box is not None else None,
+    }
+    if not 0 <= class_id < len(classes):
+        return record, None
+    mesh = classes[class_id].mesh.copy()
+    mesh.apply_transform(np.block([[rot, trans[:, None]], [np.zeros((1, 3)), np.ones((1, 1))]]))
+    return record, mesh
 
 
 def draw_overlay(pixels, joints2d, box, min_side: int = 256):
