@@ -5,8 +5,6 @@ roll back), the log dock, the status bar and a Help menu listing the shortcuts. 
 
 from __future__ import annotations
 
-import os
-import threading
 import time
 from pathlib import Path
 
@@ -16,54 +14,41 @@ from PySide6.QtWidgets import (
     QDialog,
     QDockWidget,
     QFileDialog,
-    QHBoxLayout,
     QLabel,
-    QListWidget,
-    QListWidgetItem,
     QMainWindow,
     QMessageBox,
-    QPushButton,
     QSplitter,
     QStackedWidget,
     QTabWidget,
-    QVBoxLayout,
     QWidget,
 )
 
-from amt_core.errors import UserError
 from amt_core.train.control import Command
+from amt_core.train.kinds import TrainerState
+from amt_studio.control_actions import CONTROL_ACTIONS, ControlAction
+from amt_studio.lifecycle import LiveRunChoice, RunLifecycle
 from amt_studio.session import RunSession
+from amt_studio.startup import process_age_s, warm_up_in_background
 from amt_studio.state.registry import discover_runs
 from amt_studio.state.run import RunState
-from amt_studio.stopper import stop_detached
 from amt_studio.views import theme
 from amt_studio.views.dialogs import DEFAULT_RUNS_DIR, NewRunDialog
 from amt_studio.views.inspect import InspectPanel
 from amt_studio.views.log_view import LogView
 from amt_studio.views.notifier import Notifier
 from amt_studio.views.plots import PlotsPanel
+from amt_studio.views.run_dock import RunPanel
 from amt_studio.views.start_page import StartPage
 from amt_studio.views.training import SnapshotPanel
 
 POLL_INTERVAL_MS = 50
+"""Event drain period (20 Hz)."""
 DEFAULT_SIZE = (1500, 920)
 """The first window's size where the screen has room; on a smaller screen it takes 95 % of what is available."""
 RUN_DOCK_BELOW = 1400
 """The Run panel folds away (its toolbar button brings it back) when the window gets narrower than this."""
-"""Event drain period (20 Hz)."""
 MAX_RECENT = 20
 ORGANIZATION, APPLICATION = "amt-studio", "AMT Studio"
-_IMPORTED = time.monotonic()
-
-
-def process_age_s() -> float:
-    """Seconds since this process started (Linux /proc; elsewhere since this module was imported)."""
-    try:
-        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return time.monotonic() - _IMPORTED
 
 
 def _fmt_duration(seconds: float | None) -> str:
@@ -77,38 +62,62 @@ def _fmt_duration(seconds: float | None) -> str:
     )
 
 
-def _warm_up() -> None:
-    """Import the heavy modules (torch, Open3D, trimesh) and build the object catalog (meshes for the 3D panel) in the
-    background after the window has painted, so a first snapshot or the New-run dialog rarely waits for them."""
-    import open3d  # noqa: F401
-
-    import amt_core.presets  # noqa: F401 (torch)
-    import amt_studio.render.primitives  # noqa: F401 (trimesh)
-    import amt_studio.render.raycast  # noqa: F401
-    from amt_core.objects.catalog import catalog
-
-    catalog()
-
-
 class MainWindow(QMainWindow):
     """One window, one run at a time (a new run or an attached one replaces the current one)."""
 
     def __init__(
         self, settings: QSettings | None = None, show_dialogs: bool = True, runs_dir: Path = DEFAULT_RUNS_DIR
     ) -> None:
-        # long: builds the window (menus, tabs, panels, shortcuts) in reading order; each piece is used only here
         super().__init__()
         self.setWindowTitle("AMT Studio")
         self.settings = settings or QSettings(ORGANIZATION, APPLICATION)
         self.runs_dir = runs_dir
         """Where New run puts runs by default; the start page lists the runs found there too."""
         self.notifier = Notifier(self, show_dialogs=show_dialogs)
-        self.session: RunSession | None = None
-        self.overlays: dict[str, RunSession] = {}
-        """Runs overlaid on the plots for comparison, by label."""
+        self.lifecycle = RunLifecycle(self.notifier, ask_live_run=lambda: self.ask_live_run())
         self.tick_ms: list[float] = []
         """Duration of each event-drain tick, milliseconds (the bench reads it)."""
+        self._build_tabs()
+        self._build_docks()
+        self._build_actions()
+        self._build_status_bar()
+        self.notifier.raised.connect(lambda n: self._show_error(n.message))
+        self._update_controls()
 
+        self._shown_once = False
+        self.warm_up = True
+        """Import torch and Open3D in the background once the window has painted."""
+        self.first_paint_s: float | None = None
+        """Seconds from the process's start to the window's first paint (set once, by paintEvent)."""
+        self.timer = QTimer(self)
+        self.timer.setInterval(POLL_INTERVAL_MS)
+        self.timer.timeout.connect(self.tick)
+        self.timer.start()
+        self._restore_layout()
+        self.fit_to_screen(first=self.settings.value("window/geometry") is None)
+
+    @property
+    def session(self) -> RunSession | None:
+        """The run shown."""
+        return self.lifecycle.session
+
+    @property
+    def overlays(self) -> dict[str, RunSession]:
+        """Runs overlaid on the plots for comparison, by label."""
+        return self.lifecycle.overlays
+
+    def paintEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        super().paintEvent(event)
+        if self.first_paint_s is None:
+            self.first_paint_s = process_age_s()
+            # Heavy imports start only now: importing torch holds the GIL for seconds and would delay this paint.
+            if self.warm_up:
+                QTimer.singleShot(100, warm_up_in_background)
+
+    # ---- construction ------------------------------------------------------------------------------------
+
+    def _build_tabs(self) -> None:
+        """The Start, Training and Inspect tabs."""
         self.snapshots = SnapshotPanel()
         self.plots = PlotsPanel()
         splitter = QSplitter(Qt.Orientation.Horizontal)
@@ -139,62 +148,16 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.inspect, "Inspect")
         self.setCentralWidget(self.tabs)
 
+    def _build_docks(self) -> None:
+        """The Log dock (bottom) and the Run dock (right)."""
         self.log_view = LogView()
         self.log_dock = self._dock("Log", self.log_view, Qt.DockWidgetArea.BottomDockWidgetArea)
-        self.checkpoint_list = QListWidget()
-        self.rollback_button = QPushButton("Roll back to selected")
-        self.rollback_button.clicked.connect(self.rollback_selected)
-        self.inspect_button = QPushButton("Inspect selected")
-        self.inspect_button.clicked.connect(self.inspect_selected)
-        self.run_label = QLabel("no run")
-        self.run_label.setWordWrap(True)
-        self.error_label = QLabel("")
-        self.error_label.setObjectName("error")
-        self.error_label.setWordWrap(True)
-        self.error_label.hide()
-        run_box = QWidget()
-        run_layout = QVBoxLayout(run_box)
-        run_layout.addWidget(self.run_label)
-        run_layout.addWidget(self.error_label)
-        title = QLabel("Checkpoints")
-        title.setObjectName("title")
-        run_layout.addWidget(title)
-        run_layout.addWidget(self.checkpoint_list, 1)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.rollback_button)
-        buttons.addWidget(self.inspect_button)
-        run_layout.addLayout(buttons)
-        self.run_dock = self._dock("Run", run_box, Qt.DockWidgetArea.RightDockWidgetArea)
-
-        self._build_actions()
-        self._build_status_bar()
-        self.notifier.raised.connect(lambda n: self._show_error(n.message))
-        self._update_controls()
-
-        self._shown_once = False
-        self.warm_up = True
-        """Import torch and Open3D in the background once the window has painted."""
-        self.first_paint_s: float | None = None
-        """Seconds from the process's start to the window's first paint (set once, by paintEvent)."""
-        self.timer = QTimer(self)
-        self.timer.setInterval(POLL_INTERVAL_MS)
-        self.timer.timeout.connect(self.tick)
-        self.timer.start()
-        self._restore_layout()
-        self.fit_to_screen(first=self.settings.value("window/geometry") is None)
-
-    def paintEvent(self, event) -> None:  # noqa: N802 (Qt's name)
-        super().paintEvent(event)
-        if self.first_paint_s is None:
-            self.first_paint_s = process_age_s()
-            # Heavy imports start only now: importing torch holds the GIL for seconds and would delay this paint.
-            if self.warm_up:
-                QTimer.singleShot(100, self._start_warm_up)
-
-    def _start_warm_up(self) -> None:
-        threading.Thread(target=_warm_up, name="amt-warm-up", daemon=True).start()
-
-    # ---- construction ------------------------------------------------------------------------------------
+        self.run_panel = RunPanel()
+        self.run_panel.rollback_button.clicked.connect(self.rollback_selected)
+        self.run_panel.inspect_button.clicked.connect(self.inspect_selected)
+        self.checkpoint_list = self.run_panel.checkpoint_list
+        self.error_label = self.run_panel.error_label
+        self.run_dock = self._dock("Run", self.run_panel, Qt.DockWidgetArea.RightDockWidgetArea)
 
     def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
         dock = QDockWidget(title, self)
@@ -220,43 +183,43 @@ class MainWindow(QMainWindow):
             "Compare with run…", self.compare_dialog, "Ctrl+Shift+O", "overlay another run's curves (dashed)"
         )
         self.clear_compare_action = self._action("Remove compared runs", self.clear_overlays)
-        self.pause_action = self._action("Pause", self.toggle_pause, "Space", "pause or resume training")
-        self.stop_action = self._action(
-            "Stop", lambda: self.send(Command.STOP), "Ctrl+.", "stop training (saves first)"
-        )
-        self.save_action = self._action("Save", lambda: self.send(Command.SAVE), "Ctrl+S", "save a checkpoint now")
-        self.snapshot_action = self._action("Snapshot", lambda: self.send(Command.SNAPSHOT), "Ctrl+P", "snapshot now")
-        self.rollback_action = self._action(
-            "Roll back", self.rollback_selected, "Ctrl+R", "roll back to the checkpoint selected in the Run panel"
-        )
-        self.stage_group = QActionGroup(self)
-        self.stage_actions = []
-        for stage in (1, 2, 3):
-            action = self._action(
-                f"Stage {stage}",
-                lambda _c=False, s=stage: self.switch_stage(s),
-                f"Ctrl+{stage}",
-                f"switch to stage {stage}",
-                checkable=True,
-            )
-            self.stage_group.addAction(action)
-            self.stage_actions.append(action)
-        self.stage_group.setExclusive(True)
         self.quit_action = self._action("Quit", self.close, "Ctrl+Q")
+        self._build_control_actions()
+        self._build_toolbar()
+        self._build_menus()
+
+    def _build_control_actions(self) -> None:
+        """The run's controls, from the one table (`CONTROL_ACTIONS`); the stage switches are an exclusive group."""
+        self.control_actions: dict[ControlAction, QAction] = {}
+        self.stage_group = QActionGroup(self)
+        for control in CONTROL_ACTIONS:
+            action = self._action(
+                control.text,
+                lambda _c=False, control=control: control.trigger(self),
+                control.shortcut,
+                control.tip,
+                checkable=control.stage is not None,
+            )
+            self.control_actions[control] = action
+            if control.stage is not None:
+                self.stage_group.addAction(action)
+        self.stage_group.setExclusive(True)
+        by_name = {control.name: action for control, action in self.control_actions.items()}
+        self.pause_action, self.stop_action = by_name["pause"], by_name["stop"]
+        self.save_action, self.snapshot_action = by_name["save"], by_name["snapshot"]
+        self.rollback_action = by_name["rollback"]
+        self.stage_actions = [action for control, action in self.control_actions.items() if control.stage is not None]
+
+    def _build_toolbar(self) -> None:
         toolbar = self.addToolBar("Controls")
         toolbar.setObjectName("toolbar_controls")
         toolbar.setMovable(False)
         for action in (self.new_action, self.attach_action):
             toolbar.addAction(action)
         toolbar.addSeparator()
-        for action in (
-            self.pause_action,
-            self.stop_action,
-            self.save_action,
-            self.snapshot_action,
-            self.rollback_action,
-        ):
-            toolbar.addAction(action)
+        for control, action in self.control_actions.items():
+            if control.stage is None:
+                toolbar.addAction(action)
         toolbar.addSeparator()
         for action in self.stage_actions:
             toolbar.addAction(action)
@@ -265,6 +228,8 @@ class MainWindow(QMainWindow):
         self.run_dock_action.setText("Run panel")
         self.run_dock_action.setToolTip("show or hide the Run panel (checkpoints, roll back)")
         toolbar.addAction(self.run_dock_action)
+
+    def _build_menus(self) -> None:
         menu = self.menuBar().addMenu("&Run")
         for action in (self.new_action, self.attach_action, self.compare_action, self.clear_compare_action):
             menu.addAction(action)
@@ -272,14 +237,7 @@ class MainWindow(QMainWindow):
         menu.addSeparator()
         menu.addAction(self.quit_action)
         controls = self.menuBar().addMenu("&Control")
-        for action in (
-            self.pause_action,
-            self.stop_action,
-            self.save_action,
-            self.snapshot_action,
-            self.rollback_action,
-            *self.stage_actions,
-        ):
+        for action in self.control_actions.values():
             controls.addAction(action)
         view = self.menuBar().addMenu("&View")
         view.addAction(self.log_dock.toggleViewAction())
@@ -337,14 +295,16 @@ class MainWindow(QMainWindow):
 
     def start_run(self, argv: list[str], run_dir: Path) -> RunSession | None:
         """Start a trainer in the background and watch it."""
-        if not self._release_current():
-            return None
-        try:
-            session = RunSession.start(argv, run_dir)
-        except UserError as err:
-            self.notifier.error("Cannot start the run", str(err))
-            return None
-        self._set_session(session)
+        session = self.lifecycle.start(argv, run_dir)
+        if session is not None:
+            self._show_session(session)
+        return session
+
+    def attach(self, run_dir: Path) -> RunSession | None:
+        """Watch a run directory: a live headless run, or a finished run replayed from its events."""
+        session = self.lifecycle.attach(run_dir)
+        if session is not None:
+            self._show_session(session)
         return session
 
     def attach_dialog(self) -> None:
@@ -373,63 +333,23 @@ class MainWindow(QMainWindow):
 
     def add_overlay(self, run_dir: Path) -> RunSession | None:
         """Overlay another run (read from its events; never steered) on the plots, dashed, for comparison."""
-        try:
-            overlay = RunSession.attach(run_dir)
-        except UserError as err:
-            self.notifier.error("Cannot compare", str(err))
-            return None
-        if self.session is not None and overlay.run_dir == self.session.run_dir:
-            self.notifier.error("Cannot compare", f"{overlay.run_dir.name} is the run shown; pick another run")
-            overlay.close()
-            return None
-        label = overlay.run_dir.name
-        if label in self.overlays:
-            self.overlays.pop(label).close()
-        self.overlays[label] = overlay
-        overlay.poll()
-        self.plots.add_overlay(label, overlay.state)
-        if self.session is not None:
-            self.tabs.setCurrentWidget(self.training_stack)
+        overlay = self.lifecycle.add_overlay(run_dir)
+        if overlay is not None:
+            self.plots.add_overlay(overlay.run_dir.name, overlay.state)
+            if self.session is not None:
+                self.tabs.setCurrentWidget(self.training_stack)
         return overlay
 
     def clear_overlays(self) -> None:
-        for label, overlay in list(self.overlays.items()):
+        for label in self.overlays:
             self.plots.remove_overlay(label)
-            overlay.close()
-        self.overlays.clear()
+        self.lifecycle.clear_overlays()
 
-    def attach(self, run_dir: Path) -> RunSession | None:
-        """Watch a run directory: a live headless run, or a finished run replayed from its events."""
-        try:
-            session = RunSession.attach(run_dir)
-        except UserError as err:  # the current run stays shown
-            self.notifier.error("Cannot attach", str(err))
-            return None
-        if not self._release_current():
-            session.close()
-            return None
-        self._set_session(session)
-        return session
-
-    def _release_current(self) -> bool:
-        """Let go of the current run; a run this window started asks whether to stop it. False: cancelled."""
-        if self.session is None:
-            return True
-        if self.session.owns_live_process:
-            choice = self.ask_live_run()
-            if choice == "cancel":
-                return False
-            if choice == "stop":
-                self.session.control.send(Command.STOP)
-        self.session.close()
-        self.session = None
-        return True
-
-    def _set_session(self, session: RunSession) -> None:
-        self.session = session
+    def _show_session(self, session: RunSession) -> None:
+        """Show a run the lifecycle now holds: its log, plots, snapshots, checkpoints and controls."""
         state = session.state
         self.log_view.clear_lines()
-        self.error_label.hide()
+        self.run_panel.show_run(session.run_dir)
         for line in state.log:
             self.log_view.add(line)
         state.log_added.connect(self.log_view.add)
@@ -438,9 +358,6 @@ class MainWindow(QMainWindow):
         self.plots.set_state(state)
         self.snapshots.set_state(state)
         self.inspect.set_run_dir(session.run_dir)
-        self.run_label.setText(
-            f"<b>{session.run_dir.name}</b><br><span style='color:{theme.MUTED}'>{session.run_dir}</span>"
-        )
         self.setWindowTitle(f"AMT Studio — {session.run_dir.name}")
         self._remember_recent(session.run_dir)
         self.training_stack.setCurrentIndex(1)
@@ -455,19 +372,9 @@ class MainWindow(QMainWindow):
         start = time.perf_counter()
         session = self.session
         if session is not None:
-            try:
-                results = session.poll()
-            except Exception as err:  # a bad event must not stop the timer
-                self.notifier.exception("Reading the run failed", err)
-                results = []
-            for result in results:
+            for result in self.lifecycle.poll():
                 if not result.ok:
                     self.notifier.error(f"Command '{result.command}' failed", result.message)
-            for overlay in self.overlays.values():
-                try:
-                    overlay.poll()
-                except Exception as err:  # an overlay's bad event must not stop the main run's updates
-                    self.notifier.exception("Reading a compared run failed", err)
             self.plots.refresh()
             self.snapshots.refresh()
             for signal in (session.state.snapshot_added, session.state.metrics_changed, session.state.log_added):
@@ -480,7 +387,11 @@ class MainWindow(QMainWindow):
 
     def _update_status(self, state: RunState) -> None:
         self.status_state.setText(state.state)
-        colour = {"running": theme.OK, "paused": theme.WARNING, "failed": theme.ERROR}.get(state.state, theme.MUTED)
+        colour = {
+            TrainerState.RUNNING: theme.OK,
+            TrainerState.PAUSED: theme.WARNING,
+            TrainerState.FAILED: theme.ERROR,
+        }.get(state.state, theme.MUTED)
         self.status_state.setStyleSheet(f"color: {colour}; font-weight: bold;")
         self.status_stage.setText(f"stage {state.stage}" if state.stage else "stage –")
         total = f" / {state.max_steps}" if state.max_steps else ""
@@ -489,7 +400,7 @@ class MainWindow(QMainWindow):
         if state.data_share is not None:  # how much of that time went to waiting for batches
             speed += f" · data wait {100 * state.data_share:.0f}%"
         self.status_speed.setText(speed)
-        if state.state == "paused":
+        if state.state == TrainerState.PAUSED:
             self.status_eta.setText("ETA – (paused)")
         else:
             self.status_eta.setText(f"ETA {_fmt_duration(state.eta_seconds())}" if state.is_live else "ETA –")
@@ -501,37 +412,24 @@ class MainWindow(QMainWindow):
         session = self.session
         live = session is not None and session.state.is_live
         pending = set(session.control.pending) if session is not None else set()
-        paused = session is not None and session.state.state == "paused"
+        paused = session is not None and session.state.state == TrainerState.PAUSED
         self.pause_action.setText("Resume" if paused else "Pause")
-        self.pause_action.setEnabled(live and not pending & {Command.PAUSE, Command.RESUME})
-        self.stop_action.setEnabled(live and Command.STOP not in pending)
-        self.save_action.setEnabled(live and Command.SAVE not in pending)
-        self.snapshot_action.setEnabled(live and Command.SNAPSHOT not in pending)
-        can_roll = live and Command.ROLLBACK not in pending and self.checkpoint_list.count() > 0
-        self.rollback_action.setEnabled(can_roll)
-        self.rollback_button.setEnabled(can_roll)
-        self.inspect_button.setEnabled(self.checkpoint_list.count() > 0)
+        has_checkpoints = self.run_panel.has_checkpoints()
         stage = session.state.stage if session is not None else None
-        for index, action in enumerate(self.stage_actions, start=1):
-            action.setEnabled(live and Command.STAGE not in pending)
-            if action.isChecked() != (stage == index):
-                action.setChecked(stage == index)
+        for control, action in self.control_actions.items():
+            action.setEnabled(
+                live and not pending & control.waits_on and (has_checkpoints or not control.needs_checkpoint)
+            )
+            if control.stage is not None and action.isChecked() != (stage == control.stage):
+                action.setChecked(stage == control.stage)
+        self.run_panel.enable(rollback=self.rollback_action.isEnabled())
 
     def _show_error(self, message: str) -> None:
-        self.error_label.setText(message)
-        self.error_label.show()
+        self.run_panel.show_error(message)
         self.run_dock.show()  # folded away on a narrow window: an error brings it back
 
     def _fill_checkpoints(self) -> None:
-        self.checkpoint_list.clear()
-        if self.session is None:
-            return
-        for info in reversed(self.session.state.checkpoints):
-            item = QListWidgetItem(f"{info.name}   step {info.step}")
-            item.setData(Qt.ItemDataRole.UserRole, info.name)
-            self.checkpoint_list.addItem(item)
-        if self.checkpoint_list.count():
-            self.checkpoint_list.setCurrentRow(0)
+        self.run_panel.fill(self.session.state.checkpoints if self.session is not None else ())
 
     # ---- controls ----------------------------------------------------------------------------------------
 
@@ -544,15 +442,14 @@ class MainWindow(QMainWindow):
 
     def toggle_pause(self) -> None:
         if self.session is not None:
-            self.send(Command.RESUME if self.session.state.state == "paused" else Command.PAUSE)
+            self.send(Command.RESUME if self.session.state.state == TrainerState.PAUSED else Command.PAUSE)
 
     def switch_stage(self, stage: int) -> None:
         self.send(Command.STAGE, str(stage))
         self._update_controls()  # the check mark moves when the trainer's stage event arrives
 
     def selected_checkpoint(self) -> str | None:
-        item = self.checkpoint_list.currentItem()
-        return item.data(Qt.ItemDataRole.UserRole) if item is not None else None
+        return self.run_panel.selected_checkpoint()
 
     def rollback_selected(self) -> None:
         name = self.selected_checkpoint()
@@ -664,8 +561,8 @@ class MainWindow(QMainWindow):
 
     # ---- closing -----------------------------------------------------------------------------------------
 
-    def ask_live_run(self) -> str:
-        """'stop', 'leave' (keep it training headless) or 'cancel'."""
+    def ask_live_run(self) -> LiveRunChoice:
+        """Stop the run this window started, leave it training headless, or cancel?"""
         box = QMessageBox(self)
         box.setIcon(QMessageBox.Icon.Question)
         box.setWindowTitle("A run is training")
@@ -676,26 +573,18 @@ class MainWindow(QMainWindow):
         box.addButton(QMessageBox.StandardButton.Cancel)
         box.exec()
         clicked = box.clickedButton()
-        return "stop" if clicked is stop else "leave" if clicked is leave else "cancel"
+        return (
+            LiveRunChoice.STOP if clicked is stop else LiveRunChoice.LEAVE if clicked is leave else LiveRunChoice.CANCEL
+        )
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
-        if self.session is not None and self.session.owns_live_process:
-            choice = self.ask_live_run()
-            if choice == "cancel":
-                event.ignore()
-                return
-            if choice == "stop":  # a detached stopper waits for the save: the window closes now
-                self.session.state.add_log("info", "stopping the run (it saves first)")
-                stop_detached(self.session.run_dir, self.session.process.popen.pid)
-            else:
-                self.session.state.add_log("info", f"left running headless: pid {self.session.process.popen.pid}")
+        if not self.lifecycle.let_go_on_close():  # a live trainer is stopped by a detached stopper: no wait here
+            event.ignore()
+            return
         self.save_layout()
         self.timer.stop()
         self.inspect.shutdown()
         self.snapshots.shutdown()
         self.start_page.timer.stop()
-        if self.session is not None:
-            self.session.close()
-        for overlay in self.overlays.values():
-            overlay.close()
+        self.lifecycle.close()
         event.accept()
