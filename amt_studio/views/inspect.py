@@ -38,7 +38,6 @@ SAMPLES_PER_LOAD = 8
 
 class InspectPanel(QWidget):
     def __init__(self, notifier: Notifier, parent: QWidget | None = None) -> None:
-        # long: builds the tab's widgets (source, sample list, 3D and image panes, metrics) in the order they appear
         super().__init__(parent)
         self.notifier = notifier
         self._inspector = None  # made on first use: amt_studio.inspector imports torch
@@ -50,6 +49,20 @@ class InspectPanel(QWidget):
         self._timer.setInterval(50)
         self._timer.timeout.connect(self._poll_jobs)
 
+        top, second = self._build_toolbar()
+        self._build_panes()
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addLayout(second)
+        layout.addWidget(self.splitter, 1)
+        self.current_index = 0
+        self.labels: list[str] = []
+        """What each row is: a dataset index, or an image file's name."""
+        self.image.set_attention_strength(self.attention_strength.value() / 100.0)
+        self._update_buttons()
+
+    def _build_toolbar(self) -> tuple[QHBoxLayout, QHBoxLayout]:
+        """The two rows above the panes: the checkpoint; the samples to run it on and what to show or export."""
         self.open_button = QPushButton("Open checkpoint…")
         self.open_button.clicked.connect(self._open_dialog)
         self.model_label = QLabel("no checkpoint")
@@ -95,7 +108,10 @@ class InspectPanel(QWidget):
         ):
             second.addWidget(widget)
         second.setStretch(0, 1)
+        return top, second
 
+    def _build_panes(self) -> None:
+        """The 3D and image panes side by side over the full-width metrics table; both splitters can be dragged."""
         self.scene = Scene3DView()
         self.image = ImageOverlayView()
         self.table = QTableWidget(0, 6)
@@ -109,7 +125,6 @@ class InspectPanel(QWidget):
         header.setMinimumSectionSize(60)
         self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.table.currentCellChanged.connect(lambda row, *_: self._show_sample(row))
-        # The 3D and image panes side by side over the full-width table; both splitters can be dragged.
         views = QSplitter(Qt.Orientation.Horizontal)
         views.addWidget(self.scene)
         views.addWidget(self.image)
@@ -121,15 +136,6 @@ class InspectPanel(QWidget):
         self.splitter.setStretchFactor(0, 3)
         self.splitter.setStretchFactor(1, 2)
         self.splitter.setSizes([600, 400])
-        layout = QVBoxLayout(self)
-        layout.addLayout(top)
-        layout.addLayout(second)
-        layout.addWidget(self.splitter, 1)
-        self.current_index = 0
-        self.labels: list[str] = []
-        """What each row is: a dataset index, or an image file's name."""
-        self.image.set_attention_strength(self.attention_strength.value() / 100.0)
-        self._update_buttons()
 
     @property
     def inspector(self):  # noqa: ANN201 (Inspector, imported lazily)
