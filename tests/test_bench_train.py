@@ -86,19 +86,21 @@ class _FakeGPU:
     """A trainer whose steps run out of memory above `capacity` samples, as a CUDA allocator would."""
 
     def __init__(self, capacity: int, micro_batch: int) -> None:
-        import types
-
         import torch
 
-        self.capacity, self.micro_batch, self.tried = capacity, micro_batch, []
-        self.tc = types.SimpleNamespace(dynamic_batch=True)
+        from amt_core.train.micro_batches import MicroBatches
+        from amt_core.train.state import TrainState
+
+        self.capacity, self.tried = capacity, []
+        self.state = TrainState(micro_batch=micro_batch)
+        self.micro_batches = MicroBatches(self.state, micro_batch, dynamic=True)
         self.device = torch.device("cpu")  # no CUDA calls: _sync and release_memory only act on CUDA
         self.optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
 
     def train_step(self, batch: dict) -> None:
-        assert not self.tc.dynamic_batch  # the search must see the OOM, not a silently halved micro-batch
+        assert not self.micro_batches.dynamic  # the search must see the OOM, not a silently halved micro-batch
         size = batch["image"].shape[0]
-        assert size == self.micro_batch and batch["index"].shape[0] == size
+        assert size == self.state.micro_batch and batch["index"].shape[0] == size
         self.tried.append(size)
         if size > self.capacity:
             raise RuntimeError(f"CUDA out of memory. Tried to allocate {size} MiB")
@@ -115,7 +117,7 @@ def test_largest_batch_doubles_then_bisects_and_restores_the_trainer(capacity):
     batch = {"image": torch.zeros(4, 3, 2, 2), "index": torch.arange(4), "meta": ["a", "b", "c", "d"]}
     found = bench._largest_batch(trainer, batch)
     assert found <= capacity and found >= capacity - max(1, capacity // 16)
-    assert trainer.micro_batch == 16 and trainer.tc.dynamic_batch is True
+    assert trainer.state.micro_batch == 16 and trainer.micro_batches.dynamic is True
 
 
 def test_largest_batch_passes_other_errors_through():

@@ -36,7 +36,7 @@ def live_run(tmp_path):
     _wait_for(lambda: (tmp_path / "control.json").exists() and trainer.step >= 3)
     yield trainer, tmp_path, thread, result
     if thread.is_alive():
-        trainer.stop_reason = "command"
+        trainer.steering.request_stop("command")
         thread.join(30)
 
 
@@ -93,7 +93,7 @@ def test_wrong_secret_is_refused(live_run):
     client = ControlClient(run_dir, timeout_s=30)
     with pytest.raises(UserError, match="wrong secret"):
         client.send("pause", secret="0" * 64)
-    assert not trainer.paused
+    assert not trainer.steering.paused
     assert all(e["state"] != "paused" for e in events_of(run_dir, "state"))
     assert client.send("status")["ok"]
 

@@ -96,7 +96,7 @@ def test_explosion_rolls_back_with_lr_backoff(tmp_path):
     metrics = events_of(tmp_path, "metrics")
     after = [e for e in metrics if e["time"] > rollbacks[0]["time"]]
     assert after and after[0]["step"] == 6 and all(e["lr_scale"] == 0.5 for e in after)
-    assert trainer.step == 11 and trainer.rollbacks == 1
+    assert trainer.step == 11 and trainer.state.rollbacks == 1
     assert all(torch.isfinite(v).all() for v in _weights(tmp_path).values())
 
 
@@ -138,7 +138,9 @@ def test_stages_by_wall_time(tmp_path):
     assert trainer.train() == "finished"
     stages = events_of(tmp_path, "stage")
     assert [e["stage"] for e in stages] == [1, 2, 3]
-    assert 3.0 <= trainer.train_time_s < 30 and trainer.step < 3000  # the time budget, not the step plan, ended it
+    assert (
+        3.0 <= trainer.state.train_time_s < 30 and trainer.step < 3000
+    )  # the time budget, not the step plan, ended it
     metrics = events_of(tmp_path, "metrics")
     times = {e["stage"]: e["train_time_s"] for e in metrics}  # the last time seen in each stage
     assert times[1] < times[2] < times[3]

@@ -21,8 +21,6 @@ import torch
 from torch import nn
 
 from amt_core.accel import precision, probe
-from amt_core.accel.fp8_state import load_weights as load_weights  # re-exported until train.checkpointer imports
-from amt_core.accel.fp8_state import split_extra_state as split_extra_state  # them from fp8_state
 from amt_core.accel.measured import MeasuredCache, measurement_key
 from amt_core.errors import UserError
 

@@ -146,7 +146,6 @@ def _measure(config, args: argparse.Namespace, flops_cache: dict, dataset) -> di
     """Train-step figures of one configuration."""
     import torch
 
-    from amt_core.train import flops as flop_count
     from amt_core.train.memory import memory_mb
     from amt_core.train.trainer import Trainer
 
@@ -164,7 +163,7 @@ def _measure(config, args: argparse.Namespace, flops_cache: dict, dataset) -> di
                 step_flops = flops_cache[key]
             for _ in range(args.warmup):
                 trainer.train_step(dict(batch))
-                trainer.step += 1
+                trainer.state.count_step()
             trainer.check()
             _sync(device)
             if device.type == "cuda":
@@ -177,7 +176,7 @@ def _measure(config, args: argparse.Namespace, flops_cache: dict, dataset) -> di
             images = config.batch_size * args.steps
             result.update(
                 batch=config.batch_size,
-                micro_batch=trainer.micro_batch,
+                micro_batch=trainer.state.micro_batch,
                 images_per_s=images / seconds,
                 step_ms=1000 * seconds / args.steps,
                 params_m=sum(p.numel() for p in trainer.module.parameters()) / 1e6,
@@ -189,21 +188,28 @@ def _measure(config, args: argparse.Namespace, flops_cache: dict, dataset) -> di
             # memory, which only grows, so in a table of several rows only the first row's figure is its own
             result["peak_mb" if device.type == "cuda" else "rss_peak_mb"] = memory_mb(device)["peak_mb"]
             if not args.no_flops:
-                achieved = step_flops.total(config.batch_size) * args.steps / seconds
-                peak = args.peak_tflops or flop_count.bf16_peak_tflops(device)
-                utilization = flop_count.mfu(achieved, peak)
-                per_image = step_flops.forward_per_image + step_flops.backward_per_image
-                result.update(
-                    gflop_per_image=per_image / 1e9,
-                    tflops=achieved / 1e12,
-                    peak_tflops=peak or "unknown",
-                    mfu=utilization if utilization is not None else "n/a",
-                )
+                result.update(_flop_figures(step_flops, config.batch_size, args.steps / seconds, args, device))
             if args.max_batch:
                 result["max_batch"] = _largest_batch(trainer, batch) if device.type == "cuda" else "cuda only"
             return result
         finally:
             trainer.close()
+
+
+def _flop_figures(step_flops, batch: int, steps_per_s: float, args: argparse.Namespace, device) -> dict:
+    """FLOPs per image, achieved TFLOP/s and the model FLOP utilisation against the device's bf16 peak."""
+    from amt_core.train import flops as flop_count
+
+    achieved = step_flops.total(batch) * steps_per_s
+    peak = args.peak_tflops or flop_count.bf16_peak_tflops(device)
+    utilization = flop_count.mfu(achieved, peak)
+    per_image = step_flops.forward_per_image + step_flops.backward_per_image
+    return {
+        "gflop_per_image": per_image / 1e9,
+        "tflops": achieved / 1e12,
+        "peak_tflops": peak or "unknown",
+        "mfu": utilization if utilization is not None else "n/a",
+    }
 
 
 def _fp8_cell(report) -> str:
@@ -238,7 +244,7 @@ def _saved_activations_per_image(trainer, batch: dict) -> float:
     from amt_core.train.compile import run_eagerly
     from amt_core.train.memory import saved_activations
 
-    size = min(trainer.micro_batch, batch["image"].shape[0])
+    size = min(trainer.state.micro_batch, batch["image"].shape[0])
     chunk = parts.to_device(
         parts.slice_batch({k: v for k, v in batch.items() if k != "index"}, 0, size), trainer.device
     )
@@ -260,7 +266,7 @@ def _time_repeated(trainer, batch: dict, steps: int) -> dict:
     start = time.perf_counter()
     for _ in range(steps):
         trainer.train_step(dict(batch))
-        trainer.step += 1
+        trainer.state.count_step()
     trainer.check()  # one host sync: the steps really ran
     _sync(trainer.device)
     return {"seconds": time.perf_counter() - start}
@@ -289,7 +295,7 @@ def _time_pipeline(trainer, steps: int) -> dict:
         if cuda:
             end.record()
             events.append((begin, end))
-        trainer.step += 1
+        trainer.state.count_step()
     trainer.check()
     _sync(trainer.device)
     seconds = time.perf_counter() - start
@@ -310,15 +316,14 @@ def _largest_batch(trainer, batch: dict, limit: int = 8192) -> int:
 
     from amt_core.train.memory import is_oom, release_memory
 
-    saved, dynamic = trainer.micro_batch, trainer.tc.dynamic_batch
-    trainer.tc.dynamic_batch = False  # an OOM must reach us, not halve the micro-batch
+    saved = trainer.state.micro_batch
 
     def fits(size: int) -> bool:
         repeats = -(-size // batch["image"].shape[0])
         big = {k: _repeat(v, repeats, size) for k, v in batch.items()}
-        trainer.micro_batch = size
         try:
-            trainer.train_step(big)
+            with trainer.micro_batches.fixed(size):  # an OOM must reach us, not halve the micro-batch
+                trainer.train_step(big)
             trainer.check()
             _sync(trainer.device)
             return True
@@ -335,7 +340,6 @@ def _largest_batch(trainer, batch: dict, limit: int = 8192) -> int:
     while high - low > max(1, low // 16):
         middle = (low + high) // 2
         low, high = (middle, high) if fits(middle) else (low, middle)
-    trainer.micro_batch, trainer.tc.dynamic_batch = saved, dynamic
     return low
 
 

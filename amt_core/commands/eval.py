@@ -52,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
     from amt_core.atomic import atomic_write_text
     from amt_core.train import parts
     from amt_core.train.evaluate import evaluate
-    from amt_core.train.progress import CountProgress
     from amt_core.train.parts import resolve_device
+    from amt_core.train.progress import CountProgress
 
     device = resolve_device(args.device)
     model, config, folder = parts.model_from_checkpoint(args.ckpt, device)

@@ -117,8 +117,8 @@ def run(args: argparse.Namespace) -> int:
 
     from amt_core.errors import summarise_keys
     from amt_core.train import parts
+    from amt_core.train.parts import resolve_device
     from amt_core.train.progress import CountProgress
-    from amt_core.train.trainer import resolve_device
 
     device = resolve_device(args.device)
     model, _, _ = parts.model_from_checkpoint(args.ckpt, device)

@@ -237,7 +237,7 @@ def _run(args: argparse.Namespace, early: _EarlyHandlers) -> int:
         print(f"{state}: step {trainer.step}, run directory {run_dir}")
     from amt_core.train.stopping import PREEMPT_SIGNALS
 
-    return PREEMPTED_EXIT if trainer.signals.received in PREEMPT_SIGNALS else 0
+    return PREEMPTED_EXIT if trainer.steering.signals.received in PREEMPT_SIGNALS else 0
 
 
 TRAINING_FAILED_EXIT = 3

@@ -1,42 +1,57 @@
 """The trainer's checkpoints: which one to resume from, saving with retention (manual saves, stage ends, the best
-validation and rollback targets are kept), and the branches a rollback or a resume from an older checkpoint starts.
+validation and rollback targets are kept), restoring, rollbacks, and the branches a rollback or a resume from an
+older checkpoint starts.
 
-A checkpoint holds the model's weights, `training_state` (the trainer's parts' state, in the layout of the checkpoint
-format, so checkpoints written before the parts existed load) and `run_info` (config.json). The files themselves
-(atomic writes, names, `latest`, `retain.json`, pruning) are `amt_core.train.checkpoint`'s.
+The checkpointer is given the model and a map of named parts that have `state_dict`/`load_state_dict` (`PARTS`:
+the train state, the stage plan, the optimizer, the loss, the batch plan, the spike detector, the mean pose, the
+validator); it never sees the trainer. A checkpoint holds the model's weights, the parts' state in the layout of the
+checkpoint format (`training_state`; checkpoints written before the parts existed load) and the run's config.json
+(from the `info` callable). The files themselves (atomic writes, names, `latest`, `retain.json`, pruning) are
+`amt_core.train.checkpoint`'s.
 """
 
 from __future__ import annotations
 
-import os
-import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
-import timm
 import torch
+from torch import nn
 
-from amt_core import __version__
-from amt_core.accel.fp8 import load_weights, split_extra_state
+from amt_core.accel.fp8_state import load_weights, split_extra_state
 from amt_core.errors import UserError
 from amt_core.train import checkpoint as ckpt_io
 from amt_core.train import ddp, parts
 from amt_core.train.events import Anomaly, Checkpoint, EventWriter, Rollback, Stage
-from amt_core.train.metrics_window import MetricsWindow
 from amt_core.train.rng import rng_state, set_rng_state
 from amt_core.train.rundir import RunDir
 
 if TYPE_CHECKING:
-    from amt_core.train.trainer import Trainer
+    from amt_core.train.host_check import Trouble
+    from amt_core.train.stability import StabilityConfig
+    from amt_core.train.stages import StagePlan
+    from amt_core.train.state import TrainState
 
 
 class TrainingFailed(RuntimeError):
     """Training cannot go on (e.g. more explosions than max_rollbacks)."""
 
 
-Contents = tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]
-"""(weights, training state, run info) of a checkpoint."""
+class Stateful(Protocol):
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any], /) -> None: ...
+
+
+PARTS = ("train", "optimizer", "loss", "stages", "spike", "mean_pose", "plan", "validator")
+"""The parts a checkpointer is given, in the order they are restored (the loss before the stage plan, which sets
+the stage's multipliers in it)."""
+ROLLBACK_PARTS = ("optimizer", "loss", "stages", "spike", "mean_pose")
+"""What a rollback restores besides the weights and the step; the data, the RNGs and the run counters move on."""
+MERGED = ("stages",)
+"""Parts whose state sits at the checkpoint's top level (the format's layout)..."""
+IN_RUN = ("train", "validator")
+"""...and parts whose state sits in its "run" section, with the checkpointer's own; the step is at the top level."""
 
 
 class Checkpointer:
@@ -45,15 +60,33 @@ class Checkpointer:
     Args:
         run: the run directory.
         keep_last: how many of the newest checkpoints retention keeps besides the retained ones.
-        is_main: this process writes files and events (rank 0).
-        dist: the distributed context (for the barrier after a save).
+        dist: the distributed context (rank 0 writes; the barrier after a save).
+        module: the model whose weights are saved and loaded.
+        parts: every name in `PARTS`, each an object with `state_dict`/`load_state_dict`.
+        info: the run's config.json contents, written into each checkpoint.
+        device: where the optimizer's learning-rate tensors live.
     """
 
-    def __init__(self, run: RunDir, keep_last: int, is_main: bool, dist: ddp.DistInfo) -> None:
+    def __init__(
+        self,
+        run: RunDir,
+        keep_last: int,
+        dist: ddp.DistInfo,
+        module: nn.Module,
+        parts: Mapping[str, Stateful],
+        info: Callable[[], dict[str, Any]],
+        device: torch.device,
+    ) -> None:
+        missing = set(PARTS) - set(parts)
+        if missing:
+            raise ValueError(f"the checkpointer needs the parts {sorted(missing)}")
+        self.module, self.parts, self.info, self.device = module, dict(parts), info, device
+        self._train = cast("TrainState", parts["train"])  # a rollback counts in it and names its step
+        self._stages = cast("StagePlan", parts["stages"])  # ... and names the stage it returns to
         self.run = run
         self.folder = run.checkpoints
         self.keep_last = keep_last
-        self.is_main = is_main
+        self.is_main = dist.is_main
         self.dist = dist
         self.events = EventWriter(run.path, enabled=False)
         """Set by the trainer once the run directory is taken."""
@@ -112,7 +145,7 @@ class Checkpointer:
             ckpt_io.point_latest(self.folder, name)
         self.best_pending = False
 
-    def save(self, reason: str, step: int, stage: int, contents: Callable[[], Contents]) -> str:
+    def save(self, reason: str, step: int, stage: int) -> str:
         """Write a checkpoint (rank 0), prune, and write its event; returns its name. `stage` is 0-based."""
         name = ckpt_io.checkpoint_name(step, self.branch)
         best = self.best_pending
@@ -124,8 +157,10 @@ class Checkpointer:
             if yes
         )
         if self.is_main:
-            weights, state, info = contents()
-            path = ckpt_io.save_checkpoint(self.folder, name, weights, state, info, retain=retain)
+            # TE keeps FP8 scaling metadata in `_extra_state` entries, which go with the training state
+            weights, extra = split_extra_state(self.module.state_dict())
+            state = {**self.training_state(), "fp8_extra_state": extra}
+            path = ckpt_io.save_checkpoint(self.folder, name, weights, state, self.info(), retain=retain)
             if best and previous_best and previous_best != name and (self.folder / previous_best).is_dir():
                 ckpt_io.set_retained(self.folder / previous_best, "best", keep=False)
             keep = tuple(self.names()[:1])  # the initial checkpoint
@@ -146,151 +181,102 @@ class Checkpointer:
         self.last_step = step
         return name
 
+    def training_state(self) -> dict[str, Any]:
+        """Everything a resume restores besides the weights, in the checkpoint format's layout: the step, the stage
+        plan's fields, a section per part, the RNGs, and the run counters with the validator's and the
+        checkpointer's bookkeeping under "run"."""
+        state: dict[str, Any] = {"step": self._train.step}
+        run: dict[str, Any] = {}
+        for name in PARTS:
+            part = self.parts[name].state_dict()
+            if name in MERGED:
+                state.update(part)
+            elif name in IN_RUN:
+                run.update({key: value for key, value in part.items() if key != "step"})
+            else:
+                state[name] = part
+        return {**state, "rng": rng_state(), "run": {**run, **self.state_dict()}}
+
+    def restore(self, checkpoint: ckpt_io.Checkpoint, full: bool) -> None:
+        """Load the weights and the parts' state; `full` (a resume, not a rollback) also restores the batch plan,
+        the RNGs, the run counters and the bookkeeping (`ROLLBACK_PARTS` otherwise)."""
+        try:
+            load_weights(self.module, checkpoint.weights, checkpoint.state.get("fp8_extra_state"))
+        except RuntimeError as err:
+            problem = parts.state_dict_problem(err)
+            raise UserError(f"checkpoint {checkpoint.path} does not fit this model ({problem})") from None
+        state = checkpoint.state
+        for name in PARTS:
+            if name == "train":
+                self.parts[name].load_state_dict({"step": state["step"], **(state["run"] if full else {})})
+            elif full or name in ROLLBACK_PARTS:
+                self._load_part(name, state)
+        if full:
+            set_rng_state(state["rng"])
+            self.load_state_dict(state["run"])
+        self.last_step = state["step"]
+
+    def _load_part(self, name: str, state: dict[str, Any]) -> None:
+        if name in MERGED:
+            self.parts[name].load_state_dict(state)
+        elif name in IN_RUN:
+            self.parts[name].load_state_dict(state["run"])
+        elif name in state:  # checkpoints written before the mean pose existed have none
+            self.parts[name].load_state_dict(state[name])
+        if isinstance(self.parts[name], torch.optim.Optimizer):  # the saved lr tensors may live on another device
+            for group in cast("torch.optim.Optimizer", self.parts[name]).param_groups:
+                group["lr"] = torch.tensor(0.0, device=self.device)  # the trainer sets each step's rate
+
+    def rollback(self, name: str, reason: str, lr_backoff: float | None) -> None:
+        """Load the named checkpoint's weights and training state, on a new branch; the data moves on (the bad
+        batches are not revisited) and, with `lr_backoff`, the learning rate is scaled by it."""
+        if name not in self.names():
+            raise UserError(f"no checkpoint {name!r}; have {', '.join(self.names())}")
+        train, stages = self._train, self._stages
+        from_step, from_stage = train.step, stages.stage
+        self.restore(self.load(self.folder / name), full=False)
+        if lr_backoff is not None:
+            train.lr_scale *= lr_backoff
+        self.branch_from(name)
+        self.events.write(
+            Rollback(
+                step=train.step,
+                checkpoint=name,
+                from_step=from_step,
+                reason=reason,
+                lr_scale=train.lr_scale,
+                branch=self.branch,
+            )
+        )
+        if stages.stage != from_stage:
+            self.events.write(
+                Stage(step=train.step, stage=stages.stage + 1, name=stages.config.name, reason="rollback")
+            )
+
+    def auto_rollback(self, trouble: Trouble, stability: StabilityConfig) -> None:
+        """After an explosion or a run of non-finite steps: back to the latest checkpoint with the learning rate
+        backed off, or `TrainingFailed` after `stability.max_rollbacks`."""
+        train = self._train
+        train.rollbacks += 1
+        target = self.latest()
+        if train.rollbacks > stability.max_rollbacks or target is None:
+            done, step = train.rollbacks - 1, trouble.step
+            raise TrainingFailed(f"{trouble.what} at step {step} after {done} rollbacks; lower the learning rate")
+        self.events.write(
+            Anomaly(
+                step=trouble.step,
+                what=trouble.what,
+                loss=trouble.loss,
+                action="rollback",
+                checkpoint=target.name,
+                lr_scale=train.lr_scale * stability.lr_backoff,
+                **trouble.fields,
+            )
+        )
+        self.rollback(target.name, reason=trouble.what, lr_backoff=stability.lr_backoff)
+
     def state_dict(self) -> dict[str, Any]:
         return {"best_checkpoint": self.best_checkpoint}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best_checkpoint = state.get("best_checkpoint")  # checkpoints from before best tracking have none
-
-
-def versions() -> dict[str, str]:
-    return {
-        "torch": torch.__version__,
-        "timm": timm.__version__,
-        "amt_core": __version__,
-        "python": sys.version.split()[0],
-    }
-
-
-def run_info(trainer: Trainer) -> dict[str, Any]:
-    """config.json (of the run and of each checkpoint): the resolved config and what the run ran on."""
-    groups = trainer.optimizer.param_groups
-    param_groups = {
-        g: sum(p.numel() for pg in groups if pg["group"] == g for p in pg["params"]) for g in trainer.groups
-    }
-    pose = trainer.mean_pose.mean()
-    return {
-        "config": trainer.config.to_dict(),
-        "versions": versions(),
-        "device": str(trainer.device),
-        "world_size": trainer.dist.world_size,
-        "parameters": sum(p.numel() for p in trainer.module.parameters()),
-        "param_groups": param_groups,
-        "stage_lengths": trainer.stages.lengths,
-        "acceleration": trainer.prepared.to_dict(),
-        "reference_pose": None if pose is None else pose.tolist(),
-        "command": sys.argv,
-        "pid": os.getpid(),
-    }
-
-
-def training_state(trainer: Trainer) -> dict[str, Any]:
-    """Everything a resume restores besides the weights: each part's `state_dict`, the RNGs and the run counters."""
-    run = {
-        "lr_scale": trainer.lr_scale,
-        "rollbacks": trainer.rollbacks,
-        "skipped": trainer.skipped,
-        "train_time_s": trainer.train_time_s,
-        "micro_batch": trainer.micro_batch,
-        **trainer.validator.state_dict(),
-        **trainer.checkpointer.state_dict(),
-    }
-    return {
-        "step": trainer.step,
-        **trainer.stages.state_dict(),
-        "optimizer": trainer.optimizer.state_dict(),
-        "loss": trainer.loss_fn.state_dict(),
-        "plan": trainer.plan.state_dict(),
-        "spike": trainer.spike.state_dict(),
-        "mean_pose": trainer.mean_pose.state_dict(),
-        "rng": rng_state(),
-        "run": run,
-    }
-
-
-def checkpoint_contents(trainer: Trainer) -> Contents:
-    # TE keeps FP8 scaling metadata in `_extra_state` entries, which go with the training state
-    weights, extra = split_extra_state(trainer.module.state_dict())
-    return weights, {**training_state(trainer), "fp8_extra_state": extra}, run_info(trainer)
-
-
-def restore(trainer: Trainer, checkpoint: ckpt_io.Checkpoint, full: bool) -> None:
-    """Load weights and training state into the trainer; `full` (a resume, not a rollback) also restores the batch
-    plan, the RNGs and the run counters."""
-    try:
-        load_weights(trainer.module, checkpoint.weights, checkpoint.state.get("fp8_extra_state"))
-    except RuntimeError as err:
-        problem = parts.state_dict_problem(err)
-        raise UserError(f"checkpoint {checkpoint.path} does not fit this model ({problem})") from None
-    state = checkpoint.state
-    trainer.optimizer.load_state_dict(state["optimizer"])
-    for group in trainer.optimizer.param_groups:  # the saved lr tensors may live on another device
-        group["lr"] = torch.tensor(0.0, device=trainer.device)
-    trainer.loss_fn.load_state_dict(state["loss"])
-    trainer.step = state["step"]
-    trainer.stages.load_state_dict(state)
-    trainer.stages.apply_to_loss()
-    trainer.spike.load_state_dict(state["spike"])
-    if "mean_pose" in state:  # checkpoints written before the reference existed have none
-        trainer.mean_pose.load_state_dict(state["mean_pose"])
-    if full:
-        trainer.plan.load_state_dict(state["plan"])
-        set_rng_state(state["rng"])
-        run = state["run"]
-        trainer.lr_scale, trainer.rollbacks, trainer.skipped = run["lr_scale"], run["rollbacks"], run["skipped"]
-        trainer.train_time_s = run["train_time_s"]
-        trainer.validator.load_state_dict(run)
-        trainer.checkpointer.load_state_dict(run)
-        trainer.feed.restart()
-    trainer.pending = []
-    trainer.checkpointer.last_step = trainer.step
-
-
-def rollback(trainer: Trainer, name: str, reason: str, backoff: bool) -> None:
-    """Load the named checkpoint's weights and training state into the trainer, on a new branch; the data moves on
-    (the bad batches are not revisited) and, when `backoff`, the learning rate is scaled by `lr_backoff`."""
-    checkpointer = trainer.checkpointer
-    if name not in checkpointer.names():
-        raise UserError(f"no checkpoint {name!r}; have {', '.join(checkpointer.names())}")
-    from_step, from_stage = trainer.step, trainer.stage
-    restore(trainer, checkpointer.load(checkpointer.folder / name), full=False)
-    if backoff:
-        trainer.lr_scale *= trainer.config.stability.lr_backoff
-    checkpointer.branch_from(name)
-    trainer.window = MetricsWindow()
-    trainer.events.write(
-        Rollback(
-            step=trainer.step,
-            checkpoint=name,
-            from_step=from_step,
-            reason=reason,
-            lr_scale=trainer.lr_scale,
-            branch=checkpointer.branch,
-        )
-    )
-    if trainer.stage != from_stage:
-        trainer.events.write(
-            Stage(step=trainer.step, stage=trainer.stage + 1, name=trainer.stages.config.name, reason="rollback")
-        )
-
-
-def auto_rollback(trainer: Trainer, step: int, what: str, loss: float, **fields: Any) -> None:
-    """After an explosion or a run of non-finite steps: back to the latest checkpoint with the learning rate backed
-    off, or `TrainingFailed` after `max_rollbacks`."""
-    trainer.rollbacks += 1
-    target = trainer.checkpointer.latest()
-    stability = trainer.config.stability
-    if trainer.rollbacks > stability.max_rollbacks or target is None:
-        raise TrainingFailed(f"{what} at step {step} after {trainer.rollbacks - 1} rollbacks; lower the learning rate")
-    trainer.events.write(
-        Anomaly(
-            step=step,
-            what=what,
-            loss=loss,
-            action="rollback",
-            checkpoint=target.name,
-            lr_scale=trainer.lr_scale * stability.lr_backoff,
-            **fields,
-        )
-    )
-    rollback(trainer, target.name, reason=what, backoff=True)

@@ -150,6 +150,10 @@ class ControlServer:
         atomic_write_json(path, endpoint, indent=None, perm=0o600)  # the secret: readable by the owner only
         self._thread.start()
 
+    def publish(self, status: dict[str, Any]) -> None:
+        """What `status` answers from now on (the trainer's step, stage, state, branch)."""
+        self.status = status
+
     def pending(self) -> list[PendingCommand]:
         """Commands received since the last call (never blocks)."""
         items = []

@@ -74,6 +74,26 @@ def all_min(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return tensor
 
 
+def average_loss_gradients(loss_fn: nn.Module, info: DistInfo) -> None:
+    """DDP averages the model's gradients; the loss's learnable weights' gradients are averaged here."""
+    if not info.enabled:
+        return
+    for param in loss_fn.parameters():
+        if param.grad is not None:
+            dist.all_reduce(param.grad)
+            param.grad /= info.world_size
+
+
+def agree_on_step(ok: torch.Tensor, total: torch.Tensor, info: DistInfo) -> tuple[torch.Tensor, torch.Tensor]:
+    """The step is applied only where every rank's was finite, and its loss is the ranks' mean (on the device)."""
+    if not info.enabled:
+        return ok, total
+    ok = all_min(ok, info)
+    total = total.clone()
+    dist.all_reduce(total)
+    return ok, total / info.world_size
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

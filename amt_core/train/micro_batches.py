@@ -1,27 +1,35 @@
-"""Forward and backward of one batch in micro-batches (gradient accumulation: the batch's gradient, in pieces that
-fit in memory), with MixUp per micro-batch, and the probe that finds the largest micro-batch that fits on a GPU."""
+"""The training step: forward and backward of one batch in micro-batches (gradient accumulation: the batch's
+gradient, in pieces that fit in memory) with MixUp per micro-batch, then the gradients' checks and the update; and
+the probe that finds the largest micro-batch that fits on a GPU. They read the trainer through `TrainerView`."""
 
 from __future__ import annotations
 
 import contextlib
+import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import torch
 
 from amt_core.accel.precision import autocast
-from amt_core.train import memory, parts
+from amt_core.train import ddp, memory, parts
 from amt_core.train.events import Anomaly
 from amt_core.train.mixup import mixup_batch
+from amt_core.train.stability import process_gradients
+from amt_core.train.step_results import StepResult
 
 if TYPE_CHECKING:
-    from amt_core.train.trainer import Trainer
+    from amt_core.train.state import TrainState
+    from amt_core.train.view import TrainerView
 
 
-def forward_backward(trainer: Trainer, batch: dict) -> tuple[torch.Tensor, dict, dict, torch.Tensor]:
-    """Forward and backward over `trainer.micro_batch`-sized pieces; returns the loss, the terms, how many samples
-    each term saw, and the per-sample errors, all on the device. Gradients accumulate in the parameters."""
+def forward_backward(
+    trainer: TrainerView, batch: dict, micro_batch: int
+) -> tuple[torch.Tensor, dict, dict, torch.Tensor]:
+    """Forward and backward over `micro_batch`-sized pieces; returns the loss, the terms, how many samples each term
+    saw, and the per-sample errors, all on the device. Gradients accumulate in the parameters."""
     size = batch["image"].shape[0]
-    starts = list(range(0, size, trainer.micro_batch))
+    starts = list(range(0, size, micro_batch))
     total = torch.zeros((), device=trainer.device)
     terms: dict[str, torch.Tensor] = {}
     counts: dict[str, torch.Tensor] = {}
@@ -29,7 +37,7 @@ def forward_backward(trainer: Trainer, batch: dict) -> tuple[torch.Tensor, dict,
     epoch = trainer.epoch()
     tc = trainer.tc
     for i, start in enumerate(starts):
-        chunk = parts.slice_batch(batch, start, min(start + trainer.micro_batch, size))
+        chunk = parts.slice_batch(batch, start, min(start + micro_batch, size))
         share = chunk["image"].shape[0] / size
         last = i == len(starts) - 1
         sync = contextlib.nullcontext() if last or not trainer.dist.enabled else trainer.model.no_sync()
@@ -50,7 +58,7 @@ def forward_backward(trainer: Trainer, batch: dict) -> tuple[torch.Tensor, dict,
     return total, terms, counts, torch.cat(errors)
 
 
-def _mixup(trainer: Trainer, chunk: dict, index: int):
+def _mixup(trainer: TrainerView, chunk: dict, index: int):
     """MixUp drawn from a generator seeded by (seed, step, micro-batch): reproducible without saved state."""
     if not trainer.config.mixup.enabled:
         return chunk, None
@@ -59,26 +67,89 @@ def _mixup(trainer: Trainer, chunk: dict, index: int):
     return mixed, (mix if mixed is not chunk else None)
 
 
-def probe_micro_batch(trainer: Trainer) -> None:
-    """On CUDA with dynamic_batch: the largest micro-batch that fits, tried on the first batch, which is then put
-    back (the plan goes back one batch and the loader restarts there)."""
-    if not (trainer.tc.dynamic_batch and trainer.device.type == "cuda"):
-        return
-    batch = trainer.next_batch()
-    batch.pop("index")
-    batch = parts.to_device(batch, trainer.device)
+def probe_micro_batch(trainer: TrainerView, optimizer: torch.optim.Optimizer, batch: dict) -> int:
+    """The largest micro-batch (up to the local batch) whose forward and backward fit on the device, tried on
+    `batch` (on the device, without its `index`); the gradients are cleared and the RNG streams left as they were."""
 
     def attempt(size: int) -> None:
-        trainer.micro_batch = size
-        forward_backward(trainer, batch)
-        trainer.optimizer.zero_grad(set_to_none=True)
+        forward_backward(trainer, batch, size)
+        optimizer.zero_grad(set_to_none=True)
 
     with torch.random.fork_rng(devices=[trainer.device]):
-        trainer.micro_batch = memory.find_micro_batch(attempt, trainer.local_batch, trainer.device)
-    trainer.optimizer.zero_grad(set_to_none=True)
-    trainer.plan.position -= 1
-    trainer.feed.restart()
-    if trainer.micro_batch < trainer.local_batch:
-        trainer.events.write(
-            Anomaly(step=trainer.step, what="out_of_memory", action="micro_batch", micro_batch=trainer.micro_batch)
+        size = memory.find_micro_batch(attempt, trainer.local_batch, trainer.device)
+    optimizer.zero_grad(set_to_none=True)
+    return size
+
+
+class MicroBatches:
+    """The micro-batch size a step runs in (kept in the train state) and how it adapts on CUDA with dynamic_batch:
+    probed on the first batch, halved when a step runs out of memory."""
+
+    def __init__(self, state: TrainState, local_batch: int, dynamic: bool) -> None:
+        self.state, self.local_batch, self.dynamic = state, local_batch, dynamic
+
+    def step(self, trainer: TrainerView, batch: dict, indices: list[int]) -> StepResult:
+        """One optimizer step on `batch` (on the device); its results stay on the device (`StepResult`)."""
+        t0 = time.monotonic()
+        total, terms, counts, errors = self.forward_backward(trainer, batch, indices)
+        ddp.average_loss_gradients(trainer.loss_fn, trainer.dist)
+        optimizer, state = trainer.optimizer, trainer.state
+        ok, norms = process_gradients(optimizer.param_groups, total, trainer.config.stability)
+        ok, total = ddp.agree_on_step(ok, total, trainer.dist)
+        trainer.stages.set_learning_rates(optimizer.param_groups, state.step, state.train_time_s, state.lr_scale, ok)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return StepResult(
+            step=state.step + 1,
+            indices=indices,
+            ok=ok,
+            loss=total,
+            terms=terms,
+            counts=counts,
+            norms=norms,
+            errors=errors,
+            time_s=time.monotonic() - t0,
         )
+
+    def forward_backward(self, trainer: TrainerView, batch: dict, indices: list[int]) -> tuple:
+        """`forward_backward` in the current micro-batch size; an OOM halves it (when dynamic) and tries again."""
+        while True:
+            try:
+                return forward_backward(trainer, batch, self.state.micro_batch)
+            except RuntimeError as err:
+                if not (self.dynamic and memory.is_oom(err) and self.state.micro_batch > 1):
+                    raise
+                trainer.optimizer.zero_grad(set_to_none=True)
+                memory.release_memory()
+                self.state.micro_batch //= 2
+                trainer.events.write(
+                    Anomaly(
+                        step=trainer.step,
+                        what="out_of_memory",
+                        action="micro_batch_halved",
+                        micro_batch=self.state.micro_batch,
+                        batch=indices,
+                    )
+                )
+
+    def probe(self, trainer: TrainerView, batch: dict) -> None:
+        """Set the largest micro-batch that fits, tried on `batch` (a batch of the plan)."""
+        batch = parts.to_device({k: v for k, v in batch.items() if k != "index"}, trainer.device)
+        self.state.micro_batch = probe_micro_batch(trainer, trainer.optimizer, batch)
+        if self.state.micro_batch < self.local_batch:
+            trainer.events.write(
+                Anomaly(
+                    step=trainer.step, what="out_of_memory", action="micro_batch", micro_batch=self.state.micro_batch
+                )
+            )
+        return True
+
+    @contextlib.contextmanager
+    def fixed(self, size: int) -> Iterator[None]:
+        """Steps in micro-batches of `size`, an out-of-memory error raised rather than handled (benchmarks)."""
+        saved = self.state.micro_batch, self.dynamic
+        self.state.micro_batch, self.dynamic = size, False
+        try:
+            yield
+        finally:
+            self.state.micro_batch, self.dynamic = saved

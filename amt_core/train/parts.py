@@ -16,6 +16,17 @@ if TYPE_CHECKING:
     from amt_core.models import ModelConfig
 
 
+def resolve_device(name: str) -> torch.device:
+    """The device a run or a command asks for: `auto` is CUDA when visible, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError(
+            "this preset needs a CUDA GPU and none is visible; use --preset cpu or --set trainer.device=cpu"
+        )
+    return torch.device(name)
+
+
 def build_model(config: ModelConfig) -> nn.Module:
     """The model a resolved configuration describes (`RunConfig.model`), with a bad configuration as UserError."""
     from amt_core.models import model_from_config

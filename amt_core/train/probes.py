@@ -14,16 +14,16 @@ import torch
 from amt_core.accel.precision import autocast
 from amt_core.train import parts
 from amt_core.train.events import Diagnostics, Snapshot
-from amt_core.train.hooks import PeriodicHook
+from amt_core.train.hooks import NOTHING, Actions, PeriodicHook
 from amt_core.train.snapshot import write_snapshot
 
 if TYPE_CHECKING:
     from amt_core.metrics.grad_share import GradShare
-    from amt_core.train.trainer import Trainer
+    from amt_core.train.view import TrainerView
 
 
 @contextlib.contextmanager
-def inference(trainer: Trainer) -> Iterator[None]:
+def inference(trainer: TrainerView) -> Iterator[None]:
     """Eval mode, no grad, the run's precision, and the training RNG streams untouched (so probes never change a
     run)."""
     devices = [trainer.device] if trainer.device.type == "cuda" else []
@@ -39,7 +39,7 @@ def inference(trainer: Trainer) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def training_forward(trainer: Trainer) -> Iterator[None]:
+def training_forward(trainer: TrainerView) -> Iterator[None]:
     """Train mode with gradients, the run's precision, eager, the training RNG streams untouched, and the module's
     buffers (batch-norm statistics) put back afterwards: a forward the run never sees."""
     from amt_core.train.compile import run_eagerly
@@ -58,7 +58,7 @@ def training_forward(trainer: Trainer) -> Iterator[None]:
                         buffer.copy_(buffers[name])
 
 
-def trunk_gradient_share(trainer: Trainer, batch: dict) -> GradShare | None:
+def trunk_gradient_share(trainer: TrainerView, batch: dict) -> GradShare | None:
     """Each weighted loss term's share of the gradient at the model's trunk, on the first micro-batch of `batch`
     (what fits in memory), as the optimizer's loss weighs the terms (stage multipliers included; no MixUp). None when
     the model has no trunk."""
@@ -67,7 +67,7 @@ def trunk_gradient_share(trainer: Trainer, batch: dict) -> GradShare | None:
     trunk = trunk_of(trainer.module)
     if trunk is None:
         return None
-    chunk = parts.slice_batch(batch, 0, min(trainer.micro_batch, int(batch["image"].shape[0])))
+    chunk = parts.slice_batch(batch, 0, min(trainer.state.micro_batch, int(batch["image"].shape[0])))
     epoch = trainer.epoch()
 
     def weighted_terms(output: Any, chunk: dict) -> dict[str, torch.Tensor]:
@@ -81,10 +81,10 @@ class DiagnosticsHook(PeriodicHook):
     """Every `diag_every` steps: prediction std against the ground truth's, attention entropy by layer, gradient norm
     by parameter group, each loss term's gradient share at the trunk, on the last training batch."""
 
-    def run(self, trainer: Trainer) -> None:
+    def run(self, trainer: TrainerView) -> Actions:
         batch = trainer.last_batch
         if not trainer.is_main or batch is None:
-            return
+            return NOTHING
         from amt_core.metrics.diagnostics import COLLAPSE_STD_M, attention_entropy, prediction_std
 
         with inference(trainer):
@@ -103,6 +103,7 @@ class DiagnosticsHook(PeriodicHook):
         trainer.events.write(
             Diagnostics(step=trainer.step, grad_norm=trainer.last_norms, attention_entropy=entropy, **fields)
         )
+        return NOTHING
 
 
 class SnapshotHook(PeriodicHook):
@@ -113,10 +114,11 @@ class SnapshotHook(PeriodicHook):
         super().__init__(every)
         self._batch: dict | None = None
 
-    def run(self, trainer: Trainer) -> None:
+    def run(self, trainer: TrainerView) -> Actions:
         self.take(trainer, reason="periodic")
+        return NOTHING
 
-    def take(self, trainer: Trainer, reason: str) -> str | None:
+    def take(self, trainer: TrainerView, reason: str) -> str | None:
         """Write a snapshot now; returns its path relative to the run directory (None on ranks above 0)."""
         if not trainer.is_main:
             return None
@@ -129,7 +131,7 @@ class SnapshotHook(PeriodicHook):
         trainer.events.write(Snapshot(step=trainer.step, path=relative, samples=samples, reason=reason))
         return relative
 
-    def _visualization_batch(self, trainer: Trainer) -> dict:
+    def _visualization_batch(self, trainer: TrainerView) -> dict:
         if self._batch is None:
             from torch.utils.data import default_collate
 

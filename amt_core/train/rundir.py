@@ -99,6 +99,11 @@ class RunDir:
         """Whether the folder already holds a run (events or checkpoints)."""
         return (self.path / EVENTS_FILE).exists() or any(self.checkpoints.glob("step_*"))
 
+    def refuse_existing_run(self) -> None:
+        """A new run may not start where one is (`has_run`)."""
+        if self.has_run():
+            raise UserError(f"run directory {self.path} already holds a run; pass --resume or choose another --run-dir")
+
     def is_run(self) -> bool:
         """Whether a trainer wrote this folder: a run config of ours, events of ours, a checkpoint, or the lock file
         of a trainer killed before it wrote anything else."""

@@ -198,6 +198,28 @@ class StagePlan:
         factor = self.lr_factor(position) * lr_scale
         return self.config.lr * group_scale * factor
 
+    def total_steps(self, max_steps: int = 0) -> int:
+        """The plan's steps, or `max_steps` when that comes first (0: no limit)."""
+        total = sum(self.lengths)
+        return min(total, max_steps) if max_steps else total
+
+    def set_learning_rates(
+        self, param_groups: list[dict], step: int, train_time_s: float, lr_scale: float, ok: Any
+    ) -> None:
+        """Each optimizer group's rate for this step, on the device; 0 when the step is skipped (`ok` is a 0/1
+        tensor, so no host sync)."""
+        position = self.position(step, train_time_s)
+        for group in param_groups:
+            group["lr"].fill_(self.group_lr(group["group"], group["lr_scale"], position, lr_scale))
+            group["lr"].mul_(ok)
+
+    def current_lrs(
+        self, groups: list[str], scales: dict[str, float], step: int, train_time_s: float, lr_scale: float
+    ) -> dict[str, float]:
+        """The rate of each group at the last step (for the metrics event)."""
+        position = max(self.position(step, train_time_s) - 1, 0)
+        return {g: self.group_lr(g, scales.get(g, 1.0), position, lr_scale) for g in groups}
+
     def refresh_mining(self, step: int, plan: Any, refresh_every: int, pool_size: int, force: bool = False) -> bool:
         """Rebuild the batch plan's hard-case pool at a stage change (`force`), every `refresh_every` steps of a
         mining stage, and once when a stage without mining follows one that mined (to empty the pool). Returns
@@ -220,3 +242,4 @@ class StagePlan:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.stage, self.start_step = state["stage"], state["stage_start"]
         self.start_time_s, self.mining_at = state["stage_time_start"], state["mining_at"]
+        self.apply_to_loss()

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from amt_core.train import ddp
 
 if TYPE_CHECKING:
-    from amt_core.train.trainer import Trainer
+    from amt_core.train.trainer_config import TrainerConfig
 
 STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 """Signals that stop training after the step, with a checkpoint."""
@@ -52,6 +52,10 @@ class StopSignals:
         """The caught signal's name (SIGTERM, ...), or None."""
         return signal.Signals(self.received).name if self.received is not None else None
 
+    def adopt(self, signum: int) -> None:
+        """Act on `signum` as if caught here (under DDP, rank 0's signal on every rank); the first one counts."""
+        self.received = self.received or signum
+
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.received is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
@@ -78,23 +82,20 @@ def quiet_worker(worker_id: int) -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
-def limit_reached(trainer: Trainer) -> bool:
-    """A signal, max_steps or max_time_s (setting the trainer's stop reason); under DDP rank 0 decides, every
-    `check_every` steps, for all ranks."""
-    tc = trainer.tc
-    if tc.max_steps and trainer.step >= tc.max_steps:
-        trainer.stop_reason = trainer.stop_reason or "limit"
-        return True
-    signalled = trainer.signals.received
-    timed_out = bool(tc.max_time_s) and trainer.train_time_s >= tc.max_time_s
-    if trainer.dist.enabled:
-        if trainer.step % trainer.config.stability.check_every:
-            return False
-        signalled, timed_out = ddp.broadcast_object((signalled, timed_out), trainer.dist)
+def limit_reached(
+    step: int, train_time_s: float, tc: TrainerConfig, signals: StopSignals, dist: ddp.DistInfo, check_every: int
+) -> str | None:
+    """Why training ends here, if it does: "limit" (max_steps or max_time_s) or "signal". Under DDP rank 0 decides,
+    every `check_every` steps, for all ranks (its signal is adopted by the others)."""
+    if tc.max_steps and step >= tc.max_steps:
+        return "limit"
+    signalled = signals.received
+    timed_out = bool(tc.max_time_s) and train_time_s >= tc.max_time_s
+    if dist.enabled:
+        if step % check_every:
+            return None
+        signalled, timed_out = ddp.broadcast_object((signalled, timed_out), dist)
     if signalled is not None:
-        trainer.signals.received = trainer.signals.received or signalled  # rank 0's signal, on every rank
-        return True
-    if timed_out:
-        trainer.stop_reason = trainer.stop_reason or "limit"
-        return True
-    return False
+        signals.adopt(signalled)
+        return "signal"
+    return "limit" if timed_out else None

@@ -8,34 +8,31 @@ from typing import TYPE_CHECKING, Any
 
 from amt_core.train.evaluate import evaluate
 from amt_core.train.events import Anomaly, Validation
-from amt_core.train.hooks import PeriodicHook
+from amt_core.train.hooks import NOTHING, Actions, MarkBest, PeriodicHook
 from amt_core.train.probes import inference
 
 if TYPE_CHECKING:
-    from amt_core.train.trainer import Trainer
+    from amt_core.train.view import TrainerView
 
 
 class Validator(PeriodicHook):
-    """Every `eval_every` steps (0: never): a `validation` event; a new best MPJPE marks the step's checkpoint as the
-    best one (saved now or by the checkpoint hook)."""
+    """Every `eval_every` steps (0: never): a `validation` event; a new best MPJPE asks for the step's checkpoint to
+    be kept as the best one (saved now or by the checkpoint hook)."""
 
     def __init__(self, every: int) -> None:
         super().__init__(every)
         self.best_mpjpe_mm: float | None = None
         self._not_learning = False  # warned, and not recovered since
 
-    def after_step(self, trainer: Trainer) -> None:
+    def after_step(self, trainer: TrainerView) -> Actions:
         first = trainer.tc.eval_first
         if first and trainer.step == first and (not self.every or first % self.every):
-            self.run(trainer)  # the early one (a run with eval_every=0 gets it too: it asked for it)
-        super().after_step(trainer)
+            return self.run(trainer)  # the early one (a run with eval_every=0 gets it too: it asked for it)
+        return super().after_step(trainer)
 
-    def run(self, trainer: Trainer) -> None:
-        self.validate(trainer)
-
-    def validate(self, trainer: Trainer) -> dict | None:
+    def run(self, trainer: TrainerView) -> Actions:
         if not trainer.is_main:
-            return None
+            return NOTHING
         tc = trainer.tc
         with inference(trainer):
             metrics = evaluate(
@@ -54,10 +51,10 @@ class Validator(PeriodicHook):
         finite = isinstance(value, float) and math.isfinite(value)
         if finite and (self.best_mpjpe_mm is None or value < self.best_mpjpe_mm):
             self.best_mpjpe_mm = value
-            trainer.checkpointer.best_pending = True
-        return metrics
+            return (MarkBest(),)
+        return NOTHING
 
-    def _check_learning(self, trainer: Trainer, metrics: dict) -> None:
+    def _check_learning(self, trainer: TrainerView, metrics: dict) -> None:
         """Warn once (until it recovers) when, after the first stage, validation is no better than the mean pose."""
         model, reference = metrics.get("mpjpe_mm"), metrics.get("ref_mean_pose_mpjpe_mm")
         if model is None or reference is None or trainer.stage == 0:
