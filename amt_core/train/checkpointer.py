@@ -23,7 +23,8 @@ from amt_core.accel.fp8_state import load_weights, split_extra_state
 from amt_core.errors import UserError
 from amt_core.train import checkpoint as ckpt_io
 from amt_core.train import ddp, parts
-from amt_core.train.events import Anomaly, Checkpoint, EventWriter, Rollback, Stage
+from amt_core.train.events import Checkpoint, EventWriter, LossExplosion, NonFiniteRun, Rollback, Stage
+from amt_core.train.kinds import AnomalyKind, CheckpointReason
 from amt_core.train.rng import rng_state, set_rng_state
 from amt_core.train.rundir import RunDir
 
@@ -145,7 +146,7 @@ class Checkpointer:
             ckpt_io.point_latest(self.folder, name)
         self.best_pending = False
 
-    def save(self, reason: str, step: int, stage: int) -> str:
+    def save(self, reason: CheckpointReason, step: int, stage: int) -> str:
         """Write a checkpoint (rank 0), prune, and write its event; returns its name. `stage` is 0-based."""
         name = ckpt_io.checkpoint_name(step, self.branch)
         best = self.best_pending
@@ -153,7 +154,11 @@ class Checkpointer:
             previous_best, self.best_checkpoint, self.best_pending = self.best_checkpoint, name, False
         retain = tuple(
             r
-            for r, yes in (("manual", reason == "command"), ("stage_end", reason == "stage_end"), ("best", best))
+            for r, yes in (
+                ("manual", reason == CheckpointReason.COMMAND),
+                ("stage_end", reason == CheckpointReason.STAGE_END),
+                ("best", best),
+            )
             if yes
         )
         if self.is_main:
@@ -262,18 +267,12 @@ class Checkpointer:
         if train.rollbacks > stability.max_rollbacks or target is None:
             done, step = train.rollbacks - 1, trouble.step
             raise TrainingFailed(f"{trouble.what} at step {step} after {done} rollbacks; lower the learning rate")
+        event = LossExplosion if trouble.what == AnomalyKind.EXPLOSION else NonFiniteRun
+        lr_scale = train.lr_scale * stability.lr_backoff
         self.events.write(
-            Anomaly(
-                step=trouble.step,
-                what=trouble.what,
-                loss=trouble.loss,
-                action="rollback",
-                checkpoint=target.name,
-                lr_scale=train.lr_scale * stability.lr_backoff,
-                **trouble.fields,
-            )
+            event(step=trouble.step, loss=trouble.loss, checkpoint=target.name, lr_scale=lr_scale, **trouble.fields)
         )
-        self.rollback(target.name, reason=trouble.what, lr_backoff=stability.lr_backoff)
+        self.rollback(target.name, reason=str(trouble.what), lr_backoff=stability.lr_backoff)
 
     def state_dict(self) -> dict[str, Any]:
         return {"best_checkpoint": self.best_checkpoint}

@@ -169,20 +169,12 @@ class State(Event):
 class Anomaly(Event):
     """Something went wrong and was handled: the fields every anomaly has. Each kind is a subclass below with its
     own fields (`LossExplosion`, ...); this class itself stands for a kind this reader does not know (a newer
-    trainer's), with `what` as the line's string.
-
-    `Anomaly(what="explosion", ...)` builds the kind's class (`LossExplosion`): call sites written before the
-    subclasses keep working while they move to the subclasses."""
+    trainer's), with `what` as the line's string."""
 
     kind: ClassVar[str] = "anomaly"
     what: AnomalyKind | str
     action: AnomalyAction | None = None
     message: str | None = None
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> Anomaly:
-        if cls is Anomaly:
-            cls = ANOMALY_TYPES.get(kwargs.get("what"), Anomaly)
-        return object.__new__(cls)
 
     def __post_init__(self) -> None:
         expected = ANOMALY_TYPES.get(self.what, Anomaly)

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from amt_core.train.kinds import CheckpointReason, StopReason
+
 if TYPE_CHECKING:
     from amt_core.train.view import TrainerView
 
@@ -18,7 +20,7 @@ if TYPE_CHECKING:
 class Save:
     """Write a checkpoint now; with `once`, only when none was written at this step yet."""
 
-    reason: str
+    reason: CheckpointReason
     once: bool = False
 
 
@@ -34,7 +36,7 @@ class SetStage:
 class Stop:
     """End the run after this step."""
 
-    reason: str
+    reason: StopReason
 
 
 @dataclass(frozen=True)
@@ -90,8 +92,8 @@ class StageEndHook(Hook):
             return NOTHING
         # Switch first, then save: the checkpoint resumes in the new stage, as the run goes on.
         if trainer.stage + 1 < len(trainer.stages.stages):
-            return SetStage(trainer.stage + 1, reason="plan"), Save("stage_end")
-        return Stop("finished"), Save("stage_end")
+            return SetStage(trainer.stage + 1, reason="plan"), Save(CheckpointReason.STAGE_END)
+        return Stop(StopReason.FINISHED), Save(CheckpointReason.STAGE_END)
 
 
 class CheckpointHook(PeriodicHook):
@@ -102,9 +104,9 @@ class CheckpointHook(PeriodicHook):
             return NOTHING  # saved at this step already (a stage end), best included
         actions: list[Action] = []
         if self.every and trainer.step % self.every == 0:
-            actions.append(Save("periodic"))
-        if trainer.checkpointer.best_pending:
-            actions.append(Save("best", once=True))  # a new best validation between periodic saves: keep it
+            actions.append(Save(CheckpointReason.PERIODIC))
+        if trainer.checkpointer.best_pending:  # a new best validation between periodic saves: keep it
+            actions.append(Save(CheckpointReason.BEST, once=True))
         return actions
 
 

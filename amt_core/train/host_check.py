@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from amt_core.train.events import Anomaly, EventWriter
+from amt_core.train.events import EventWriter, NonFiniteStep
+from amt_core.train.kinds import AnomalyKind
 from amt_core.train.step_results import StepResult, read_back
 
 if TYPE_CHECKING:
@@ -22,8 +23,8 @@ class Trouble:
     """A step after which the run cannot go on as it is: the trainer rolls back."""
 
     step: int
-    what: str
-    """explosion (a loss spike) or non_finite_run (too many skipped steps in a row)."""
+    what: AnomalyKind
+    """EXPLOSION (a loss spike) or NON_FINITE_RUN (too many skipped steps in a row)."""
     loss: float
     fields: dict[str, Any] = field(default_factory=dict)
     """What the anomaly event adds (the spike's median and batch)."""
@@ -56,23 +57,16 @@ class HostCheck:
                 state.skipped += 1
                 state.consecutive_nonfinite += 1
                 events.write(
-                    Anomaly(
-                        step=entry.step,
-                        what="non_finite",
-                        loss=entry.loss,
-                        batch=entry.indices,
-                        action="skipped",
-                        skipped_total=state.skipped,
-                    )
+                    NonFiniteStep(step=entry.step, loss=entry.loss, batch=entry.indices, skipped_total=state.skipped)
                 )
                 if state.consecutive_nonfinite >= self.stability.max_consecutive_nonfinite:
-                    return last_norms, Trouble(entry.step, "non_finite_run", entry.loss)
+                    return last_norms, Trouble(entry.step, AnomalyKind.NON_FINITE_RUN, entry.loss)
                 continue
             state.consecutive_nonfinite = 0
             median = self.spike.median()
             if self.spike.check(entry.loss):
                 fields = {"median": median, "batch": entry.indices}
-                return last_norms, Trouble(entry.step, "explosion", entry.loss, fields)
+                return last_norms, Trouble(entry.step, AnomalyKind.EXPLOSION, entry.loss, fields)
             self.window.add_step(entry.loss, entry.time_s, entry.terms)
             self.plan.record_errors(entry.indices, entry.errors)
         self.window.images += len(steps) * self.batch_size

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from amt_core.train import memory
-from amt_core.train.events import Anomaly, Metrics
+from amt_core.train.events import DataBound, Metrics
 from amt_core.train.hooks import NOTHING, Actions, PeriodicHook
 
 if TYPE_CHECKING:
@@ -49,9 +49,7 @@ class MetricsHook(PeriodicHook):
                 f"the trainer waited for data {100 * data_share:.0f}% of the time; pre-render shards "
                 "(amt-core synth) and train on --data synth:DIR, or raise trainer.num_workers"
             )
-            trainer.events.write(
-                Anomaly(step=trainer.step, what="data_bound", data_share=data_share, action="none", message=message)
-            )
+            trainer.events.write(DataBound(step=trainer.step, data_share=data_share, message=message))
         terms = window.term_means()
         trainer.events.write(
             Metrics(

@@ -13,7 +13,8 @@ import torch
 
 from amt_core.accel.precision import autocast
 from amt_core.train import ddp, memory, parts
-from amt_core.train.events import Anomaly
+from amt_core.train.events import OutOfMemory
+from amt_core.train.kinds import AnomalyAction
 from amt_core.train.mixup import mixup_batch
 from amt_core.train.stability import process_gradients
 from amt_core.train.step_results import StepResult
@@ -122,26 +123,15 @@ class MicroBatches:
                 trainer.optimizer.zero_grad(set_to_none=True)
                 memory.release_memory()
                 self.state.micro_batch //= 2
-                trainer.events.write(
-                    Anomaly(
-                        step=trainer.step,
-                        what="out_of_memory",
-                        action="micro_batch_halved",
-                        micro_batch=self.state.micro_batch,
-                        batch=indices,
-                    )
-                )
+                trainer.events.write(OutOfMemory(step=trainer.step, micro_batch=self.state.micro_batch, batch=indices))
 
     def probe(self, trainer: TrainerView, batch: dict) -> None:
         """Set the largest micro-batch that fits, tried on `batch` (a batch of the plan)."""
         batch = parts.to_device({k: v for k, v in batch.items() if k != "index"}, trainer.device)
         self.state.micro_batch = probe_micro_batch(trainer, trainer.optimizer, batch)
         if self.state.micro_batch < self.local_batch:
-            trainer.events.write(
-                Anomaly(
-                    step=trainer.step, what="out_of_memory", action="micro_batch", micro_batch=self.state.micro_batch
-                )
-            )
+            micro, action = self.state.micro_batch, AnomalyAction.MICRO_BATCH
+            trainer.events.write(OutOfMemory(step=trainer.step, action=action, micro_batch=micro))
         return True
 
     @contextlib.contextmanager

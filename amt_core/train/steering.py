@@ -14,6 +14,7 @@ from amt_core.errors import UserError
 from amt_core.train import ddp
 from amt_core.train.control import Command, ControlServer, PendingCommand
 from amt_core.train.events import CommandApplied, State
+from amt_core.train.kinds import CheckpointReason, StopReason, TrainerState
 from amt_core.train.stopping import StopSignals, limit_reached
 from amt_core.train.view import TrainerView
 
@@ -34,7 +35,7 @@ class Steerable(TrainerView, Protocol):
     def snapshots(self) -> Snapshots: ...
 
     def check(self) -> bool: ...
-    def save(self, reason: str) -> str: ...
+    def save(self, reason: CheckpointReason) -> str: ...
     def set_stage(self, stage: int, reason: str) -> None: ...
     def rollback(self, name: str, reason: str, backoff: bool) -> None: ...
 
@@ -44,7 +45,7 @@ class Steering:
 
     def __init__(self) -> None:
         self.paused = False
-        self.stop_reason: str | None = None
+        self.stop_reason: StopReason | None = None
         """finished, limit or command once the loop is to end (a signal is `signals.received`)."""
         self.signals = StopSignals()
         self.server: ControlServer | None = None
@@ -68,9 +69,10 @@ class Steering:
         if not paused:
             trainer.state.restart_timer()
             trainer.window.reopen()
-        trainer.events.write(State(step=trainer.step, state="paused" if paused else "running"))
+        state = TrainerState.PAUSED if paused else TrainerState.RUNNING
+        trainer.events.write(State(step=trainer.step, state=state))
 
-    def request_stop(self, reason: str) -> None:
+    def request_stop(self, reason: StopReason) -> None:
         self.stop_reason = reason
 
     def should_stop(self, trainer: TrainerView) -> bool:
@@ -79,20 +81,24 @@ class Steering:
             return True
         state, check_every = trainer.state, trainer.config.stability.check_every
         reason = limit_reached(state.step, state.train_time_s, trainer.tc, self.signals, trainer.dist, check_every)
-        if reason == "limit":
+        if reason is StopReason.LIMIT:
             self.stop_reason = reason
         return reason is not None
 
-    def outcome(self) -> tuple[str, str]:
+    def outcome(self) -> tuple[TrainerState, StopReason]:
         """(final state, reason): finished after the plan or a limit, stopped after a command or a signal."""
-        reason = "signal" if self.signals.received is not None else self.stop_reason or "limit"
-        return ("finished" if reason in ("finished", "limit") else "stopped"), reason
+        if self.signals.received is not None:
+            reason = StopReason.SIGNAL
+        else:
+            reason = self.stop_reason or StopReason.LIMIT
+        done = reason in (StopReason.FINISHED, StopReason.LIMIT)
+        return (TrainerState.FINISHED if done else TrainerState.STOPPED), reason
 
     def reply_at_stop(self, pending: PendingCommand) -> None:
         """Answer this `stop` command once the last checkpoint is written."""
         self._stop_replies.append(pending)
 
-    def answer_stop(self, state: str, step: int) -> None:
+    def answer_stop(self, state: TrainerState, step: int) -> None:
         """Reply to the `stop` commands waiting for the last checkpoint."""
         for pending in self._stop_replies:
             pending.finish(True, state=state, step=step)
@@ -108,7 +114,7 @@ class Reply:
 
 @dataclass(frozen=True)
 class StateReply(Reply):
-    state: str
+    state: TrainerState
     """The run state after the command: paused or running."""
 
 
@@ -148,23 +154,23 @@ class RollbackReply(Reply):
 
 def _pause(trainer: Steerable, arg: str | None) -> Reply:
     trainer.steering.set_paused(trainer, True)
-    return StateReply("paused")
+    return StateReply(TrainerState.PAUSED)
 
 
 def _resume(trainer: Steerable, arg: str | None) -> Reply:
     trainer.steering.set_paused(trainer, False)
-    return StateReply("running")
+    return StateReply(TrainerState.RUNNING)
 
 
 def _stop(trainer: Steerable, arg: str | None) -> Reply:
-    trainer.steering.request_stop("command")
+    trainer.steering.request_stop(StopReason.COMMAND)
     return StopReply()
 
 
 def _save(trainer: Steerable, arg: str | None) -> Reply:
     if not trainer.check():
         return RolledBackReply()
-    return SaveReply(trainer.save("command"))
+    return SaveReply(trainer.save(CheckpointReason.COMMAND))
 
 
 def _snapshot(trainer: Steerable, arg: str | None) -> Reply:
@@ -237,7 +243,7 @@ def publish_status(trainer: Steerable) -> None:
                 "step": trainer.step,
                 "stage": trainer.stage + 1,
                 "paused": steering.paused,
-                "state": "paused" if steering.paused else "running",
+                "state": TrainerState.PAUSED if steering.paused else TrainerState.RUNNING,
                 "branch": trainer.checkpointer.branch,
             }
         )

@@ -17,6 +17,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from amt_core.train import ddp
+from amt_core.train.kinds import StopReason
 
 if TYPE_CHECKING:
     from amt_core.train.trainer_config import TrainerConfig
@@ -84,11 +85,11 @@ def quiet_worker(worker_id: int) -> None:
 
 def limit_reached(
     step: int, train_time_s: float, tc: TrainerConfig, signals: StopSignals, dist: ddp.DistInfo, check_every: int
-) -> str | None:
-    """Why training ends here, if it does: "limit" (max_steps or max_time_s) or "signal". Under DDP rank 0 decides,
+) -> StopReason | None:
+    """Why training ends here, if it does: LIMIT (max_steps or max_time_s) or SIGNAL. Under DDP rank 0 decides,
     every `check_every` steps, for all ranks (its signal is adopted by the others)."""
     if tc.max_steps and step >= tc.max_steps:
-        return "limit"
+        return StopReason.LIMIT
     signalled = signals.received
     timed_out = bool(tc.max_time_s) and train_time_s >= tc.max_time_s
     if dist.enabled:
@@ -97,5 +98,5 @@ def limit_reached(
         signalled, timed_out = ddp.broadcast_object((signalled, timed_out), dist)
     if signalled is not None:
         signals.adopt(signalled)
-        return "signal"
-    return "limit" if timed_out else None
+        return StopReason.SIGNAL
+    return StopReason.LIMIT if timed_out else None

@@ -25,10 +25,11 @@ from amt_core.train import ddp, parts, steering
 from amt_core.train.checkpointer import Checkpointer, TrainingFailed
 from amt_core.train.config import RunConfig
 from amt_core.train.control import Command
-from amt_core.train.events import Anomaly, Error, EventWriter, Stage, State
+from amt_core.train.events import Error, EventWriter, SlowPrecision, Stage, State
 from amt_core.train.feed import BatchFeed
 from amt_core.train.hooks import Actions, CheckpointHook, MarkBest, ProgressHook, Save, SetStage, StageEndHook, Stop
 from amt_core.train.host_check import HostCheck, Trouble
+from amt_core.train.kinds import CheckpointReason, TrainerState
 from amt_core.train.metrics_hook import MetricsHook
 from amt_core.train.metrics_window import MetricsWindow
 from amt_core.train.micro_batches import MicroBatches
@@ -171,10 +172,10 @@ class Trainer:
             self.checkpointer.restore(self.checkpointer.load(target, resuming=True), full=True)
             self.feed.restart()
             self.checkpointer.resumed(target.name, self.step)
-            self.events.write(State(step=self.step, state="running", resumed_from=target.name))
+            self.events.write(State(step=self.step, state=TrainerState.RUNNING, resumed_from=target.name))
         else:
-            self.events.write(State(step=self.step, state="running"))
-            self.save("initial")
+            self.events.write(State(step=self.step, state=TrainerState.RUNNING))
+            self.save(CheckpointReason.INITIAL)
         reason = "resume" if target is not None else "start"
         self.events.write(Stage(step=self.step, stage=self.stage + 1, name=self.stages.config.name, reason=reason))
         self.state.restart_timer()
@@ -186,7 +187,7 @@ class Trainer:
         if self.is_main:
             self.view = ProgressView(self.tc.progress, self.stages.total_steps(self.tc.max_steps), self.step)
         if warning := self.precision_warning:
-            self.events.write(Anomaly(step=self.step, what="slow_precision", message=warning, action="none"))
+            self.events.write(SlowPrecision(step=self.step, message=warning))
             self.warn(warning)
         for hook in self.hooks:
             hook.before_train(self)
@@ -231,7 +232,7 @@ class Trainer:
         state, reason = self.steering.outcome()
         self.check()
         if self.checkpointer.last_step != self.step:
-            self.save("final" if state == "finished" else "stop")
+            self.save(CheckpointReason.FINAL if state == TrainerState.FINISHED else CheckpointReason.STOP)
         signal = self.steering.signals.name()
         self.events.write(State(step=self.step, state=state, reason=reason, signal=signal))
         self.steering.answer_stop(state, self.step)
@@ -303,7 +304,7 @@ class Trainer:
             self.feed.restart()
         return True
 
-    def save(self, reason: str) -> str:
+    def save(self, reason: CheckpointReason) -> str:
         """Write a checkpoint (rank 0) and its event; returns its name."""
         return self.checkpointer.save(reason, self.step, self.stage)
 
@@ -343,4 +344,4 @@ class Trainer:
             self.events.write(
                 Error(step=self.step, message=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
             )
-            self.events.write(State(step=self.step, state="failed"))
+            self.events.write(State(step=self.step, state=TrainerState.FAILED))

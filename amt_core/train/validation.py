@@ -6,8 +6,9 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from amt_core.metrics import keys
 from amt_core.train.evaluate import evaluate
-from amt_core.train.events import Anomaly, Validation
+from amt_core.train.events import NotLearning, Validation
 from amt_core.train.hooks import NOTHING, Actions, MarkBest, PeriodicHook
 from amt_core.train.probes import inference
 
@@ -47,7 +48,7 @@ class Validator(PeriodicHook):
             )
         trainer.events.write(Validation(step=trainer.step, metrics=metrics))
         self._check_learning(trainer, metrics)
-        value = metrics.get("mpjpe_mm")
+        value = metrics.get(keys.MPJPE_MM)
         finite = isinstance(value, float) and math.isfinite(value)
         if finite and (self.best_mpjpe_mm is None or value < self.best_mpjpe_mm):
             self.best_mpjpe_mm = value
@@ -56,7 +57,7 @@ class Validator(PeriodicHook):
 
     def _check_learning(self, trainer: TrainerView, metrics: dict) -> None:
         """Warn once (until it recovers) when, after the first stage, validation is no better than the mean pose."""
-        model, reference = metrics.get("mpjpe_mm"), metrics.get("ref_mean_pose_mpjpe_mm")
+        model, reference = metrics.get(keys.MPJPE_MM), metrics.get(keys.REF_MEAN_POSE_MPJPE_MM)
         if model is None or reference is None or trainer.stage == 0:
             return
         not_learning = model >= reference
@@ -66,14 +67,7 @@ class Validator(PeriodicHook):
                 f"pose {reference:.1f} mm"
             )
             trainer.events.write(
-                Anomaly(
-                    step=trainer.step,
-                    what="not_learning",
-                    message=message,
-                    mpjpe_mm=model,
-                    ref_mean_pose_mpjpe_mm=reference,
-                    action="none",
-                )
+                NotLearning(step=trainer.step, message=message, mpjpe_mm=model, ref_mean_pose_mpjpe_mm=reference)
             )
             trainer.warn(message)
         self._not_learning = not_learning
