@@ -26,10 +26,18 @@ python - "$run" "$tag" "$last" <<'PY'
 import hashlib, json, sys
 from pathlib import Path
 
+import torch
+from safetensors.torch import load_file
+
 run, tag, latest = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
 metrics = json.loads((run / "eval.json").read_text())
-weights = sorted(latest.glob("*.safetensors"))
-digest = hashlib.sha256(b"".join(p.read_bytes() for p in weights)).hexdigest()[:16]
+# the tensors, not the file: safetensors writes its metadata map in no fixed order
+digest = hashlib.sha256()
+for path in sorted(latest.glob("*.safetensors")):
+    tensors = load_file(path)
+    for key in sorted(tensors):
+        digest.update(key.encode() + tensors[key].contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+digest = digest.hexdigest()[:16]
 flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float))} if isinstance(metrics, dict) else metrics
 print(f"{tag} {latest.name} weights {digest}")
 print(json.dumps(flat, sort_keys=True))
