@@ -9,7 +9,7 @@ import torch
 import torch.multiprocessing as mp
 from helpers.toys import toy_config, toy_trainer
 
-from amt_core.train.checkpoint import latest_checkpoint, load_checkpoint
+from amt_core.train.checkpoint_files import latest_checkpoint, load_checkpoint
 
 STEPS = 4
 

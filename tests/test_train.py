@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from helpers.toys import ToyDataset, ToyModel, events_of, toy_config, toy_trainer
 
-from amt_core.train.checkpoint import latest_checkpoint, load_checkpoint
+from amt_core.train.checkpoint_files import latest_checkpoint, load_checkpoint
 from amt_core.train.sampler import BatchPlan
 
 

@@ -101,7 +101,7 @@ def test_train_first_checkpoint_when_safetensors_reports_a_full_disk(tmp_path, m
     """Injected: safetensors' own error for ENOSPC (its message carries 'os error 28', not an errno)."""
     from safetensors import SafetensorError
 
-    from amt_core.train import checkpoint as ckpt_io
+    from amt_core.train import checkpoint_files as ckpt_io
 
     def full(*args, **kwargs):
         raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")

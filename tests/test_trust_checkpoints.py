@@ -8,7 +8,7 @@ import json
 import torch
 from helpers.toys import events_of, toy_config, toy_trainer
 
-from amt_core.train import checkpoint as ckpt_io
+from amt_core.train import checkpoint_files as ckpt_io
 from amt_core.train.control import Command
 
 

@@ -15,7 +15,7 @@ from helpers.toys import ToyDataset, events_of, toy_config, toy_trainer
 
 from amt_core.cli import main
 from amt_core.errors import UserError
-from amt_core.train import checkpoint as ckpt_io
+from amt_core.train import checkpoint_files as ckpt_io
 from amt_core.train.control import ControlClient, ControlServer
 from amt_core.train.trainer import TrainingFailed
 

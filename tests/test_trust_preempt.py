@@ -15,7 +15,7 @@ import torch
 from helpers.toys import events_of
 
 from amt_core.commands.train import PREEMPTED_EXIT
-from amt_core.train.checkpoint import latest_checkpoint, load_checkpoint
+from amt_core.train.checkpoint_files import latest_checkpoint, load_checkpoint
 
 # The micro preset (2 + 2 + 2 steps) with two loader workers, so a signal to the group reaches them too.
 TRAIN = [sys.executable, "-m", "amt_core", "train", "--preset", "micro", "--set", "trainer.num_workers=2"]

@@ -7,7 +7,7 @@ the train state, the stage plan, the optimizer, the loss, the batch plan, the sp
 validator); it never sees the trainer. A checkpoint holds the model's weights, the parts' state in the layout of the
 checkpoint format (`training_state`; checkpoints written before the parts existed load) and the run's config.json
 (from the `info` callable). The files themselves (atomic writes, names, `latest`, `retain.json`, pruning) are
-`amt_core.train.checkpoint`'s.
+`amt_core.train.checkpoint_files`'s.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from torch import nn
 
 from amt_core.accel.fp8_state import load_weights, split_extra_state
 from amt_core.errors import UserError
-from amt_core.train import checkpoint as ckpt_io
+from amt_core.train import checkpoint_files as ckpt_io
 from amt_core.train import ddp, parts
 from amt_core.train.events import Checkpoint, EventWriter, LossExplosion, NonFiniteRun, Rollback, Stage
 from amt_core.train.kinds import AnomalyKind, CheckpointReason

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from amt_core.accel.checkpointing import transformer_blocks
+from amt_core.accel.recompute import transformer_blocks
 from amt_core.errors import UserError
 
 MODES: tuple[str, ...] = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")

@@ -3,7 +3,7 @@ micro-batch that fits (found at start and after OOM).
 
 The global batch stays what the preset asked for: when a micro-batch smaller than the per-rank batch is needed,
 the trainer accumulates gradients over several micro-batches. On the CPU the search is a no-op. Per-block
-checkpointing policies live in `amt_core.accel.checkpointing`.
+checkpointing policies live in `amt_core.accel.recompute`.
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from amt_core.accel.attention import attention_backend_reason, set_attention_backend
-from amt_core.accel.checkpointing import make_policy, set_recompute_context
 from amt_core.accel.fp8 import Fp8Report, prepare_fp8
+from amt_core.accel.recompute import make_policy, set_recompute_context
 from amt_core.train import ddp
 from amt_core.train.compile import compile_model
 from amt_core.train.trainer_config import TrainerConfig

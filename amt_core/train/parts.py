@@ -145,7 +145,7 @@ def reference_pose_of(folder) -> torch.Tensor | None:
     checkpoint, or one written before the first step)."""
     import json
 
-    from amt_core.train.checkpoint import CONFIG_FILE, resolve_checkpoint
+    from amt_core.train.checkpoint_files import CONFIG_FILE, resolve_checkpoint
 
     try:
         meta = json.loads((resolve_checkpoint(folder) / CONFIG_FILE).read_text())
@@ -165,7 +165,7 @@ def model_from_checkpoint(path: str, device: torch.device):
     Raises:
         UserError: no checkpoint there, a corrupt one, or weights that do not fit the stored model.
     """
-    from amt_core.train.checkpoint import load_checkpoint
+    from amt_core.train.checkpoint_files import load_checkpoint
     from amt_core.train.config import config_from_dict
 
     checkpoint = load_checkpoint(path, with_state=False)

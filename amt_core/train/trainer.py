@@ -20,7 +20,7 @@ from torch import nn
 from amt_core.accel.precision import check_precision
 from amt_core.errors import UserError
 from amt_core.metrics.reference import MeanPose
-from amt_core.train import checkpoint as ckpt_io
+from amt_core.train import checkpoint_files as ckpt_io
 from amt_core.train import ddp, parts, steering
 from amt_core.train.checkpointer import Checkpointer, TrainingFailed
 from amt_core.train.config import RunConfig

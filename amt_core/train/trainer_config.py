@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from amt_core.accel.checkpointing import make_policy
 from amt_core.accel.fp8 import Fp8Config
+from amt_core.accel.recompute import make_policy
 from amt_core.errors import UserError
 from amt_core.train.compile import MODES as compile_modes
 from amt_core.train.kinds import AttentionKernel, Device, Precision, ProgressStyle, checked

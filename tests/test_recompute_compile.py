@@ -14,8 +14,8 @@ import torch.utils.checkpoint as torch_checkpoint
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from amt_core.accel import checkpointing
-from amt_core.accel.checkpointing import (
+from amt_core.accel import recompute
+from amt_core.accel.recompute import (
     EveryNth,
     FullCheckpointing,
     NoCheckpointing,
@@ -147,9 +147,7 @@ def test_recompute_context_is_entered_in_the_forward_and_again_in_the_recomputat
         entered[kind] += 1
         yield
 
-    assert checkpointing.set_recompute_context(model, lambda: (counting("forward"), counting("recompute"))) == len(
-        wrapped
-    )
+    assert recompute.set_recompute_context(model, lambda: (counting("forward"), counting("recompute"))) == len(wrapped)
     expected = _train_step(copy.deepcopy(amt), _batch())
     got = _train_step(model, _batch())
     # once per block call (the refinement block runs once per refinement step), and once more per call in backward
@@ -259,7 +257,7 @@ def test_checkpoint_runs_only_in_training_with_grad(amt, monkeypatch):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(checkpointing.torch_checkpoint, "checkpoint", counting)
+    monkeypatch.setattr(recompute.torch_checkpoint, "checkpoint", counting)
     model = copy.deepcopy(amt)
     blocks = len(FullCheckpointing().apply(model))
     with torch.no_grad():

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from amt_core.errors import UserError
-from amt_core.train.checkpoint import (
+from amt_core.train.checkpoint_files import (
     clean_temporary,
     latest_checkpoint,
     list_checkpoints,
@@ -25,7 +25,7 @@ from amt_core.train.checkpoint import (
 WRITER = textwrap.dedent(
     """
     import sys, torch
-    from amt_core.train.checkpoint import save_checkpoint
+    from amt_core.train.checkpoint_files import save_checkpoint
     folder = sys.argv[1]
     for step in range(1, 10_000):
         weights = {f"w{i}": torch.full((512, 1024), float(step)) for i in range(8)}  # 16 MiB a checkpoint
