@@ -4,5 +4,6 @@
 nothing of amt_core but `errors` and `paths`, so the attention layer in `amt_core.models` may ask the probe which
 kernels can run; everything else here sits above `amt_core.models` and below `amt_core.train`: the attention
 autotuner (`attention`), `precision`, FP8 conversion (`fp8`), its measured size threshold (`fp8_threshold`) and its
-state in checkpoints (`fp8_state`), and the activation-checkpointing policies (`recompute`: which activations are recomputed in backward).
+state in checkpoints (`fp8_state`), and the activation-checkpointing policies (`recompute`: which activations are
+recomputed in the backward pass).
 """
