@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("pytestqt")
-from test_studio_state import projected_vertices_on_mask, write_run  # noqa: E402
+from helpers.studio import projected_vertices_on_mask, write_run  # noqa: E402
 
 from amt_studio.render.camera import OrbitCamera  # noqa: E402
 from amt_studio.render.content import snapshot_layers  # noqa: E402

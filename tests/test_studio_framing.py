@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("pytestqt")
-from test_studio_state import write_snapshot  # noqa: E402
+from helpers.studio import write_snapshot  # noqa: E402
 
 from amt_studio.render.camera import OrbitCamera  # noqa: E402
 from amt_studio.render.content import snapshot_layers  # noqa: E402

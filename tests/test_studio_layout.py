@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("pytestqt")
-from test_studio_state import event, write_run  # noqa: E402
+from helpers.studio import event, write_run  # noqa: E402
 
 pytestmark = pytest.mark.gui
 SCREENS = {"laptop": (1280, 800), "desktop": (1920, 1080)}

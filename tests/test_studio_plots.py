@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("pytestqt")
-from test_studio_state import event, write_run  # noqa: E402
+from helpers.studio import event, write_run  # noqa: E402
 
 pytestmark = pytest.mark.gui
 
@@ -96,7 +96,7 @@ def test_rollback_draws_a_branch(qtbot, window, tmp_path) -> None:
 
 
 def test_rollback_drops_the_abandoned_snapshot_and_the_eta_stays_sane(qtbot, window, tmp_path) -> None:
-    from test_studio_state import write_snapshot
+    from helpers.studio import write_snapshot
 
     run = tmp_path / "live"
     events = [event("state", 0, state="running")]
