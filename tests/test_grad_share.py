@@ -131,8 +131,7 @@ def test_the_trunk_of_each_model_kind() -> None:
 
 def _noisy_run(run_dir, diag_every: int) -> list[dict]:
     """Three steps of the toy with dropout (it draws from the global generator, as the real models do)."""
-    from helpers.toys import ToyDataset, events_of, toy_config
-    from test_train import NoisyToyModel
+    from helpers.toys import NoisyToyModel, ToyDataset, events_of, toy_config
 
     from amt_core.train import parts
     from amt_core.train.trainer import Trainer
@@ -172,7 +171,7 @@ def test_the_trainer_writes_shares_in_its_diagnostics_and_the_run_is_unchanged(t
 def test_the_studio_plots_the_share_of_each_term(request) -> None:
     pytest.importorskip("pytestqt")
     qtbot = request.getfixturevalue("qtbot")
-    from test_studio_state import event
+    from helpers.studio import event
 
     from amt_studio.state.run import RunState
     from amt_studio.views.plots import PlotsPanel

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from helpers.toys import ToyDataset, ToyModel, events_of, toy_config, toy_trainer
+from helpers.toys import NoisyToyModel, ToyDataset, events_of, toy_config, toy_trainer
 
 from amt_core.train.checkpoint_files import latest_checkpoint, load_checkpoint
 from amt_core.train.sampler import BatchPlan
@@ -11,14 +11,6 @@ from amt_core.train.sampler import BatchPlan
 
 def _weights(run_dir) -> dict[str, torch.Tensor]:
     return load_checkpoint(latest_checkpoint(run_dir / "checkpoints")).weights
-
-
-class NoisyToyModel(ToyModel):
-    """The toy with dropout on its input: training draws from the global torch generator every step, as the real
-    models do (dropout, drop path), so a resume that restores that generator imperfectly shows in the weights."""
-
-    def forward(self, batch: dict):
-        return super().forward({**batch, "image": torch.nn.functional.dropout(batch["image"], 0.2, self.training)})
 
 
 def _noisy_trainer(run_dir, max_steps: int, resume: bool = False):

@@ -11,30 +11,13 @@ import time
 
 import pytest
 import torch
-from helpers.toys import ToyDataset, events_of, toy_config, toy_trainer
+from helpers.toys import NaNLabels, ToyDataset, events_of, toy_config, toy_trainer
 
 from amt_core.cli import main
 from amt_core.errors import UserError
 from amt_core.train import checkpoint_files as ckpt_io
 from amt_core.train.control import ControlClient, ControlServer
 from amt_core.train.trainer import TrainingFailed
-
-
-class NaNLabels(ToyDataset):
-    """Some samples' joints (and so their 2D joints) are NaN, as a broken annotation would be."""
-
-    def __init__(self, bad) -> None:
-        super().__init__()
-        self.bad = set(bad)
-
-    def __getitem__(self, index: int) -> dict:
-        sample = super().__getitem__(index)
-        if index in self.bad:
-            sample["joints3d"] = sample["joints3d"].clone()
-            sample["joints3d"][3, 1] = float("nan")
-            sample["joints2d"] = sample["joints2d"].clone()
-            sample["joints2d"][3] = float("inf")
-        return sample
 
 
 def test_nan_labels_are_counted_and_skipped_with_one_warning(tmp_path):

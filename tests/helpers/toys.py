@@ -1,5 +1,6 @@
-"""Toy parts for the trainer tests: a tiny model returning AMTOutput, a deterministic dataset in the
-Sample schema with optional NaN / exploding samples, and a RunConfig sized for a few-second run."""
+"""Toy parts for the trainer tests: a tiny model returning AMTOutput (and one with dropout), a deterministic dataset
+in the Sample schema with optional NaN / exploding samples (and one with NaN labels), and a RunConfig sized for a
+few-second run."""
 
 from __future__ import annotations
 
@@ -41,6 +42,14 @@ class ToyModel(nn.Module):
         return AMTOutput(joints3d=joints, joints2d=project_to_image(joints, batch["K"]))
 
 
+class NoisyToyModel(ToyModel):
+    """The toy with dropout on its input: training draws from the global torch generator every step, as the real
+    models do (dropout, drop path), so a resume that restores that generator imperfectly shows in the weights."""
+
+    def forward(self, batch: dict):
+        return super().forward({**batch, "image": torch.nn.functional.dropout(batch["image"], 0.2, self.training)})
+
+
 class ToyDataset(Dataset):
     """Samples that are a pure function of their index; `nan_at` / `explode_at` corrupt chosen indices."""
 
@@ -66,6 +75,23 @@ class ToyDataset(Dataset):
         sample["valid"]["joints2d"] = torch.tensor(True)
         if index in self.nan_at:
             sample["image"][0, 0, 0] = float("nan")
+        return sample
+
+
+class NaNLabels(ToyDataset):
+    """Some samples' joints (and so their 2D joints) are NaN, as a broken annotation would be."""
+
+    def __init__(self, bad) -> None:
+        super().__init__()
+        self.bad = set(bad)
+
+    def __getitem__(self, index: int) -> dict:
+        sample = super().__getitem__(index)
+        if index in self.bad:
+            sample["joints3d"] = sample["joints3d"].clone()
+            sample["joints3d"][3, 1] = float("nan")
+            sample["joints2d"] = sample["joints2d"].clone()
+            sample["joints2d"][3] = float("inf")
         return sample
 
 
