@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from helpers.architecture import strongly_connected
+
 from amt_core.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,55 +47,14 @@ def test_no_import_cycle_between_modules():
     graph = grimp.build_graph("amt_core", "amt_studio", exclude_type_checking_imports=True)
     modules = set(graph.modules)
     imports = {m: set(graph.find_modules_directly_imported_by(m)) & modules for m in modules}
-    cycles = _strongly_connected(imports)
+    cycles = strongly_connected(imports)
     assert not cycles, "import cycles:\n" + "\n".join(" <-> ".join(sorted(c)) for c in cycles)
-
-
-def _strongly_connected(edges: dict[str, set[str]]) -> list[set[str]]:
-    """Tarjan's algorithm, iteratively: the groups of more than one node that reach each other."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    groups: list[set[str]] = []
-    for root in sorted(edges):
-        if root in index:
-            continue
-        work = [(root, iter(sorted(edges[root])))]
-        index[root] = low[root] = len(index)
-        stack.append(root)
-        on_stack.add(root)
-        while work:
-            node, children = work[-1]
-            child = next(children, None)
-            if child is None:
-                work.pop()
-                if work:
-                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
-                if low[node] == index[node]:
-                    group = set()
-                    while True:
-                        member = stack.pop()
-                        on_stack.discard(member)
-                        group.add(member)
-                        if member == node:
-                            break
-                    if len(group) > 1:
-                        groups.append(group)
-            elif child not in index:
-                index[child] = low[child] = len(index)
-                stack.append(child)
-                on_stack.add(child)
-                work.append((child, iter(sorted(edges[child]))))
-            elif child in on_stack:
-                low[node] = min(low[node], index[child])
-    return groups
 
 
 def test_the_cycle_finder_finds_cycles():
     edges = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
-    assert _strongly_connected(edges) == [{"a", "b", "c"}]
-    assert _strongly_connected({"a": {"b"}, "b": set()}) == []
+    assert strongly_connected(edges) == [{"a", "b", "c"}]
+    assert strongly_connected({"a": {"b"}, "b": set()}) == []
 
 
 LONG_FUNCTION = 80
