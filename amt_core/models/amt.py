@@ -24,7 +24,7 @@ from amt_core.models.refinement import PixelAlignedRefinement
 from amt_core.schema.output import AMTOutput
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class AMTConfig:
     backbone: Backbone.Config = field(default_factory=Backbone.Config)
     """The image backbone; its `out_dim` is the width of every head."""

@@ -217,7 +217,7 @@ def attend(
 class Attention(nn.Module):
     """Multi-head self- or cross-attention (pre-projection of queries, keys and values, output projection)."""
 
-    @dataclass(kw_only=True)
+    @dataclass(frozen=True, kw_only=True)
     class Config:
         num_heads: int = 4
         """Attention heads; must divide the model width."""

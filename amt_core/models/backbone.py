@@ -44,7 +44,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class BackboneConfig:
     variant: str = "scratch"
     """'scratch' (a small ViT trained from scratch), 'hybrid' (conv stages, then `depth` transformer blocks), 'cnn'
@@ -108,7 +108,7 @@ class BackboneConfig:
             layers = tuple(self.feature_layers)
             if len(layers) != 3 or list(layers) != sorted(layers) or layers[0] < 1:
                 raise ValueError(f"BackboneConfig.feature_layers must be 3 increasing depths >= 1, got {layers}")
-            self.feature_layers = layers
+            object.__setattr__(self, "feature_layers", layers)  # frozen: the normalised value, set once
         if self.stem not in ("conv", "patch"):
             raise ValueError(f"BackboneConfig.stem must be 'conv' or 'patch', got {self.stem!r}")
         if self.stem == "conv" and self.variant == "scratch" and self.patch_size & (self.patch_size - 1):

@@ -31,7 +31,7 @@ def joints_from_output(
     return root.unsqueeze(1) + rel - rel[:, :1]
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class BaselineConfig:
     backbone: Backbone.Config = field(default_factory=Backbone.Config)
     """The image backbone (only its global token is used)."""

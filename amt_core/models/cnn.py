@@ -22,7 +22,7 @@ from amt_core.models.conv_trunk import conv_block, conv_widths
 from amt_core.schema.output import AMTOutput
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class CNNConfig:
     width: int = 32
     """Channels of the first block (doubled each block, capped at 8x), >= 8."""

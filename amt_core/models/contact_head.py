@@ -25,7 +25,7 @@ from amt_core.models.layers import Block
 _POINT_OFFSET_SCALE = 0.01  # metres per unit of the point-offset head
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class ContactHeadConfig:
     depth: int = 1
     """Bidirectional cross-attention fusion layers, >= 1."""

@@ -35,7 +35,7 @@ _LOCAL_SCALE = 0.05
 _TRANS_SCALE = 0.05
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class HandEncoderConfig:
     depth: int = 2
     """Transformer blocks over the frame tokens, >= 1."""

@@ -17,7 +17,7 @@ from torch import nn
 from amt_core.models.attention import Attention
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class FeatureNoiseConfig:
     enabled: bool = True
     """Add noise to features during training (off in eval regardless)."""
@@ -46,7 +46,7 @@ class FeatureNoise(nn.Module):
         return x + self.config.std * spread * torch.randn_like(x)
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class SigmaReparamConfig:
     enabled: bool = True
     """Sample mu + sigma * eps in training and compute the KL term; off: the mean passes through, KL is 0."""
@@ -91,7 +91,7 @@ class SigmaReparam(nn.Module):
         return sample, logvar, kl
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class BlockConfig:
     attention: Attention.Config = field(default_factory=Attention.Config)
     """Heads and attention dropout."""

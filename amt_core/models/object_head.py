@@ -26,7 +26,7 @@ from amt_core.models.layers import Block, FeatureNoise, FeatureNoiseConfig
 _MIN_BOX_PX = 2.0
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class ObjectHeadConfig:
     num_classes: int = 16
     """Object classes (the model factory sets it from `amt_core.objects.num_classes()`), >= 1."""

@@ -22,7 +22,7 @@ from amt_core.models.layers import Block, sample_at_pixels
 _OFFSET_SCALE = 0.05  # metres per unit of the offset head's output
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class RefinementConfig:
     steps: int = 3
     """Refinement steps, >= 0 (0 returns the coarse joints)."""
