@@ -61,12 +61,11 @@ def micro(one_thread):
     return create_model("amt_micro", **{"backbone.variant": "scratch", "backbone.depth": 4}).eval()
 
 
-@pytest.fixture(scope="session")
-def old_checkpoint(tmp_path_factory):
-    """The checkpoint folder written before the architecture refactor (commit 0d8374c, `amt-core train --preset
-    micro`, step 0), reassembled: tests/data/checkpoint_v1 stores its weights without the hand layer's buffers (2.9 MB
-    of constants, equal to the shipped open hand's, checked when it was trimmed), which are put back here from the
-    asset, under the same names and with the file's metadata, so the folder is the one the old trainer wrote."""
+def _reassemble_checkpoint(stored_name: str, folder):
+    """A stored checkpoint folder put back together: tests/data/<stored_name> keeps its weights without the hand
+    layer's buffers (2.9 MB of constants, equal to the shipped open hand's, checked when it was trimmed), which are
+    put back here from the asset, under the same names and with the file's metadata, so the folder is the one the
+    trainer wrote."""
     import shutil
     from pathlib import Path
 
@@ -75,8 +74,7 @@ def old_checkpoint(tmp_path_factory):
 
     from amt_core.hand.model import HandModel
 
-    stored = Path(__file__).parent / "data" / "checkpoint_v1"
-    folder = tmp_path_factory.mktemp("old") / "step_00000000"
+    stored = Path(__file__).parent / "data" / stored_name
     folder.mkdir()
     for name in ("config.json", "state.pt", "expected.npz"):
         shutil.copy(stored / name, folder / name)
@@ -87,3 +85,19 @@ def old_checkpoint(tmp_path_factory):
     weights.update({f"hand_layer.{k}": v.contiguous() for k, v in HandModel().state_dict().items()})
     save_file(weights, folder / "model.safetensors", metadata=metadata)
     return folder
+
+
+@pytest.fixture(scope="session")
+def old_checkpoint(tmp_path_factory):
+    """The checkpoint folder written before the first architecture refactor (commit 0d8374c, `amt-core train
+    --preset micro`, step 0)."""
+    return _reassemble_checkpoint("checkpoint_v1", tmp_path_factory.mktemp("old") / "step_00000000")
+
+
+@pytest.fixture(scope="session")
+def checkpoint_before_trainstate(tmp_path_factory):
+    """The checkpoint folder written before the trainer's second architecture step (TrainState, a checkpointer given
+    named parts; commit 15f4627, `amt-core train --preset micro --max-steps 2`, step 0). Its expected.npz holds the
+    predictions of that checkpoint (`initial_*`) and of the step-2 checkpoint the old trainer wrote when it resumed
+    from it (`resumed_*`), which an uninterrupted old run matched bit for bit."""
+    return _reassemble_checkpoint("checkpoint_v2", tmp_path_factory.mktemp("v2") / "step_00000000")
