@@ -23,8 +23,9 @@ from amt_core.atomic import atomic_write
 from amt_core.synth.grasp import Grasp, GraspConfig
 
 _ARRAYS = ("pose", "shape", "rot_matrix", "trans", "verts", "joints", "contact", "contact_points", "contact_normals")
-# What a grasp depends on besides its config: the synthesizer, the hand layer and its asset, the object catalog.
-_SOURCES = ("synth/grasp.py", "hand", "objects")
+# What a grasp depends on besides its config: the synthesizer and the contact-force solver that scores its grasps,
+# the hand layer and its asset, the object catalog and its geometry.
+_SOURCES = ("synth/grasp.py", "synth/forces.py", "hand", "objects")
 
 
 @cache
