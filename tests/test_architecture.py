@@ -55,6 +55,17 @@ def test_no_import_cycle_with_type_checking_imports(package):
     assert not cycles, f"{len(cycles)} import cycles in {package} (one per group):\n{_cycles_text(cycles)}"
 
 
+def test_no_part_of_the_trainer_imports_the_trainer():
+    """The calls run one way: `trainer.py` calls its parts, and no module beside it in `train/` imports it, not even
+    for its types (they read it through `train/view.py`'s Protocols)."""
+    edges = import_edges(ROOT, ("amt_core",))
+    back = [
+        edge for edge in edges if edge.target == "amt_core.train.trainer" and edge.source.startswith("amt_core.train")
+    ]
+    assert not back, "modules in amt_core/train import trainer.py: " + "; ".join(map(str, back))
+    assert any(edge.target == "amt_core.train.trainer" for edge in edges)  # the graph does see imports of it
+
+
 def test_the_import_graph_sees_every_kind_of_import(tmp_path):
     """Relative, absolute, in a function, under TYPE_CHECKING, `from pkg import submodule`: each is an edge."""
     root = _write(
