@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from amt_core.joints import FINGERTIPS, NUM_JOINTS
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class AdaptiveConfig:
     """Settings of the adaptive per-joint weights."""
 

@@ -45,6 +45,7 @@ from amt_core import config_tree
 from amt_core.errors import UserError, choices
 from amt_core.losses import terms as T
 from amt_core.losses.adaptive import AdaptiveConfig, AdaptiveMPJPELoss
+from amt_core.losses.kinds import ContactLoss, PhysicsPose
 from amt_core.losses.mix import MixInfo, mix_per_sample, permute_batch
 from amt_core.losses.schedule import LossSchedule
 from amt_core.objects.tables import ObjectTables, symmetric_rotation_error
@@ -359,7 +360,7 @@ class LossResult:
 class AMTLoss(nn.Module):
     """All loss terms of the AMT; its parameters are the adaptive joint weights (give them to the optimizer)."""
 
-    @dataclass(kw_only=True)
+    @dataclass(frozen=True, kw_only=True)
     class Config:
         """Loss settings; `from_dict` builds one from JSON-like data, rejecting unknown keys."""
 
@@ -369,8 +370,8 @@ class AMTLoss(nn.Module):
         """Ramps by group over epochs and constant multipliers by group or term."""
         adaptive: AdaptiveConfig = field(default_factory=AdaptiveConfig)
         """Adaptive MPJPE settings (fingertip prior, floor, scale)."""
-        contact_loss: str = "focal"
-        """Per-vertex contact loss: "bce" or "focal"."""
+        contact_loss: ContactLoss = ContactLoss.FOCAL
+        """Per-vertex contact loss: bce or focal."""
         focal_gamma: float = 2.0
         """Focal loss focusing parameter, >= 0 (0 is alpha-weighted BCE)."""
         focal_alpha: float = 0.25
@@ -388,18 +389,20 @@ class AMTLoss(nn.Module):
         attraction_margin: float = 0.004
         """Metres, in [0, 0.05]: vertices predicted in contact are pulled to within this distance of the surface
         (the synthetic data labels vertices within 4 mm as contacts)."""
-        physics_pose: str = "predicted"
-        """Object pose the physics terms use: "predicted" (gradients reach the object too) or "target"."""
+        physics_pose: PhysicsPose = PhysicsPose.PREDICTED
+        """Object pose the physics terms use: predicted (gradients reach the object too) or target."""
         model_points: int = 512
         """Model points per object class for obj_points and obj_box, in [16, 8192]."""
         points_seed: int = 0
         """Seed of the surface sampling of model points."""
 
         def __post_init__(self) -> None:
+            # Frozen: the normalised values (sections given as dicts, the weights over the defaults, the unit gravity
+            # vector, the members of the enums) are set once here.
             if isinstance(self.schedule, dict):
-                self.schedule = LossSchedule(**self.schedule)
+                object.__setattr__(self, "schedule", LossSchedule(**self.schedule))
             if isinstance(self.adaptive, dict):
-                self.adaptive = AdaptiveConfig(**self.adaptive)
+                object.__setattr__(self, "adaptive", AdaptiveConfig(**self.adaptive))
             unknown = sorted(set(self.weights) - set(TERM_GROUPS))
             if unknown:
                 raise ValueError(
@@ -408,14 +411,18 @@ class AMTLoss(nn.Module):
             for name, value in self.weights.items():
                 if not value >= 0:
                     raise ValueError(f"AMTLoss.Config.weights[{name!r}] must be >= 0, got {value}")
-            self.weights = {**DEFAULT_WEIGHTS, **self.weights}
+            object.__setattr__(self, "weights", {**DEFAULT_WEIGHTS, **self.weights})
             names = set(TERM_GROUPS) | set(GROUPS)
             for what, keys in (("ramps", self.schedule.ramps), ("multipliers", self.schedule.multipliers)):
                 unknown = sorted(set(keys) - names)
                 if unknown:
                     raise ValueError(f"AMTLoss.Config.schedule.{what} has unknown names {unknown}; use {sorted(names)}")
-            if self.contact_loss not in ("bce", "focal"):
-                raise ValueError(f"AMTLoss.Config.contact_loss must be 'bce' or 'focal', got {self.contact_loss!r}")
+            try:
+                object.__setattr__(self, "contact_loss", ContactLoss(self.contact_loss))
+            except ValueError:
+                raise ValueError(
+                    f"AMTLoss.Config.contact_loss must be 'bce' or 'focal', got {self.contact_loss!r}"
+                ) from None
             if not self.focal_gamma >= 0:
                 raise ValueError(f"AMTLoss.Config.focal_gamma must be >= 0, got {self.focal_gamma}")
             if not 0 < self.focal_alpha < 1:
@@ -432,15 +439,17 @@ class AMTLoss(nn.Module):
                     raise ValueError(
                         f"AMTLoss.Config.gravity must be 3 numbers, not all 0, or None; got {self.gravity}"
                     )
-                self.gravity = tuple((vector / vector.norm()).tolist())
+                object.__setattr__(self, "gravity", tuple((vector / vector.norm()).tolist()))
             if not 0 <= self.attraction_margin <= 0.05:
                 raise ValueError(
                     f"AMTLoss.Config.attraction_margin must be in [0, 0.05] metres, got {self.attraction_margin}"
                 )
-            if self.physics_pose not in ("predicted", "target"):
+            try:
+                object.__setattr__(self, "physics_pose", PhysicsPose(self.physics_pose))
+            except ValueError:
                 raise ValueError(
                     f"AMTLoss.Config.physics_pose must be 'predicted' or 'target', got {self.physics_pose!r}"
-                )
+                ) from None
             if not 16 <= self.model_points <= 8192:
                 raise ValueError(f"AMTLoss.Config.model_points must be in [16, 8192], got {self.model_points}")
 
@@ -641,7 +650,7 @@ class _TermInputs:
         """(B, V) signed distances (metres) of the predicted hand vertices to the object posed as `physics_pose`
         says, or None without hand vertices or an object pose."""
         out, t = self.out, self.t
-        if self.config.physics_pose == "target":
+        if self.config.physics_pose == PhysicsPose.TARGET:
             pose = (t["obj_rot"], t["obj_trans"])
         elif out.obj_rot is not None and out.obj_trans is not None:
             pose = (out.obj_rot.float(), out.obj_trans.float())

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class Ramp:
     """A value that moves linearly from `start_value` at `start_epoch` to `end_value` at `end_epoch`, flat outside."""
 
@@ -50,7 +50,7 @@ def seed_ramps() -> dict[str, Ramp]:
     }
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class LossSchedule:
     """Per-group ramps over progress in epochs, and constant multipliers (per stage, per group or per term).
 
@@ -64,7 +64,8 @@ class LossSchedule:
     """Constant factor by group or term name (>= 0), e.g. {"physics": 2.0} for a fine-tuning stage."""
 
     def __post_init__(self) -> None:
-        self.ramps = {name: ramp if isinstance(ramp, Ramp) else Ramp(**ramp) for name, ramp in dict(self.ramps).items()}
+        ramps = {name: ramp if isinstance(ramp, Ramp) else Ramp(**ramp) for name, ramp in dict(self.ramps).items()}
+        object.__setattr__(self, "ramps", ramps)  # frozen: ramps given as dicts become Ramps here, once
         for name, value in self.multipliers.items():
             if value < 0:
                 raise ValueError(f"LossSchedule.multipliers[{name!r}] must be >= 0, got {value}")

@@ -14,6 +14,7 @@ from scipy.optimize import linear_sum_assignment
 from torch.nn import functional as F
 
 from amt_core.geometry import axis_angle_to_matrix, project_to_image, transform_points
+from amt_core.losses.kinds import ContactLoss
 
 # Keeps asin's derivative finite at 180 degrees in the geodesic rotation loss.
 _GEODESIC_CLAMP = 1.0 - 1e-6
@@ -152,19 +153,21 @@ def detection(
     return torch.stack(parts, dim=0).sum(dim=0) / scale
 
 
-def binary_contact(prob: torch.Tensor, target: torch.Tensor, kind: str, gamma: float, alpha: float) -> torch.Tensor:
+def binary_contact(
+    prob: torch.Tensor, target: torch.Tensor, kind: ContactLoss, gamma: float, alpha: float
+) -> torch.Tensor:
     """Per-vertex contact loss on probabilities, mean over vertices: (B, V) x2 -> (B,).
 
     Args:
         prob: predicted probabilities in [0, 1] (clamped away from 0 and 1 before the log).
         target: labels in [0, 1].
-        kind: "bce" (binary cross entropy) or "focal" (Lin et al. 2017: alpha_t (1 - p_t)^gamma times BCE).
-        gamma, alpha: focal parameters (ignored by "bce"); alpha weighs the positives, 1 - alpha the negatives.
+        kind: bce (binary cross entropy) or focal (Lin et al. 2017: alpha_t (1 - p_t)^gamma times BCE).
+        gamma, alpha: focal parameters (ignored by bce); alpha weighs the positives, 1 - alpha the negatives.
     """
     prob = prob.float().clamp(_PROB_EPS, 1.0 - _PROB_EPS)
     target = target.float()
     bce = -(target * torch.log(prob) + (1.0 - target) * torch.log1p(-prob))
-    if kind == "bce":
+    if kind == ContactLoss.BCE:
         return bce.mean(dim=-1)
     p_t = target * prob + (1.0 - target) * (1.0 - prob)
     alpha_t = target * alpha + (1.0 - target) * (1.0 - alpha)
@@ -234,7 +237,10 @@ def matched_contacts(
     if pred_conf is not None:
         target = torch.zeros(batch, slots, device=device)
         target[b, slot] = 1.0
-        out["contact_conf"] = (binary_contact(pred_conf, target, "bce", 0.0, 0.5), torch.ones_like(target[:, 0]) > 0)
+        out["contact_conf"] = (
+            binary_contact(pred_conf, target, ContactLoss.BCE, 0.0, 0.5),
+            torch.ones_like(target[:, 0]) > 0,
+        )
     if pred_forces is not None:
         errors = torch.linalg.vector_norm(pred_forces[b, slot] - gt_forces[b, gt_index], dim=-1)
         out["forces"] = per_sample_mean(errors, b, batch)
