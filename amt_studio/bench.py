@@ -26,6 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from amt_core.train.control import Command
+from amt_studio.state.status import RunStatus
+
 SOAK_WARM_UP_S = 60.0
 """Seconds of the soak (after the first snapshot; at most a quarter of a short soak) before the baselines of RSS
 and None refcount are taken: the first plots, curves, validation series and snapshot caches fill then. The None
@@ -245,7 +248,7 @@ def _soak_child(minutes: float, work: Path, preset: str, size: int) -> int:
 
     pump_until = functools.partial(pump_events_until, app)
 
-    if not pump_until(lambda: len(state.snapshots) >= 1 or state.state == "failed", 300):
+    if not pump_until(lambda: len(state.snapshots) >= 1 or state.state == RunStatus.FAILED, 300):
         print("soak: no snapshot from the trainer within 5 minutes", file=sys.stderr)
         return 3
     stalls: list[float] = []
@@ -380,12 +383,12 @@ def _steering_plan():
     (what, a check that the trainer confirmed it)."""
 
     def pause(window, state):
-        window.send("pause")
-        return "pause", lambda: state.state == "paused"
+        window.send(Command.PAUSE)
+        return "pause", lambda: state.state == RunStatus.PAUSED
 
     def resume(window, state):
-        window.send("resume")
-        return "resume", lambda: state.state == "running"
+        window.send(Command.RESUME)
+        return "resume", lambda: state.state == RunStatus.RUNNING
 
     def stage(target: int):
         def switch(window, state):
@@ -400,12 +403,12 @@ def _steering_plan():
             return "", lambda: True
         target = sorted(state.checkpoints, key=lambda c: c.step)[-2]
         before = len(state.rollbacks)
-        window.send("rollback", target.name)
+        window.send(Command.ROLLBACK, target.name)
         return f"rollback {target.name}", lambda: len(state.rollbacks) > before
 
     def snapshot(window, state):
         count = len(state.snapshots)
-        window.send("snapshot")
+        window.send(Command.SNAPSHOT)
         return "snapshot", lambda: len(state.snapshots) > count
 
     cycle = [pause, resume, stage(2), snapshot, rollback, stage(3), pause, stage(1), resume, rollback]
@@ -436,9 +439,9 @@ def _watch(args: argparse.Namespace, work: Path) -> dict:
     pump_until = functools.partial(pump_events_until, app)
 
     try:
-        if not pump_until(lambda: len(session.state.snapshots) >= 1 or session.state.state == "failed", 300):
+        if not pump_until(lambda: len(session.state.snapshots) >= 1 or session.state.state == RunStatus.FAILED, 300):
             raise UserError("bench studio: no snapshot from the trainer within 5 minutes")
-        if session.state.state == "failed":
+        if session.state.state == RunStatus.FAILED:
             raise UserError(
                 f"bench studio: the trainer failed: {session.state.error[0] if session.state.error else ''}"
             )

@@ -17,6 +17,7 @@ from amt_core.train.control import Command, ControlClient
 from amt_core.train.events import Event, EventReader, parse_event
 from amt_core.train.rundir import run_is_live
 from amt_studio.state.run import RunState
+from amt_studio.state.status import RunStatus
 
 # Events applied per poll at most, so replaying a long finished run never stalls the window (the rest come next tick).
 MAX_EVENTS_PER_POLL = 2000
@@ -212,7 +213,7 @@ class RunSession:
         process = TrainerProcess(argv=argv, run_dir=path)
         process.start()
         session = cls(path, process)
-        session.state.state = "starting"
+        session.state.state = RunStatus.STARTING
         session.state.add_log("info", "started: " + " ".join(argv))
         return session
 
@@ -234,7 +235,7 @@ class RunSession:
         if self.process is None and self.state.is_live and time.monotonic() - self._liveness_checked > LIVENESS_S:
             self._liveness_checked = time.monotonic()
             if not run_is_live(self.run_dir) and not self.source.has_unread():
-                self.state.state = "lost"  # killed without a word (SIGKILL, power loss): no trainer to steer
+                self.state.state = RunStatus.LOST  # killed without a word (SIGKILL, power loss): no trainer to steer
                 self.state.add_log("warning", "the trainer of this run is gone (no live process holds its lock)")
                 self.state.status_changed.emit()
         results = self.control.poll()
@@ -247,18 +248,18 @@ class RunSession:
     def _on_exit(self, code: int) -> None:
         state = self.state
         if code == 0:
-            if state.state not in ("stopped", "finished"):
-                state.state = "finished"
+            if state.state not in (RunStatus.STOPPED, RunStatus.FINISHED):
+                state.state = RunStatus.FINISHED
             state.add_log("info", "trainer exited")
         elif state.error is None:  # crashed without an error event: show what it printed
             trace = self.process.log_tail() if self.process else ""
             message = f"trainer exited with code {code}"
             state.error = (message, trace)
-            state.state = "failed"
+            state.state = RunStatus.FAILED
             state.add_log("error", message)
             state.error_raised.emit(message, trace)
         else:
-            state.state = "failed"
+            state.state = RunStatus.FAILED
         state.status_changed.emit()
 
     @property

@@ -24,13 +24,13 @@ from PySide6.QtWidgets import (
 )
 
 from amt_core.train.control import Command
-from amt_core.train.kinds import TrainerState
 from amt_studio.control_actions import CONTROL_ACTIONS, ControlAction
 from amt_studio.lifecycle import LiveRunChoice, RunLifecycle
 from amt_studio.session import RunSession
 from amt_studio.startup import process_age_s, warm_up_in_background
 from amt_studio.state.registry import discover_runs
 from amt_studio.state.run import RunState
+from amt_studio.state.status import RunStatus
 from amt_studio.views import theme
 from amt_studio.views.dialogs import DEFAULT_RUNS_DIR, NewRunDialog
 from amt_studio.views.inspect import InspectPanel
@@ -275,7 +275,7 @@ class MainWindow(QMainWindow):
 
     def _build_status_bar(self) -> None:
         bar = self.statusBar()
-        self.status_state = QLabel("idle")
+        self.status_state = QLabel(RunStatus.IDLE)
         self.status_stage = QLabel("stage –")
         self.status_step = QLabel("step 0")
         self.status_speed = QLabel("– img/s")
@@ -388,9 +388,9 @@ class MainWindow(QMainWindow):
     def _update_status(self, state: RunState) -> None:
         self.status_state.setText(state.state)
         colour = {
-            TrainerState.RUNNING: theme.OK,
-            TrainerState.PAUSED: theme.WARNING,
-            TrainerState.FAILED: theme.ERROR,
+            RunStatus.RUNNING: theme.OK,
+            RunStatus.PAUSED: theme.WARNING,
+            RunStatus.FAILED: theme.ERROR,
         }.get(state.state, theme.MUTED)
         self.status_state.setStyleSheet(f"color: {colour}; font-weight: bold;")
         self.status_stage.setText(f"stage {state.stage}" if state.stage else "stage –")
@@ -400,7 +400,7 @@ class MainWindow(QMainWindow):
         if state.data_share is not None:  # how much of that time went to waiting for batches
             speed += f" · data wait {100 * state.data_share:.0f}%"
         self.status_speed.setText(speed)
-        if state.state == TrainerState.PAUSED:
+        if state.state == RunStatus.PAUSED:
             self.status_eta.setText("ETA – (paused)")
         else:
             self.status_eta.setText(f"ETA {_fmt_duration(state.eta_seconds())}" if state.is_live else "ETA –")
@@ -412,7 +412,7 @@ class MainWindow(QMainWindow):
         session = self.session
         live = session is not None and session.state.is_live
         pending = set(session.control.pending) if session is not None else set()
-        paused = session is not None and session.state.state == TrainerState.PAUSED
+        paused = session is not None and session.state.state == RunStatus.PAUSED
         self.pause_action.setText("Resume" if paused else "Pause")
         has_checkpoints = self.run_panel.has_checkpoints()
         stage = session.state.stage if session is not None else None
@@ -442,7 +442,7 @@ class MainWindow(QMainWindow):
 
     def toggle_pause(self) -> None:
         if self.session is not None:
-            self.send(Command.RESUME if self.session.state.state == TrainerState.PAUSED else Command.PAUSE)
+            self.send(Command.RESUME if self.session.state.state == RunStatus.PAUSED else Command.PAUSE)
 
     def switch_stage(self, stage: int) -> None:
         self.send(Command.STAGE, str(stage))

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from amt_core.train.kinds import Device
 from amt_studio.session import trainer_argv
 
 DEFAULT_RUNS_DIR = Path.home() / "amt-runs"
@@ -38,7 +39,7 @@ def runnable_presets(has_cuda: bool) -> list[str]:
     """Presets this machine can run: those whose trainer device is 'cuda' only where CUDA is available."""
     from amt_core.presets import get_preset, list_presets
 
-    return [name for name in list_presets() if has_cuda or get_preset(name).trainer.device != "cuda"]
+    return [name for name in list_presets() if has_cuda or get_preset(name).trainer.device != Device.CUDA]
 
 
 class NewRunDialog(QDialog):
