@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from amt_core.metrics.keys import MPJPE_MM, REF_MEAN_POSE_MPJPE_MM, REF_MEAN_POSE_PA_MPJPE_MM, REF_WRIST_MPJPE_MM
 from amt_studio.state.loss_groups import LOSS_GROUPS, group_of
 from amt_studio.state.run import RunState
 from amt_studio.state.series import Series
@@ -41,9 +42,9 @@ FAMILIES = {"loss": LOSS_KEYS}
 METRIC_PLOTS = (*LOSS_KEYS, "val", "lr", "speed", "memory")
 DIAGNOSTIC_PLOTS = ("std", "entropy", "grad", "share")
 REFERENCE_LABELS = {
-    "ref_mean_pose_mpjpe_mm": "mean-pose reference",
-    "ref_mean_pose_pa_mpjpe_mm": "mean-pose reference (PA)",
-    "ref_wrist_mpjpe_mm": "wrist-only reference",
+    REF_MEAN_POSE_MPJPE_MM: "mean-pose reference",
+    REF_MEAN_POSE_PA_MPJPE_MM: "mean-pose reference (PA)",
+    REF_WRIST_MPJPE_MM: "wrist-only reference",
 }
 
 
@@ -77,7 +78,7 @@ def plot_series(state: RunState, key: str) -> dict[str, tuple[Series, float]]:
         return {
             REFERENCE_LABELS.get(name, name): (s, 1.0)
             for name, s in state.validation.series.items()
-            if name.endswith("mpjpe_mm")
+            if name.endswith(MPJPE_MM)  # mpjpe_mm, pa_mpjpe_mm and the references
         }
     if key == "std":
         return {name: (s, 1000.0) for name, s in state.pred_std.series.items()}  # metres in the state, mm here
