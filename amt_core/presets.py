@@ -240,8 +240,7 @@ def get_preset(name: str) -> RunConfig:
         raise UserError(f"unknown preset {name!r}; choose one of {', '.join(list_presets())}")
     config = PRESETS[base]()
     if name != base:
-        config = baseline_twin(config)
-        config.preset = name
+        config = dataclasses.replace(baseline_twin(config), preset=name)
     return config
 
 

@@ -3,6 +3,8 @@ warning, and the micro model memorising a handful of synthetic images (counted i
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from helpers.toys import ROOT, SIZE, ToyDataset, ToyModel, events_of, toy_config
@@ -108,7 +110,7 @@ def test_not_learning_warning_trips_for_a_frozen_head_only(tmp_path, model_class
     from amt_core.train.trainer import Trainer
 
     config = toy_config(steps=(40, 80, 3), eval_every=40, eval_samples=16, log_every=40)
-    config.stages = tuple(type(s)(**{**s.__dict__, "lr": 0.02}) for s in config.stages)
+    config = dataclasses.replace(config, stages=tuple(dataclasses.replace(s, lr=0.02) for s in config.stages))
     torch.manual_seed(0)
     trainer = Trainer(
         config,

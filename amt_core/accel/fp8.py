@@ -56,7 +56,7 @@ _TE_RECIPE_CLASSES = {"delayed": "DelayedScaling", "current": "Float8CurrentScal
 _PIP_NAMES = {"te": "'transformer-engine[pytorch]'", "torchao": "torchao"}
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class Fp8Config:
     """Which FP8 library and recipe, and which Linear layers are worth converting."""
 
@@ -86,7 +86,7 @@ class Fp8Config:
             )
         if self.min_dim < 0:
             raise ValueError(f"Fp8Config.min_dim must be >= 0 (got {self.min_dim})")
-        self.skip = tuple(self.skip)
+        object.__setattr__(self, "skip", tuple(self.skip))  # frozen: a list from JSON becomes a tuple, once
 
 
 @dataclass(kw_only=True)

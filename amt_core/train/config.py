@@ -26,7 +26,7 @@ FORMAT = 2
 """The version of `RunConfig.to_dict()`'s layout (format 1 had no version key)."""
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class RunConfig:
     preset: str
     """The preset this config started from."""
@@ -55,7 +55,7 @@ class RunConfig:
             raise ValueError(f"RunConfig.batch_size must be >= 1 (got {self.batch_size})")
         if not 1 <= len(self.stages) <= 3:
             raise ValueError(f"RunConfig.stages must hold 1 to 3 stages (got {len(self.stages)})")
-        self.stages = tuple(self.stages)
+        object.__setattr__(self, "stages", tuple(self.stages))  # frozen: a list from JSON becomes a tuple, once
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (format 2): every field, with the model's kind beside it so it can be rebuilt."""

@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # imported where used: amt_core.losses pulls in every loss te
     from amt_core.losses.mix import MixInfo
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class MixUpConfig:
     enabled: bool = True
     """Apply MixUp at all (the trainer skips it when False)."""

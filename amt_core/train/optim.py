@@ -20,7 +20,7 @@ if hasattr(nn, "RMSNorm"):
     _NORMS = (*_NORMS, nn.RMSNorm)
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class OptimConfig:
     weight_decay: float = 0.05
     """AdamW decoupled weight decay (not applied to norms, biases, embeddings and tokens)."""
@@ -49,8 +49,9 @@ class OptimConfig:
         for name, scale in self.group_lr_scale.items():
             if scale < 0:
                 raise ValueError(f"OptimConfig.group_lr_scale[{name!r}] must be >= 0 (got {scale})")
-        self.betas = tuple(self.betas)
-        self.group_prefixes = {k: tuple(v) for k, v in self.group_prefixes.items()}
+        # Frozen: lists from JSON become tuples here, once.
+        object.__setattr__(self, "betas", tuple(self.betas))
+        object.__setattr__(self, "group_prefixes", {k: tuple(v) for k, v in self.group_prefixes.items()})
 
 
 def classify_parameters(model: nn.Module, config: OptimConfig) -> dict[str, str]:

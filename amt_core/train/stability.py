@@ -17,7 +17,7 @@ import torch
 from timm.utils import adaptive_clip_grad
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class StabilityConfig:
     grad_centralization: bool = True
     """Subtract each weight row's mean gradient (Yong et al. 2020: mean over all dims but the output dim)."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class StageConfig:
     name: str
     """Short name shown in events and the progress bar."""
@@ -51,7 +51,7 @@ class StageConfig:
         for term, scale in self.loss_scale.items():
             if scale < 0:
                 raise ValueError(f"StageConfig.loss_scale[{term!r}] must be >= 0 (got {scale})")
-        self.freeze = tuple(self.freeze)
+        object.__setattr__(self, "freeze", tuple(self.freeze))  # frozen: a list from JSON becomes a tuple, once
 
     def length(self, dataset_len: int, global_batch: int) -> int:
         """Length in steps."""

@@ -19,7 +19,7 @@ PROGRESS: tuple[str, ...] = tuple(ProgressStyle)
 COMPILE_MODES: tuple[str, ...] = compile_modes
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class TrainerConfig:
     device: Device = Device.AUTO
     """auto (cuda when available), cpu or cuda."""
@@ -85,10 +85,14 @@ class TrainerConfig:
     """Also write TensorBoard scalars under tb/ when tensorboard is importable."""
 
     def __post_init__(self) -> None:
-        self.device = checked(Device, self.device, "TrainerConfig.device")
-        self.precision = checked(Precision, self.precision, "TrainerConfig.precision")
-        self.attention = checked(AttentionKernel, self.attention, "TrainerConfig.attention")
-        self.progress = checked(ProgressStyle, self.progress, "TrainerConfig.progress")
+        # Frozen: the strings of a direct construction become members here, once.
+        for name, kind in (
+            ("device", Device),
+            ("precision", Precision),
+            ("attention", AttentionKernel),
+            ("progress", ProgressStyle),
+        ):
+            object.__setattr__(self, name, checked(kind, getattr(self, name), f"TrainerConfig.{name}"))
         if self.compile_mode not in COMPILE_MODES:
             raise ValueError(f"TrainerConfig.compile_mode must be one of {COMPILE_MODES} (got {self.compile_mode!r})")
         try:
