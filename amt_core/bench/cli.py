@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from amt_core.errors import UserError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat", type=int, default=5, help="runs of each case (default 5); the median is reported")
@@ -33,8 +35,6 @@ def _cases(run_dir: Path) -> dict[str, list[str]]:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from amt_core.errors import UserError
-
     if args.repeat < 1:
         raise UserError(f"--repeat {args.repeat} must be at least 1")
     rows = []

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from amt_core.errors import UserError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="data spec (default: the preset's training data)")
@@ -21,9 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    import torch
+    import torch  # here, not at the top: `amt-core bench data --help` answers without torch
 
-    from amt_core.errors import UserError
     from amt_core.presets import get_preset
     from amt_core.train import parts
     from amt_core.train.sampler import BatchPlan, PlanBatches, plan_loader

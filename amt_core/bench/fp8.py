@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from amt_core.errors import UserError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", help="comma-separated widths, multiples of 16 (default: 512 to 4096)")
@@ -17,11 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    import torch
+    import torch  # here, not at the top: `amt-core bench fp8 --help` answers without torch
 
     from amt_core.accel import fp8, fp8_threshold
     from amt_core.accel.precision import check_precision
-    from amt_core.errors import UserError
 
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     check_precision("fp8", device)

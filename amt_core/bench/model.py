@@ -14,6 +14,8 @@ import argparse
 import statistics
 import time
 
+from amt_core.errors import UserError
+
 SIZES = ("micro", "cpu", "dinov2_s", "dinov2_b", "dinov2_l", "dinov2_g")
 
 
@@ -42,7 +44,7 @@ def _median_seconds(fn, iters: int, warmup: int, sync) -> float:
 
 
 def _measure(model, size: int, batch_size: int, iters: int, warmup: int, device) -> dict:
-    import torch
+    import torch  # in the functions that run: `amt-core bench model --help` answers without torch
 
     def sync() -> None:
         if device.type == "cuda":
@@ -83,7 +85,6 @@ def _measure(model, size: int, batch_size: int, iters: int, warmup: int, device)
 def run(args: argparse.Namespace) -> dict:
     import torch
 
-    from amt_core.errors import UserError
     from amt_core.hand import HandModel
     from amt_core.models.registry import create_model
 

@@ -12,6 +12,16 @@ arrays), write (shards). Other processes slow every figure: the load average is 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from amt_core import paths
+from amt_core.errors import UserError
 
 MODES = ("cold", "warm")
 
@@ -27,20 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _import_seconds() -> float:
     """Wall seconds a fresh interpreter takes to import the writer (what `amt-core synth` pays before any work)."""
-    import subprocess
-    import sys
-    import time
-
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import amt_core.synth.writer"], check=True)
     return time.perf_counter() - t0
 
 
 def _row(size: int, mode: str, args: argparse.Namespace, import_s: float) -> dict:
-    import os
-    import time
-
-    from amt_core.errors import UserError
+    # the world and the writer load torch, Open3D and the catalog: `amt-core bench synth --help` answers without them
     from amt_core.synth.world import WorldConfig
     from amt_core.synth.writer import write_dataset
 
@@ -84,14 +87,6 @@ def _row(size: int, mode: str, args: argparse.Namespace, import_s: float) -> dic
 
 
 def run(args: argparse.Namespace) -> dict:
-    import os
-    import shutil
-    import tempfile
-    from pathlib import Path
-
-    from amt_core import paths
-    from amt_core.errors import UserError
-
     if args.num < 1 or args.workers < 1:
         raise UserError(f"--num and --workers must be at least 1, got {args.num} and {args.workers}")
     modes = MODES if args.cache == "both" else (args.cache,)

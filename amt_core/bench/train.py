@@ -5,6 +5,8 @@ images/s, step time, peak memory, achieved TFLOP/s and model-FLOPs utilization (
 `amt_core.train.flops`, against the GPU's bf16 peak). `--pipeline` instead feeds fresh batches through the real
 data loader and reports how much of each step the device was busy. `--max-batch` finds the largest batch that fits
 (CUDA). A combination that cannot run here (fp8 on the CPU, fa3 without FlashAttention-3) is a row with its reason.
+torch, the presets and the trainer are imported in the functions that use them, so `amt-core bench train --help` and
+its argument errors answer without loading torch.
 """
 
 from __future__ import annotations
