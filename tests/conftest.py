@@ -1,5 +1,6 @@
-"""Shared pytest setup. Qt only: GUI tests run offscreen (or on the display that is there), never on a user's screen
-settings; nothing here touches tests that do not use Qt.
+"""Shared pytest setup: GUI tests run offscreen (or on the display that is there), never on a user's screen settings;
+and the fixtures several test files use (one thread, the micro model, a micro run, the old checkpoint), each made only
+where a test asks for it.
 """
 
 from __future__ import annotations
@@ -84,6 +85,16 @@ def _reassemble_checkpoint(stored_name: str, folder):
     weights = load_file(trimmed)
     weights.update({f"hand_layer.{k}": v.contiguous() for k, v in HandModel().state_dict().items()})
     save_file(weights, folder / "model.safetensors", metadata=metadata)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def micro_run(tmp_path_factory):
+    """A micro run of one step, trained through the CLI: a checkpoint for predict and eval."""
+    from amt_core.cli import main
+
+    folder = tmp_path_factory.mktemp("micro") / "run"
+    assert main(["train", "--preset", "micro", "--max-steps", "1", "--run-dir", str(folder)]) == 0
     return folder
 
 

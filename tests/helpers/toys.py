@@ -1,6 +1,6 @@
 """Toy parts for the trainer tests: a tiny model returning AMTOutput (and one with dropout), a deterministic dataset
-in the Sample schema with optional NaN / exploding samples (and one with NaN labels), and a RunConfig sized for a
-few-second run."""
+in the Sample schema with optional NaN / exploding samples (and one with NaN labels), a RunConfig sized for a
+few-second run, and a poll for what a running trainer shows."""
 
 from __future__ import annotations
 
@@ -145,3 +145,14 @@ def events_of(run_dir, kind: str | None = None) -> list[dict]:
 
     events = EventReader(run_dir).read_all()
     return [e for e in events if kind is None or e["kind"] == kind]
+
+
+def wait_for(predicate, timeout_s: float = 180.0):
+    """Poll `predicate` until it returns something true, and return that; an AssertionError after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError("timed out")
