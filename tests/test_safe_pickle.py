@@ -1,4 +1,5 @@
-"""Untrusted pickles: `import-mano` and the HO-3D reader refuse every global outside their allow-list, by name.
+"""Untrusted pickles (`amt_core/safe_pickle.py`): `import-mano` and the HO-3D reader refuse every global outside
+their allow-list, by name.
 
 Each payload is first proven live (plain `pickle.loads` runs it and writes the marker file), then fed to our readers,
 which must exit 2 naming the refused global while the marker stays absent: nothing ran.
