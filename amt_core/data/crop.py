@@ -14,13 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import roma
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
 from amt_core.errors import UserError
 from amt_core.geometry import project_to_image
-from amt_core.schema.sample import empty_sample
+from amt_core.hand import HandModel
+from amt_core.hand.model import default_hand_path
+from amt_core.schema.sample import check_sample, empty_sample
 
 # Environment variable naming a folder with MANO_RIGHT.npz / MANO_LEFT.npz (written by `amt-core import-mano`).
 MANO_ENV = "AMT_MANO_DIR"
@@ -162,7 +165,6 @@ class ManoLayers:
 
     def model(self, side: str):
         """The HandModel of a side (UserError if the folder lacks that side's file)."""
-        from amt_core.hand import HandModel
 
         if self._pid != os.getpid():  # a DataLoader worker: rebuild rather than share torch modules across forks
             self._models, self._pid = {}, os.getpid()
@@ -215,7 +217,6 @@ class ManoLayers:
 
 def open_hand_num_verts() -> int:
     """Vertex count of the shipped open hand (what the model predicts when no real MANO is configured)."""
-    from amt_core.hand.model import default_hand_path
 
     with np.load(default_hand_path("right"), allow_pickle=False) as data:
         return int(data["v_template"].shape[0])
@@ -226,7 +227,6 @@ def change_frame(rot: np.ndarray, trans: np.ndarray, wrist: np.ndarray, R: np.nd
 
     MANO outputs R0 (x - J0) + J0 + t; after R this is (R R0)(x - J0) + J0 + t' with t' = R (J0 + t) - J0.
     """
-    import roma
 
     R0 = roma.rotvec_to_rotmat(torch.as_tensor(rot, dtype=torch.float64)).numpy()
     new_rot = roma.rotmat_to_rotvec(torch.as_tensor(R @ R0)).numpy()
@@ -357,7 +357,7 @@ def load_image(path: Path) -> Image.Image:
 
 def catalog_ids() -> dict[str, int]:
     """Catalog class id by YCB name ("025_mug" -> id); a YCB object absent from the catalog is absent here."""
-    from amt_core.objects.catalog import catalog
+    from amt_core.objects.catalog import catalog  # trimesh and scipy: only the readers with objects load them
 
     return {obj.ycb_name: obj.id for obj in catalog()}
 
@@ -429,7 +429,6 @@ class RealDataset(Dataset):
     def check_frame(self, index: int) -> list[str]:
         """Problems with one frame, one line each: missing files, unreadable labels, bad shapes, joints behind the
         camera or outside the image."""
-        from amt_core.schema.sample import check_sample
 
         where = f"{self.name} {self.frame_id(index)}"
         missing = [str(path) for path in self.frame_files(index) if not path.is_file()]

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from amt_core.data.crop import (
+    CropConfig,
     FrameLabels,
     ManoLayers,
     RealDataset,
@@ -154,8 +156,6 @@ def split_rule(setup: str, split: str) -> SplitRule:
 
 
 def _yaml(path: Path) -> dict:
-    import yaml
-
     try:
         with open(path) as handle:
             data = yaml.load(handle, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # C parser when built
@@ -233,8 +233,6 @@ class DexYCBDataset(RealDataset):
     name = "dexycb"
 
     def __init__(self, root, setup="s0", split="test", crop=None, mano_dir=None, strict=True) -> None:
-        from amt_core.data.crop import CropConfig
-
         self.root = Path(root)
         self.setup, self.split = setup, split
         self.rule = split_rule(setup, split)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from amt_core.data.crop import (
+    CropConfig,
     FrameLabels,
     ManoLayers,
     RealDataset,
@@ -80,8 +81,6 @@ class FreiHANDDataset(RealDataset):
     name = "freihand"
 
     def __init__(self, root, split="train", crop=None, versions=VERSIONS, mano_dir=None, verts="auto") -> None:
-        from amt_core.data.crop import CropConfig
-
         self.root = Path(root)
         if split not in SPLITS:
             raise UserError(f"FreiHAND split '{split}' is unknown; use train or eval")

@@ -15,13 +15,17 @@ MANO layer, the 778 vertices), and `amt-core eval` scores the split with HO3D's 
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
 import numpy as np
+import roma
+import torch
 
 from amt_core.data.crop import (
     OPENGL_TO_OPENCV,
+    CropConfig,
     FrameLabels,
     ManoLayers,
     RealDataset,
@@ -55,7 +59,6 @@ def has_evaluation_truth(root: Path) -> bool:
 def _read_truth(path: Path, count: int, shape: tuple[int, int]) -> np.ndarray:
     """(count, *shape) float32 from one of the evaluation ground-truth JSON files, converted to OpenCV axes;
     UserError naming the file if it is truncated or does not match evaluation.txt."""
-    import json
 
     try:
         array = np.asarray(json.loads(path.read_text()), dtype=np.float32)
@@ -133,8 +136,6 @@ class HO3DDataset(RealDataset):
     name = "ho3d"
 
     def __init__(self, root, split="train", crop=None, mano_dir=None) -> None:
-        from amt_core.data.crop import CropConfig
-
         self.root = Path(root)
         if split not in SPLITS:
             raise UserError(f"HO3D split '{split}' is unknown; use train or evaluation")
@@ -223,9 +224,6 @@ class HO3DDataset(RealDataset):
         labels.hand_verts, _ = self.mano_layers.forward("right", pose48[3:], beta, rot, trans)
 
     def _add_object(self, meta: dict, labels: FrameLabels) -> None:
-        import roma
-        import torch
-
         rot, trans, name = _array(meta, "objRot"), _array(meta, "objTrans"), meta.get("objName")
         if rot is None or trans is None or name is None:
             return

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from amt_core.data.registry import DatasetSpec
+from amt_core.data.registry import DatasetSpec, open_dataset
 from amt_core.errors import UserError
 
 
@@ -117,7 +117,6 @@ class MixedDataset(Dataset):
 
 def open_mix(spec: DatasetSpec) -> MixedDataset:
     """Open `mix:SPEC*W+SPEC*W...` (the text after `mix:` is split on '+', so part paths must not contain '+')."""
-    from amt_core.data.registry import open_dataset
 
     text = spec.text.split(":", 1)[1] if ":" in spec.text else spec.target
     parts = split_mix(text)

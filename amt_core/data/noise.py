@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import math
 
+import roma
 import torch
 from torch.utils.data import Dataset
 
 from amt_core.data.registry import DatasetSpec
 from amt_core.errors import UserError
 from amt_core.geometry import project_to_image
+from amt_core.hand import HandModel
+from amt_core.objects import num_classes as catalog_classes
 from amt_core.schema.sample import MAX_CONTACTS, VALID_FIELDS, empty_sample
 
 
@@ -43,12 +46,8 @@ class NoiseDataset(Dataset):
         if num < 1:
             raise UserError(f"noise dataset num must be at least 1, got {num}")
         if num_verts is None:
-            from amt_core.hand import HandModel
-
             num_verts = HandModel().num_verts
         if num_classes is None:
-            from amt_core.objects import num_classes as catalog_classes
-
             num_classes = catalog_classes()
         self.size, self.num, self.num_verts, self.num_classes, self.seed = size, num, num_verts, num_classes, seed
 
@@ -56,8 +55,6 @@ class NoiseDataset(Dataset):
         return self.num
 
     def __getitem__(self, index: int) -> dict:
-        import roma
-
         if not 0 <= index < self.num:
             raise IndexError(index)
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + index)

@@ -6,7 +6,8 @@ object within tolerance; False for hand-only samples); `wrench_residual` (2,) (n
 centre of mass left by those forces); `contact_normals` (MAX_CONTACTS, 3) unit normals into the object at the contact
 points (zeros where `contact_point_mask` is False); `gravity_dir` (3,) the unit gravity direction, camera frame.
 Pass `extras=0` in the spec to leave them out (to mix with datasets that lack them).
-Live items depend only on (seed, split, index), never on the DataLoader worker that renders them.
+Live items depend only on (seed, split, index), never on the DataLoader worker that renders them. Only the live path
+imports `amt_core.synth.world` (the renderer: Open3D, trimesh, the catalog), so reading shards does without it.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
 from torch.utils.data import Dataset
 
 from amt_core.data.registry import DatasetSpec
 from amt_core.errors import UserError
 from amt_core.schema.sample import empty_sample
+from amt_core.synth.shards import read_manifest, shard_is_complete, shard_path
 
 SPLITS = ("train", "val", "test")
 EXTRAS = ("depth", "grasp_stable", "wrench_residual", "contact_normals", "gravity_dir")
@@ -72,8 +75,6 @@ class SynthShardDataset(Dataset):
     def __init__(
         self, root: str | Path, start: int = 0, stop: int | None = None, extras: bool = True, cache_shards: int = 32
     ) -> None:
-        from amt_core.synth.shards import read_manifest, shard_is_complete, shard_path
-
         self.root = Path(root)
         self.manifest = read_manifest(self.root)
         missing = [
@@ -105,9 +106,6 @@ class SynthShardDataset(Dataset):
         Only that sample's bytes are read (a memory-mapped slice of each array), not its whole shard: a shuffled
         plan touches a different shard at almost every item, and loading whole shards made reading ~50x slower.
         """
-        from safetensors import SafetensorError
-
-        from amt_core.synth.shards import shard_path
 
         if not 0 <= index < len(self):
             raise IndexError(index)
@@ -123,9 +121,6 @@ class SynthShardDataset(Dataset):
 
     def _handle(self, shard: int):
         """An open safetensors handle of a shard; a few stay open per process (handles do not cross a fork)."""
-        from safetensors import safe_open
-
-        from amt_core.synth.shards import shard_path
 
         if self._pid != os.getpid():
             self._cache, self._cache_order, self._pid = {}, [], os.getpid()
