@@ -50,6 +50,7 @@ from amt_core.losses.mix import MixInfo, mix_per_sample, permute_batch
 from amt_core.losses.schedule import LossSchedule
 from amt_core.objects.tables import ObjectTables, symmetric_rotation_error
 from amt_core.schema.output import AMTOutput
+from amt_core.schema.sample import Batch
 
 PerSample = tuple[torch.Tensor, torch.Tensor]  # ((B,) loss, (B,) bool valid)
 
@@ -76,7 +77,7 @@ class BatchTerm:
     name: str
     group: str
     weight: float
-    compute: Callable[[AMTOutput, dict, AMTLoss.Config], torch.Tensor | None]
+    compute: Callable[[AMTOutput, Batch, AMTLoss.Config], torch.Tensor | None]
     """() value from the output, the batch and the loss settings, or None when they do not allow it."""
 
 
@@ -273,11 +274,11 @@ def _equilibrium(x: _TermInputs) -> PerSample | None:
 # --- the batch as a whole -------------------------------------------------------------------------------------------
 
 
-def _kl(out: AMTOutput, batch: dict, config: AMTLoss.Config) -> torch.Tensor | None:
+def _kl(out: AMTOutput, batch: Batch, config: AMTLoss.Config) -> torch.Tensor | None:
     return None if out.kl is None else out.kl.float().mean()
 
 
-def _diversity(out: AMTOutput, batch: dict, config: AMTLoss.Config) -> torch.Tensor | None:
+def _diversity(out: AMTOutput, batch: Batch, config: AMTLoss.Config) -> torch.Tensor | None:
     if out.joints3d.shape[0] < 2:
         return None
     joints = out.joints3d.float()
@@ -507,7 +508,7 @@ class AMTLoss(nn.Module):
 
     # --- forward -------------------------------------------------------------------------------------------
 
-    def forward(self, output: AMTOutput, batch: dict, epoch: float, mix: MixInfo | None = None) -> LossResult:
+    def forward(self, output: AMTOutput, batch: Batch, epoch: float, mix: MixInfo | None = None) -> LossResult:
         """Weighted total and per-term values.
 
         Args:
@@ -522,7 +523,7 @@ class AMTLoss(nn.Module):
         with torch.autocast(device_type=output.joints3d.device.type, enabled=False):
             return self._forward_fp32(output, batch, epoch, mix)
 
-    def _forward_fp32(self, output: AMTOutput, batch: dict, epoch: float, mix: MixInfo | None) -> LossResult:
+    def _forward_fp32(self, output: AMTOutput, batch: Batch, epoch: float, mix: MixInfo | None) -> LossResult:
         weights = self.term_weights(epoch)
         active = {name for name, weight in weights.items() if weight > 0}
         per_sample = self._per_sample_terms(output, batch, active)
@@ -560,7 +561,7 @@ class AMTLoss(nn.Module):
             self._objects_on[device] = self._objects.to(device)
         return self._objects_on[device]
 
-    def _per_sample_terms(self, out: AMTOutput, batch: dict, active: set[str]) -> dict[str, PerSample]:
+    def _per_sample_terms(self, out: AMTOutput, batch: Batch, active: set[str]) -> dict[str, PerSample]:
         """Per-sample (loss, valid) of every active target-based term the output can be scored on."""
         targets = _Targets(batch, out.joints3d.device)
         objects = None  # built (from the catalog) only when a term has an object to look up
@@ -579,7 +580,7 @@ class AMTLoss(nn.Module):
 class _Targets:
     """A batch's targets on the prediction's device (floats as float32), with the flags several terms share."""
 
-    def __init__(self, batch: dict, device: torch.device) -> None:
+    def __init__(self, batch: Batch, device: torch.device) -> None:
         self.batch = batch
         self.device = device
         self.valid = {name: flag.to(device).bool() for name, flag in batch["valid"].items()}

@@ -6,9 +6,13 @@ L(pred, target[index]), the usual MixUp rule applied to each per-sample loss ter
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
+
+_Tree = TypeVar("_Tree", bound=Mapping[str, Any])
 
 
 @dataclass(kw_only=True)
@@ -21,9 +25,10 @@ class MixInfo:
     """(B,) float in [0, 1]: the weight of sample i's own image (1 = not mixed)."""
 
 
-def permute_batch(batch: dict, index: torch.Tensor) -> dict:
-    """The batch's samples reordered by `index` (nested dicts such as `valid` too; non-tensor values kept)."""
-    out = {}
+def permute_batch(batch: _Tree, index: torch.Tensor) -> _Tree:
+    """A new batch (a `schema.sample.Batch`, or any mapping of tensors) of the samples reordered by `index` (nested
+    dicts such as `valid` too; non-tensor values kept); `batch` is left as it was."""
+    out: dict[str, Any] = {}
     for key, value in batch.items():
         if isinstance(value, dict):
             out[key] = permute_batch(value, index)
@@ -33,7 +38,7 @@ def permute_batch(batch: dict, index: torch.Tensor) -> dict:
             out[key] = type(value)(value[int(i)] for i in index)
         else:
             out[key] = value
-    return out
+    return out  # type: ignore[return-value]  # the keys of `batch`, so its TypedDict
 
 
 def mix_per_sample(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+from amt_core.schema.sample import Batch
 from amt_core.train import parts
 from amt_core.train.events import InvalidLabels
 from amt_core.train.sampler import BatchPlan, PlanBatches, plan_loader
@@ -29,7 +30,7 @@ class BatchFeed:
         """Start the loader again at the plan's current position (at the next `next`)."""
         self._iterator = None
 
-    def next(self) -> tuple[dict, float]:
+    def next(self) -> tuple[Batch, float]:
         """The next batch, with its `index` field, and the seconds waited for it (0 for the first batch after a
         (re)start: it also waits for the workers to start, which is not the pipeline's pace)."""
         starting = self._iterator is None
@@ -44,8 +45,12 @@ class BatchFeed:
         self.plan.consumed(*self._batches.origins.popleft())
         return batch, waited
 
-    def mask_invalid(self, batch: dict, step: int) -> InvalidLabels | None:
-        """Mask the batch's NaN/inf labels and count them; the first time in a run, the warning to write."""
+    def mask_invalid(self, batch: Batch, step: int) -> InvalidLabels | None:
+        """Mask the batch's NaN/inf labels and count them; the first time in a run, the warning to write.
+
+        In place: `batch` is the one `next` has just returned (the loader's own, new each time), masked before
+        anything reads it; no other part of the step changes a batch it is given.
+        """
         invalid = parts.mask_invalid_labels(batch)
         if not invalid:
             return None

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from amt_core.accel.precision import autocast
+from amt_core.schema.sample import Batch
 from amt_core.train import ddp, memory, parts
 from amt_core.train.events import OutOfMemory
 from amt_core.train.kinds import AnomalyAction
@@ -20,12 +21,13 @@ from amt_core.train.stability import process_gradients
 from amt_core.train.step_results import StepResult
 
 if TYPE_CHECKING:
+    from amt_core.losses.mix import MixInfo
     from amt_core.train.state import TrainState
     from amt_core.train.view import TrainerView
 
 
 def forward_backward(
-    trainer: TrainerView, batch: dict, micro_batch: int
+    trainer: TrainerView, batch: Batch, micro_batch: int
 ) -> tuple[torch.Tensor, dict, dict, torch.Tensor]:
     """Forward and backward over `micro_batch`-sized pieces; returns the loss, the terms, how many samples each term
     saw, and the per-sample errors, all on the device. Gradients accumulate in the parameters."""
@@ -59,7 +61,7 @@ def forward_backward(
     return total, terms, counts, torch.cat(errors)
 
 
-def _mixup(trainer: TrainerView, chunk: dict, index: int):
+def _mixup(trainer: TrainerView, chunk: Batch, index: int) -> tuple[Batch, MixInfo | None]:
     """MixUp drawn from a generator seeded by (seed, step, micro-batch): reproducible without saved state."""
     if not trainer.config.mixup.enabled:
         return chunk, None
@@ -68,7 +70,7 @@ def _mixup(trainer: TrainerView, chunk: dict, index: int):
     return mixed, (mix if mixed is not chunk else None)
 
 
-def probe_micro_batch(trainer: TrainerView, optimizer: torch.optim.Optimizer, batch: dict) -> int:
+def probe_micro_batch(trainer: TrainerView, optimizer: torch.optim.Optimizer, batch: Batch) -> int:
     """The largest micro-batch (up to the local batch) whose forward and backward fit on the device, tried on
     `batch` (on the device, without its `index`); the gradients are cleared and the RNG streams left as they were."""
 
@@ -89,7 +91,7 @@ class MicroBatches:
     def __init__(self, state: TrainState, local_batch: int, dynamic: bool) -> None:
         self.state, self.local_batch, self.dynamic = state, local_batch, dynamic
 
-    def step(self, trainer: TrainerView, batch: dict, indices: list[int]) -> StepResult:
+    def step(self, trainer: TrainerView, batch: Batch, indices: list[int]) -> StepResult:
         """One optimizer step on `batch` (on the device); its results stay on the device (`StepResult`)."""
         t0 = time.monotonic()
         total, terms, counts, errors = self.forward_backward(trainer, batch, indices)
@@ -112,7 +114,7 @@ class MicroBatches:
             time_s=time.monotonic() - t0,
         )
 
-    def forward_backward(self, trainer: TrainerView, batch: dict, indices: list[int]) -> tuple:
+    def forward_backward(self, trainer: TrainerView, batch: Batch, indices: list[int]) -> tuple:
         """`forward_backward` in the current micro-batch size; an OOM halves it (when dynamic) and tries again."""
         while True:
             try:
@@ -125,7 +127,7 @@ class MicroBatches:
                 self.state.micro_batch //= 2
                 trainer.events.write(OutOfMemory(step=trainer.step, micro_batch=self.state.micro_batch, batch=indices))
 
-    def probe(self, trainer: TrainerView, batch: dict) -> None:
+    def probe(self, trainer: TrainerView, batch: Batch) -> None:
         """Set the largest micro-batch that fits, tried on `batch` (a batch of the plan)."""
         batch = parts.to_device({k: v for k, v in batch.items() if k != "index"}, trainer.device)
         self.state.micro_batch = probe_micro_batch(trainer, trainer.optimizer, batch)

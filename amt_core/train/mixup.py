@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from amt_core.schema.sample import Batch
+
 if TYPE_CHECKING:  # imported where used: amt_core.losses pulls in every loss term
     from amt_core.losses.mix import MixInfo
 
@@ -34,7 +36,7 @@ class MixUpConfig:
             raise ValueError(f"MixUpConfig.prob must be in [0, 1], got {self.prob}")
 
 
-def mixup_batch(batch: dict, config: MixUpConfig, generator: torch.Generator | None = None) -> tuple[dict, MixInfo]:
+def mixup_batch(batch: Batch, config: MixUpConfig, generator: torch.Generator | None = None) -> tuple[Batch, MixInfo]:
     """Mix a collated batch's images.
 
     Args:
@@ -60,7 +62,7 @@ def mixup_batch(batch: dict, config: MixUpConfig, generator: torch.Generator | N
     lam = float(beta.ppf(uniform, config.alpha, config.alpha))
     lam = max(lam, 1.0 - lam)
     index = torch.randperm(B, generator=generator)
-    mixed = dict(batch)
+    mixed = batch.copy()  # the caller's batch keeps its image
     mixed["image"] = lam * image + (1.0 - lam) * image[index.to(image.device)]
     # A sample paired with itself is not mixed: its weight is 1.
     lam_per_sample = torch.where(index == torch.arange(B), 1.0, lam).to(torch.float32)

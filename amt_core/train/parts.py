@@ -4,16 +4,20 @@ batches; every failure a user can cause becomes a one-line UserError here, befor
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import nn
 
 from amt_core.errors import UserError
+from amt_core.schema.sample import VALID_FIELDS, Batch
 
 if TYPE_CHECKING:
     from amt_core.losses import AMTLoss
     from amt_core.models import ModelConfig
+
+_Tree = TypeVar("_Tree")
+"""A batch or any part of one: `to_device` and `slice_batch` return the same structure."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -57,8 +61,8 @@ def open_data(spec: str):
     return dataset
 
 
-def to_device(batch: Any, device: torch.device) -> Any:
-    """A batch (nested dicts of tensors) on `device`."""
+def to_device(batch: _Tree, device: torch.device) -> _Tree:
+    """A copy of a batch (nested dicts of tensors, a `Batch`) on `device`; `batch` is left as it was."""
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=True)
     if isinstance(batch, dict):
@@ -68,9 +72,9 @@ def to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
-def slice_batch(batch: Any, start: int, stop: int) -> Any:
-    """Samples [start, stop) of a collated batch (nested dicts of tensors); tensors without a batch dimension and
-    anything else are kept whole."""
+def slice_batch(batch: _Tree, start: int, stop: int) -> _Tree:
+    """Samples [start, stop) of a collated batch (nested dicts of tensors, a `Batch`), as a new batch; tensors
+    without a batch dimension and anything else are kept whole."""
     if isinstance(batch, torch.Tensor):
         return batch[start:stop] if batch.ndim else batch
     if isinstance(batch, dict):
@@ -104,7 +108,7 @@ def hand_faces(model: nn.Module) -> torch.Tensor | None:
     return None
 
 
-def per_sample_error(output, batch: dict) -> torch.Tensor:
+def per_sample_error(output, batch: Batch) -> torch.Tensor:
     """(B,) mean joint error in metres (0 where the sample has no 3D joints): the hard-case mining score."""
     error = (output.joints3d.detach().float() - batch["joints3d"].float()).norm(dim=-1).mean(dim=-1)
     valid = batch["valid"]["joints3d"].to(error.dtype) if "valid" in batch else torch.ones_like(error)
@@ -190,13 +194,14 @@ def model_from_checkpoint(path: str, device: torch.device):
     return model.to(device).eval(), config, checkpoint.path
 
 
-def mask_invalid_labels(batch: dict) -> int:
+def mask_invalid_labels(batch: Batch) -> int:
     """Mark labels with NaN or inf as absent (their `valid` flag False, the values zeroed so a masked loss stays
     finite); returns how many samples had such a label. The image is left alone: a non-finite image is a bad step
     the stability checks skip and record.
-    """
-    from amt_core.schema.sample import VALID_FIELDS
 
+    In place, the one function here that changes the batch it is given: only for a batch its caller has just taken
+    from its own loader, before anything else reads it (`BatchFeed.mask_invalid`, `evaluate`).
+    """
     valid = batch.get("valid", {})
     size = batch["image"].shape[0]
     bad_samples = torch.zeros(size, dtype=torch.bool)

@@ -20,6 +20,7 @@ from torch import nn
 from amt_core.accel.precision import check_precision
 from amt_core.errors import UserError
 from amt_core.metrics.reference import MeanPose
+from amt_core.schema.sample import Batch
 from amt_core.train import checkpoint_files as ckpt_io
 from amt_core.train import ddp, parts, steering
 from amt_core.train.checkpointer import Checkpointer, TrainingFailed
@@ -90,7 +91,7 @@ class Trainer:
         self.steering = steering.Steering()  # paused, the stop asked for, the signals, the control channel
         self.pending: list[StepResult] = []
         self.last_norms: dict[str, float] = {}
-        self.last_batch: dict | None = None
+        self.last_batch: Batch | None = None
         self.view: ProgressView | None = None
 
     def _build_parts(self) -> None:
@@ -192,7 +193,7 @@ class Trainer:
         for hook in self.hooks:
             hook.before_train(self)
 
-    def train_step(self, batch: dict) -> None:
+    def train_step(self, batch: Batch) -> None:
         """One optimizer step on a batch (split into micro-batches when memory asks for it)."""
         indices = batch["index"].tolist()
         batch = parts.to_device({k: v for k, v in batch.items() if k != "index"}, self.device)
@@ -268,7 +269,7 @@ class Trainer:
     def epoch(self) -> float:
         return self.plan.samples_seen() / len(self.dataset)
 
-    def next_batch(self) -> dict:
+    def next_batch(self) -> Batch:
         """The next batch of the plan, with its `index` field (NaN/inf labels masked and counted)."""
         batch, waited_s = self.feed.next()
         self.window.data_wait_s += waited_s
