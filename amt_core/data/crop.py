@@ -165,7 +165,6 @@ class ManoLayers:
 
     def model(self, side: str):
         """The HandModel of a side (UserError if the folder lacks that side's file)."""
-
         if self._pid != os.getpid():  # a DataLoader worker: rebuild rather than share torch modules across forks
             self._models, self._pid = {}, os.getpid()
         if side not in self._models:
@@ -217,7 +216,6 @@ class ManoLayers:
 
 def open_hand_num_verts() -> int:
     """Vertex count of the shipped open hand (what the model predicts when no real MANO is configured)."""
-
     with np.load(default_hand_path("right"), allow_pickle=False) as data:
         return int(data["v_template"].shape[0])
 
@@ -227,7 +225,6 @@ def change_frame(rot: np.ndarray, trans: np.ndarray, wrist: np.ndarray, R: np.nd
 
     MANO outputs R0 (x - J0) + J0 + t; after R this is (R R0)(x - J0) + J0 + t' with t' = R (J0 + t) - J0.
     """
-
     R0 = roma.rotvec_to_rotmat(torch.as_tensor(rot, dtype=torch.float64)).numpy()
     new_rot = roma.rotmat_to_rotvec(torch.as_tensor(R @ R0)).numpy()
     return new_rot, R @ (wrist + trans) - wrist
@@ -429,7 +426,6 @@ class RealDataset(Dataset):
     def check_frame(self, index: int) -> list[str]:
         """Problems with one frame, one line each: missing files, unreadable labels, bad shapes, joints behind the
         camera or outside the image."""
-
         where = f"{self.name} {self.frame_id(index)}"
         missing = [str(path) for path in self.frame_files(index) if not path.is_file()]
         if missing:

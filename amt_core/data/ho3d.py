@@ -59,7 +59,6 @@ def has_evaluation_truth(root: Path) -> bool:
 def _read_truth(path: Path, count: int, shape: tuple[int, int]) -> np.ndarray:
     """(count, *shape) float32 from one of the evaluation ground-truth JSON files, converted to OpenCV axes;
     UserError naming the file if it is truncated or does not match evaluation.txt."""
-
     try:
         array = np.asarray(json.loads(path.read_text()), dtype=np.float32)
     except (OSError, ValueError, TypeError) as err:

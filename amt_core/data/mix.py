@@ -117,7 +117,6 @@ class MixedDataset(Dataset):
 
 def open_mix(spec: DatasetSpec) -> MixedDataset:
     """Open `mix:SPEC*W+SPEC*W...` (the text after `mix:` is split on '+', so part paths must not contain '+')."""
-
     text = spec.text.split(":", 1)[1] if ":" in spec.text else spec.target
     parts = split_mix(text)
     datasets = []

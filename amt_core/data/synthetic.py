@@ -106,7 +106,6 @@ class SynthShardDataset(Dataset):
         Only that sample's bytes are read (a memory-mapped slice of each array), not its whole shard: a shuffled
         plan touches a different shard at almost every item, and loading whole shards made reading ~50x slower.
         """
-
         if not 0 <= index < len(self):
             raise IndexError(index)
         global_index = self.start + index
@@ -121,7 +120,6 @@ class SynthShardDataset(Dataset):
 
     def _handle(self, shard: int):
         """An open safetensors handle of a shard; a few stay open per process (handles do not cross a fork)."""
-
         if self._pid != os.getpid():
             self._cache, self._cache_order, self._pid = {}, [], os.getpid()
         if shard not in self._cache:
