@@ -666,9 +666,9 @@ for round_ in range(SYNTH_KILLS):
 
 # ---------------------------------------------------------------- exact resume
 test = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                       "tests/test_train.py::test_resume_is_exact"], capture_output=True, text=True)
+                       "tests/test_trainer.py::test_resume_is_exact"], capture_output=True, text=True)
 results["resume"] = test.returncode == 0
-test = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_trust_preempt.py"],
+test = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_stopping.py::test_signal_saves_records_and_the_resume_is_exact"],
                       capture_output=True, text=True)
 results["preempt_resume"] = test.returncode == 0
 
@@ -729,8 +729,8 @@ rows = [
     ("... exits with a traceback on stderr", f"{sum(s['traceback'] for s in syn)} of {len(syn)}"),
     ("... the same command afterwards completes the folder, byte-identical to an uninterrupted run",
      f"{sum(s['completed_equal'] for s in syn)} of {len(syn)}"),
-    ("6 steps + resume + 6 == 12 steps, bit for bit (tests/test_train.py::test_resume_is_exact)", "yes" if results["resume"] else "NO"),
-    ("SIGTERM / SIGUSR1 + resume == the run never stopped, bit for bit (tests/test_trust_preempt.py)",
+    ("6 steps + resume + 6 == 12 steps, bit for bit (tests/test_trainer.py::test_resume_is_exact)", "yes" if results["resume"] else "NO"),
+    ("SIGTERM / SIGUSR1 + resume == the run never stopped, bit for bit (tests/test_stopping.py::test_signal_saves_records_and_the_resume_is_exact)",
      "yes" if results["preempt_resume"] else "NO"),
 ]
 failures = []

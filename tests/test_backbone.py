@@ -3,6 +3,8 @@ official DINOv2 .pth and timm .safetensors layouts (files the tests write) with 
 
 from __future__ import annotations
 
+import fractions
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -165,3 +167,31 @@ def test_conv_trunk_config_errors_name_the_field():
     with pytest.raises(ValueError, match="depth"):
         Backbone.Config(variant="scratch", depth=0)
     assert len(Backbone(Backbone.Config(variant="hybrid", img_size=32, depth=0, patch_size=8, out_dim=8)).blocks) == 0
+
+
+class NotATensor:
+    """A class torch's weights_only loader does not know."""
+
+
+def test_a_pth_that_is_not_plain_tensors_is_one_line(tmp_path):
+    path = tmp_path / "not_a_backbone.pth"
+    torch.save({"model": NotATensor()}, path)  # weights_only refuses the class with a page of advice
+    backbone = create_model("baseline_micro", **{"backbone.variant": "scratch"}).backbone  # a ViT takes weights
+    with pytest.raises(UserError, match="as plain tensors .*official DINOv2 .pth or a timm .safetensors") as info:
+        load_backbone_weights(backbone, path)
+    assert "\n" not in str(info.value)
+
+
+def test_a_pth_with_a_python_object_names_it_in_a_short_line(tmp_path):
+    from amt_core.errors import UserError
+    from amt_core.models import create_model
+    from amt_core.models.backbone import load_backbone_weights
+
+    path = tmp_path / "weights.pth"
+    torch.save({"model": {"x": fractions.Fraction(1, 3)}}, path)
+    backbone = create_model("baseline_micro", **{"backbone.variant": "scratch"}).backbone
+    with pytest.raises(UserError) as info:
+        load_backbone_weights(backbone, path)
+    message = str(info.value)
+    assert "fractions.Fraction" in message and "weights_only" not in message
+    assert len(message) - len(str(path)) < 200  # PyTorch's own text was 464 characters before the path

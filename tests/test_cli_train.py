@@ -1,5 +1,6 @@
-"""`amt-core train / eval / predict / ctl` from the command line: a micro run end to end, and bad input that fails
-with one line, exit code 2, and nothing overwritten."""
+"""`amt-core train / eval / predict / ctl` from the command line: a micro run end to end, bad input that fails with
+one line, exit code 2, and nothing overwritten, giving up as exit 3, and `train --help` and the first line stating the
+plan and the time limit."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from PIL import Image
 
 from amt_core.cli import main
 from amt_core.train.events import EventReader
+from amt_core.train.trainer import TrainingFailed
 
 
 @pytest.mark.parametrize(
@@ -99,3 +101,38 @@ def test_output_into_a_closed_pipe_is_not_a_traceback():
     stderr = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0
     assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+
+
+def test_giving_up_is_one_line_and_exit_3(tmp_path, monkeypatch, capsys):
+    import amt_core.train.trainer as trainer_module
+
+    class GivesUp:
+        def __init__(self, *args, **kwargs) -> None:
+            self.is_main = True
+
+        def train(self):
+            raise TrainingFailed("explosion at step 8 after 3 rollbacks; lower the learning rate")
+
+    monkeypatch.setattr(trainer_module, "Trainer", GivesUp)
+    code = main(["train", "--preset", "micro", "--run-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 3
+    assert err.strip().count("\n") == 0 and "explosion at step 8 after 3 rollbacks" in err and "intact" in err
+
+
+def test_help_and_the_first_line_state_the_plan_and_the_time_limit(capsys):
+    from amt_core.commands.train import plan_line
+    from amt_core.presets import apply_overrides, get_preset
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "(default 0: no time limit)" in help_text
+    micro, cpu = get_preset("micro"), get_preset("cpu")
+    micro_steps, cpu_steps = (sum(s.steps for s in c.stages) for c in (micro, cpu))
+    assert f"micro plans {micro_steps} steps, cpu {cpu_steps}" in help_text  # kept true to the presets
+    line = plan_line(apply_overrides(micro, ["trainer.max_steps=200"]), 100, "runs/x", resume=False)
+    assert f"the plan is {micro_steps} steps" in line and "--max-steps 200 does not lengthen it" in line
+    assert line.endswith("no time limit")
+    line = plan_line(apply_overrides(micro, ["trainer.max_time_s=90"]), 100, "runs/x", resume=False)
+    assert line.endswith("1.5 minutes of training")

@@ -1,29 +1,21 @@
-"""The control channel: pause/resume/stage/save/rollback/snapshot/stop change what the events show; a wrong secret
-is refused; a dead run gives a clear error; `amt-core ctl` exits 0 once the trainer confirms."""
+"""The control channel: pause/resume/stage/save/rollback/snapshot/stop change what the events show; `ctl status`
+while paused says paused; a wrong secret is refused; idle connections time out; a dead run gives a clear error;
+`amt-core ctl` exits 0 once the trainer confirms."""
 
 from __future__ import annotations
 
 import json
+import socket
 import stat
 import threading
 import time
 
 import pytest
-from helpers.toys import ToyDataset, events_of, toy_config, toy_trainer
+from helpers.toys import ToyDataset, events_of, toy_config, toy_trainer, wait_for
 
 from amt_core.cli import main
 from amt_core.errors import UserError
-from amt_core.train.control import ControlClient
-
-
-def _wait_for(predicate, timeout_s: float = 180.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("timed out")
+from amt_core.train.control import ControlClient, ControlServer
 
 
 @pytest.fixture
@@ -33,7 +25,7 @@ def live_run(tmp_path):
     result = {}
     thread = threading.Thread(target=lambda: result.setdefault("state", trainer.train()), daemon=True)
     thread.start()
-    _wait_for(lambda: (tmp_path / "control.json").exists() and trainer.step >= 3)
+    wait_for(lambda: (tmp_path / "control.json").exists() and trainer.step >= 3)
     yield trainer, tmp_path, thread, result
     if thread.is_alive():
         trainer.steering.request_stop("command")
@@ -53,7 +45,7 @@ def test_commands_take_effect_and_show_in_events(live_run):
     time.sleep(0.3)
     assert trainer.step == paused_at  # no step while paused
     assert client.send("resume")["state"] == "running"
-    _wait_for(lambda: trainer.step > paused_at + 2)
+    wait_for(lambda: trainer.step > paused_at + 2)
 
     assert client.send("stage", 3)["stage"] == 3
     stage = events_of(run_dir, "stage")[-1]
@@ -61,7 +53,7 @@ def test_commands_take_effect_and_show_in_events(live_run):
 
     saved = client.send("save")["checkpoint"]
     assert any(e["name"] == saved and e["reason"] == "command" for e in events_of(run_dir, "checkpoint"))
-    _wait_for(lambda: trainer.step > int(saved.split("_")[1]) + 2)
+    wait_for(lambda: trainer.step > int(saved.split("_")[1]) + 2)
 
     reply = client.send("rollback", "step_00000000")
     assert reply["checkpoint"] == "step_00000000"
@@ -98,34 +90,46 @@ def test_wrong_secret_is_refused(live_run):
     assert client.send("status")["ok"]
 
 
-SIGNAL_RUN = """
-import sys
-sys.path.insert(0, {tests!r})
-from helpers.toys import ToyDataset, toy_config, toy_trainer
-config = toy_config(steps=(100_000, 100_000, 100_000), ckpt_every=100_000)
-print(toy_trainer({run_dir!r}, config, dataset=ToyDataset(num=4096, delay_s=0.002)).train(), flush=True)
-"""
-
-
-@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
-def test_signal_saves_a_checkpoint_and_exits_cleanly(tmp_path, signum):
-    import os
-    import signal
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    code = SIGNAL_RUN.format(tests=str(Path(__file__).parent), run_dir=str(tmp_path))
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+def test_ctl_status_while_paused_says_paused(tmp_path):
+    trainer = toy_trainer(tmp_path, toy_config(steps=(400, 3, 3), max_steps=400))
+    thread = threading.Thread(target=trainer.train, daemon=True)
+    thread.start()
     try:
-        _wait_for(lambda: [e for e in events_of(tmp_path, "metrics") if e["step"] >= 3])
-        os.kill(proc.pid, getattr(signal, signum))
-        out, _ = proc.communicate(timeout=60)
+        deadline = time.time() + 60
+        while not (tmp_path / "control.json").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        client = ControlClient(tmp_path, timeout_s=30)
+        assert client.send("pause")["ok"]
+        status = client.send("status")
+        assert status["paused"] is True and status["state"] == "paused"
+        assert client.send("resume")["ok"]
+        assert client.send("status")["paused"] is False
     finally:
-        proc.kill()
-    assert proc.returncode == 0 and out.strip() == "stopped"
-    final = events_of(tmp_path, "state")[-1]
-    assert final["state"] == "stopped" and final["reason"] == "signal"
-    last = events_of(tmp_path, "checkpoint")[-1]
-    assert last["reason"] == "stop" and last["step"] == final["step"] >= 3
-    assert not (tmp_path / "lock").exists() and not (tmp_path / "control.json").exists()
+        ControlClient(tmp_path, timeout_s=30).send("stop")
+        thread.join(timeout=60)
+    assert not thread.is_alive()
+
+
+def test_idle_control_connections_are_dropped(tmp_path):
+    server = ControlServer(tmp_path, read_timeout_s=2.0)
+    server.start()
+    try:
+        before = threading.active_count()
+        idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(40)]
+        peak, deadline = 0, time.time() + 1.8
+        while time.time() < deadline:  # one handler thread each while they wait
+            peak = max(peak, threading.active_count())
+            time.sleep(0.02)
+        assert peak > before  # handler threads wait on the idle clients...
+        deadline = time.time() + 15
+        while threading.active_count() > before and time.time() < deadline:
+            time.sleep(0.05)
+        assert threading.active_count() <= before  # ...and every one timed out and ended
+        for sock in idle:
+            sock.settimeout(5)
+            assert b"bad request" in sock.recv(4096)
+            sock.close()
+        server.status = {"step": 3}
+        assert ControlClient(tmp_path, timeout_s=10).send("status")["step"] == 3  # still serving
+    finally:
+        server.close()

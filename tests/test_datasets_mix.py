@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers.cli import one_error_line
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -111,3 +112,11 @@ def test_datasets_check_command(freihand_root, tmp_path, capsys):
     assert "Traceback" not in out
     assert main(["datasets", "list"]) == 0
     assert "dexycb" in capsys.readouterr().out
+
+
+def test_val_data_mix_is_refused_at_start_and_nothing_is_written(tmp_path, capsys):
+    folder = tmp_path / "run"
+    assert main(["train", "--preset", "micro", "--max-steps", "1", "--run-dir", str(folder), "--val-data", "mix:"]) == 2
+    one_error_line(capsys.readouterr().err, "--val-data 'mix:'", "empty part")
+    assert not folder.exists()
+    assert main(["datasets", "check", "mix:"]) == 1  # the same parser says the same

@@ -1,5 +1,7 @@
 """The typed event contract: every kind round-trips through events.jsonl, older lines (no `v`) and unknown kinds
-read, a field a kind does not have is refused at write time, and the studio takes typed events and lines alike."""
+read, a field a kind does not have is refused at write time, and the studio takes typed events and lines alike. The log
+under damage: the reader tails a growing file and leaves partial lines, skips and counts torn lines and stray bytes,
+and a resumed writer never glues its first event to a torn line."""
 
 from __future__ import annotations
 
@@ -234,3 +236,81 @@ def test_lines_outside_the_known_values_read_as_what_they_can_be():
     assert Checkpoint(step=1, name="a", reason="stage_end").reason is CheckpointReason.STAGE_END
     with pytest.raises(ValueError, match="Checkpoint.reason"):
         Checkpoint(step=1, name="a", reason="whim")
+
+
+def test_event_reader_tails_and_leaves_partial_lines(tmp_path):
+    writer = EventWriter(tmp_path)
+    writer.emit("state", 0, state="running")
+    reader = EventReader(tmp_path)
+    first = reader.read_new()
+    assert [e["kind"] for e in first] == ["state"] and first[0]["v"] == SCHEMA_VERSION
+    assert {"v", "kind", "step", "time"} <= first[0].keys()
+    writer.emit("metrics", 1, loss=float("nan"), lr={"decoders": 1e-3})
+    with open(tmp_path / "events.jsonl", "a") as f:  # a half-written line, as a reader may see mid-write
+        f.write('{"v": 1, "kind": "metr')
+    events = reader.read_new()
+    assert len(events) == 1 and events[0]["loss"] == "nan"  # strict JSON: non-finite floats become strings
+    assert reader.read_new() == []
+    with open(tmp_path / "events.jsonl", "a") as f:
+        f.write('ics", "step": 2, "time": 0}\n')
+    assert [e["step"] for e in reader.read_new()] == [2]
+    with pytest.raises(ValueError, match="unknown event kind"):
+        writer.emit("bogus", 3)
+    writer.close()
+    (tmp_path / "events.jsonl").write_text('{"kind": "state", "step": 0}\n')  # a new run: the file shrank
+    assert [e["step"] for e in reader.read_new()] == [0]
+
+
+def _write_raw(path, data: bytes) -> None:
+    with open(path, "ab") as f:
+        f.write(data)
+
+
+def test_reader_skips_and_counts_bad_lines_and_never_raises(tmp_path):
+    writer = EventWriter(tmp_path)
+    writer.emit("state", 0, state="running")
+    log = tmp_path / "events.jsonl"
+    _write_raw(log, b'{"v": 1, "kind": "metrics", "step": 1, "loss": \xff\xfe}\n')  # a non-UTF-8 byte
+    _write_raw(log, b"not json at all\n")
+    _write_raw(log, b"[1, 2, 3]\n")  # JSON, but not an event object
+    _write_raw(log, b'\x80{"v": 1}\n')
+    writer.emit("metrics", 2, loss=1.0)
+    reader = EventReader(tmp_path)
+    events = reader.read_all()
+    assert [e["step"] for e in events] == [0, 2]
+    assert reader.bad_lines == 4
+    writer.emit("metrics", 3, loss=0.5)  # a poll after the bad lines still sees new events
+    assert [e["step"] for e in reader.read_new()] == [3]
+    assert [e["step"] for e in reader.read_all()] == [0, 2, 3] and reader.bad_lines == 4  # read_all recounts
+    writer.close()
+
+
+def test_reader_moves_past_a_chunk_of_only_bad_lines_and_an_overlong_line(tmp_path):
+    log = tmp_path / "events.jsonl"
+    _write_raw(log, b"\xff" * 100 + b"\n")
+    _write_raw(log, b"x" * 5000 + b"\n")  # longer than a whole read below
+    _write_raw(log, json.dumps({"v": 1, "kind": "state", "step": 7, "time": 0}).encode() + b"\n")
+    reader = EventReader(tmp_path)
+    events = []
+    for _ in range(20):
+        events += reader.read_new(max_bytes=1024)
+    assert [e["step"] for e in events] == [7]
+    assert reader.bad_lines >= 2
+
+
+def test_resumed_writer_starts_a_new_line_after_a_torn_one(tmp_path):
+    writer = EventWriter(tmp_path)
+    writer.emit("state", 0, state="running")
+    writer.close()
+    _write_raw(tmp_path / "events.jsonl", b'{"v": 1, "kind": "metrics", "st')  # killed mid-line
+    resumed = EventWriter(tmp_path)
+    resumed.emit("state", 5, state="running", resumed_from="step_00000004")
+    resumed.emit("metrics", 6, loss=1.0)
+    resumed.close()
+    reader = EventReader(tmp_path)
+    events = reader.read_all()
+    assert [(e["kind"], e["step"]) for e in events] == [("state", 0), ("state", 5), ("metrics", 6)]
+    assert reader.bad_lines == 1
+    again = EventWriter(tmp_path)  # a clean end adds no empty line
+    again.close()
+    assert not (tmp_path / "events.jsonl").read_bytes().endswith(b"\n\n")

@@ -1,21 +1,94 @@
-"""Errors at the boundary with the machine, each one line naming the path, exit 2: a real 2 MB tmpfs filled up and a
-read-only mount (as root; where mounting is not permitted those tests skip and the injected versions below stand in)
-for train's first checkpoint, synth's shards and the cache; and a run directory recognised before anything is
-written: `--resume` on an empty or a foreign folder, a foreign folder without and with `--force`."""
+"""The CLI's one-line errors (`amt_core/errors.py` and the handler in `cli.py`), exit 2: usage errors that point to
+`--help`, unknown names with the closest match and a count (not the whole list), an empty `--preset`, flags refused in
+the user's own words; and errors at the boundary with the machine, each one line naming the path: a real 2 MB tmpfs
+filled up and a read-only mount (as root; where mounting is not permitted those tests skip and the injected versions
+stand in) for train's first checkpoint, synth's shards, the cache, and predict's and eval's outputs."""
 
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers.cli import one_error_line
 
 from amt_core.cli import main
-from amt_core.errors import MAX_LINE
+
+MAX_LINE = 300
+
+
+def amt(*argv: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "amt_core", *argv], capture_output=True, text=True, timeout=300, **kwargs
+    )
+
+
+def one_line(result: subprocess.CompletedProcess) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and len(lines[0]) < MAX_LINE, result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("train", "--max-steps", "abc"),
+        ("train", "--device", "tpu"),
+        ("synth", "--num", "abc"),
+        ("eval",),
+        ("eval", "--ckpt", "x", "--batch-size", "abc"),
+    ],
+)
+def test_usage_errors_are_one_line_that_points_to_help(argv) -> None:
+    result = amt(*argv)
+    assert result.returncode == 2
+    line = one_line(result)
+    assert line.startswith(f"amt-core {argv[0]}: error: ") and line.endswith(f"see amt-core {argv[0]} --help")
+
+
+def test_unknown_names_are_one_short_line_with_the_closest_match(tmp_path) -> None:
+    result = amt("train", "--preset", "micro", "--run-dir", str(tmp_path / "a"), "--set", "trainer.seeed=1")
+    line = one_line(result)
+    assert result.returncode == 2 and "did you mean 'seed'?" in line and "more)" in line
+    result = amt("train", "--preset", "micro", "--run-dir", str(tmp_path / "b"), "--set", "loss.weights.joint3d=1")
+    line = one_line(result)
+    assert result.returncode == 2 and "'joints3d'" in line
+    result = amt("train", "--preset", "micro", "--run-dir", str(tmp_path / "c"), "--data", "nosuch:/x")
+    line = one_line(result)
+    assert result.returncode == 2 and "known: synth, freihand" in line and "datasets list" in line
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+
+
+def test_an_empty_preset_is_refused_not_replaced_by_the_default(tmp_path) -> None:
+    result = amt("train", "--preset", "", "--run-dir", str(tmp_path / "run"))
+    assert result.returncode == 2 and "--preset is empty" in one_line(result)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, fragments",
+    [
+        (["train", "--preset", "micro", "--max-time", "-1"], ["--max-time must be >= 0 minutes", "got -1"]),
+        (["train", "--preset", "micro", "--max-steps", "-5"], ["--max-steps must be >= 0", "got -5"]),
+        (["train", "--preset", "micro", "--batch-size", "0"], ["--batch-size must be >= 1"]),
+        (["ctl", ".", "status", "--timeout", "-1"], ["--timeout must be > 0 seconds, got -1"]),
+        (["ctl", ".", "status", "--timeout", "0"], ["--timeout must be > 0 seconds, got 0"]),
+    ],
+)
+def test_flags_are_refused_in_the_users_own_words(argv, fragments, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main([*argv[:1], *argv[1:]]) == 2
+    line = one_error_line(capsys.readouterr().err, *fragments)
+    assert "trainer." not in line  # not the config field the flag becomes
+    assert not list(tmp_path.iterdir())
+
+
+# --------------------------------------------------------------------------- the boundary with the machine
+
 
 SMALL_FS = "2m"
 
@@ -65,17 +138,6 @@ def _fill(mount: Path, leave: int) -> None:
         handle.write(b"\0" * max(free - leave, 0))
 
 
-def _one_error_line(err: str, *fragments: str) -> str:
-    """The command's error output, checked to be one line under MAX_LINE with no traceback, holding `fragments`."""
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    line = lines[0]
-    assert len(line) < MAX_LINE and "Traceback" not in err, line
-    for fragment in fragments:
-        assert fragment in line, (fragment, line)
-    return line
-
-
 def _cli(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """`amt-core ARGS` in a fresh process: the cache tests need one whose in-memory caches are empty."""
     return subprocess.run(
@@ -93,7 +155,7 @@ def _cli(args: list[str], env: dict[str, str] | None = None) -> subprocess.Compl
 def test_train_first_checkpoint_on_a_full_tmpfs_is_one_line(small_fs, capsys):
     run_dir = small_fs / "run"
     assert main(["train", "--preset", "micro", "--max-steps", "1", "--run-dir", str(run_dir)]) == 2
-    _one_error_line(capsys.readouterr().err, f"disk full at {run_dir / 'checkpoints'}", "free space")
+    one_error_line(capsys.readouterr().err, f"disk full at {run_dir / 'checkpoints'}", "free space")
     assert not [p for p in (run_dir / "checkpoints").iterdir() if p.name.startswith((".tmp-", ".space-probe"))]
 
 
@@ -109,7 +171,7 @@ def test_train_first_checkpoint_when_safetensors_reports_a_full_disk(tmp_path, m
     monkeypatch.setattr(ckpt_io, "save_file", full)
     run_dir = tmp_path / "run"
     assert main(["train", "--preset", "micro", "--max-steps", "1", "--run-dir", str(run_dir)]) == 2
-    _one_error_line(capsys.readouterr().err, f"disk full at {run_dir / 'checkpoints'}", "free space")
+    one_error_line(capsys.readouterr().err, f"disk full at {run_dir / 'checkpoints'}", "free space")
 
 
 # --------------------------------------------------------------------------- synth's shards
@@ -119,14 +181,14 @@ def test_synth_shard_on_a_full_tmpfs_is_one_line(small_fs, capsys):
     _fill(small_fs, leave=64 * 1024)  # room for the manifest, not for a shard of 8 samples at 64 px
     out = small_fs / "ds"
     assert main(["synth", "--out", str(out), "--num", "8", "--size", "64", "--shard-size", "8"]) == 2
-    _one_error_line(capsys.readouterr().err, f"disk full at {out}", "free space")
+    one_error_line(capsys.readouterr().err, f"disk full at {out}", "free space")
     assert not list(out.glob(".*.tmp"))  # the temporary shard went with the error
 
 
 def test_synth_on_a_read_only_mount_is_one_line(read_only_fs, capsys):
     out = read_only_fs / "ds"
     assert main(["synth", "--out", str(out), "--num", "2", "--size", "64"]) == 2
-    _one_error_line(capsys.readouterr().err, str(out), "read-only", "writable folder")
+    one_error_line(capsys.readouterr().err, str(out), "read-only", "writable folder")
 
 
 def test_synth_write_error_without_a_file_name_names_the_shard(tmp_path, monkeypatch, capsys):
@@ -143,7 +205,7 @@ def test_synth_write_error_without_a_file_name_names_the_shard(tmp_path, monkeyp
     monkeypatch.setattr(amt_core.atomic.os, "replace", full)
     out = tmp_path / "ds"
     assert main(["synth", "--out", str(out), "--num", "2", "--size", "64"]) == 2
-    _one_error_line(capsys.readouterr().err, f"disk full at {out}/shard-00000.safetensors")
+    one_error_line(capsys.readouterr().err, f"disk full at {out}/shard-00000.safetensors")
 
 
 # --------------------------------------------------------------------------- the cache
@@ -154,7 +216,7 @@ def test_cache_on_a_full_tmpfs_is_one_line(small_fs, tmp_path):
     cache = small_fs / "cache"
     result = _cli(["synth", "--out", str(tmp_path / "ds"), "--num", "2", "--size", "64"], {"AMT_CACHE_DIR": str(cache)})
     assert result.returncode == 2, result.stderr[-2000:]
-    _one_error_line(result.stderr, f"disk full at {cache}")
+    one_error_line(result.stderr, f"disk full at {cache}")
 
 
 def test_cache_on_a_read_only_mount_is_one_line(read_only_fs, tmp_path):
@@ -162,7 +224,7 @@ def test_cache_on_a_read_only_mount_is_one_line(read_only_fs, tmp_path):
         ["synth", "--out", str(tmp_path / "ds"), "--num", "2", "--size", "64"], {"AMT_CACHE_DIR": str(read_only_fs)}
     )
     assert result.returncode == 2, result.stderr[-2000:]
-    _one_error_line(result.stderr, f"cache folder {read_only_fs}", "set AMT_CACHE_DIR")
+    one_error_line(result.stderr, f"cache folder {read_only_fs}", "set AMT_CACHE_DIR")
     assert not (tmp_path / "ds").exists() or not any((tmp_path / "ds").glob("shard-*"))
 
 
@@ -188,78 +250,7 @@ def test_the_boundary_handler_maps_only_conditions_of_the_machine():
     assert boundary_line(OSError(errno.ECONNRESET, "reset")) is None
 
 
-# --------------------------------------------------------------------------- the run directory
-
-
-def _tree_hash(folder: Path) -> dict[str, str]:
-    """Every file and folder under `folder` with a hash of its bytes (folders: their name)."""
-    return {
-        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
-        for path in sorted(folder.rglob("*"))
-    }
-
-
-def _foreign(folder: Path) -> Path:
-    """A folder of someone's own files, with names a run writes among them."""
-    folder.mkdir()
-    (folder / "notes.txt").write_text("my notes\n")
-    (folder / "config.json").write_text('{"theirs": true}\n')
-    (folder / "checkpoints").mkdir()
-    (folder / "checkpoints" / "latest").write_text("my latest\n")
-    return folder
-
-
-@pytest.mark.parametrize("kind", ["empty", "foreign", "missing"])
-def test_resume_on_a_folder_without_a_run_is_refused_and_nothing_changes(tmp_path, capsys, kind):
-    folder = tmp_path / "dir"
-    if kind == "empty":
-        folder.mkdir()
-    elif kind == "foreign":
-        _foreign(folder)
-    before = _tree_hash(tmp_path)
-    assert main(["train", "--preset", "micro", "--max-steps", "1", "--run-dir", str(folder), "--resume"]) == 2
-    expected = {"empty": "is empty", "foreign": "is not a run directory", "missing": "does not exist"}[kind]
-    _one_error_line(capsys.readouterr().err, "--resume", str(folder), expected)
-    assert _tree_hash(tmp_path) == before
-
-
-def test_a_foreign_folder_is_refused_without_force_and_its_files_are_never_overwritten(tmp_path, capsys):
-    folder = _foreign(tmp_path / "dir")
-    before = _tree_hash(folder)
-    assert main(["train", "--preset", "micro", "--max-steps", "1", "--run-dir", str(folder)]) == 2
-    _one_error_line(capsys.readouterr().err, "not written by amt-core", "checkpoints/latest (+1 more)")
-    assert _tree_hash(folder) == before
-    # --force does not make a clash acceptable: their config.json and checkpoints/latest are where the run writes
-    assert main(["train", "--preset", "micro", "--max-steps", "1", "--run-dir", str(folder), "--force"]) == 2
-    _one_error_line(capsys.readouterr().err, "checkpoints/latest (+1 more)", "move it away")
-    assert _tree_hash(folder) == before
-
-
-def test_force_starts_a_run_beside_files_it_leaves_alone(tmp_path, capsys):
-    folder = tmp_path / "dir"
-    folder.mkdir()
-    (folder / "notes.txt").write_text("my notes\n")
-    assert main(["train", "--preset", "micro", "--max-steps", "1", "--run-dir", str(folder)]) == 2
-    _one_error_line(capsys.readouterr().err, "is not empty and is not a run (notes.txt)", "--force")
-    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
-    assert main(["train", "--preset", "micro", "--max-steps", "1", "--run-dir", str(folder), "--force"]) == 0
-    out = capsys.readouterr().out
-    assert out.splitlines()[0].startswith("training micro") and "stopping at step 1" in out
-    assert (folder / "notes.txt").read_text() == "my notes\n"
-    assert (folder / "config.json").exists() and any((folder / "checkpoints").glob("step_*"))
-    # now a run: --resume is accepted and the notes stay
-    assert main(["train", "--preset", "micro", "--max-steps", "2", "--run-dir", str(folder), "--resume"]) == 0
-    assert (folder / "notes.txt").read_text() == "my notes\n"
-
-
 # --------------------------------------------------------------------------- predict's and eval's outputs
-
-
-@pytest.fixture(scope="module")
-def micro_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("boundary") / "run"
-    assert main(["train", "--preset", "micro", "--max-steps", "1", "--run-dir", str(folder)]) == 0
-    return folder
 
 
 def _image(folder: Path) -> Path:
@@ -275,28 +266,13 @@ def test_predict_out_on_a_full_tmpfs_names_the_folder(micro_run, small_fs, tmp_p
     _fill(small_fs, leave=8 * 1024)  # the JSON fits, the meshes and the overlay do not
     out = small_fs / "pred"
     assert main(["predict", "--ckpt", str(micro_run), str(_image(tmp_path / "in")), "--out", str(out)]) == 2
-    _one_error_line(capsys.readouterr().err, f"disk full at {out}", "free space")
+    one_error_line(capsys.readouterr().err, f"disk full at {out}", "free space")
 
 
 def test_predict_and_eval_outputs_on_a_read_only_mount(micro_run, read_only_fs, tmp_path, capsys):
     out = read_only_fs / "pred"
     assert main(["predict", "--ckpt", str(micro_run), str(_image(tmp_path / "in")), "--out", str(out)]) == 2
-    _one_error_line(capsys.readouterr().err, str(out), "read-only")
+    one_error_line(capsys.readouterr().err, str(out), "read-only")
     report = read_only_fs / "eval.json"
     assert main(["eval", "--ckpt", str(micro_run), "--max-samples", "2", "--json", str(report)]) == 2
-    _one_error_line(capsys.readouterr().err, f"--json {report}", "not writable")  # refused before evaluating
-
-
-def test_a_run_killed_before_its_config_is_still_a_run(tmp_path):
-    """kill -9 between taking the lock and writing config.json leaves the lock and empty folders: --resume takes it
-    (and starts afresh, there being no checkpoint); a file named lock that a trainer did not write does not count."""
-    from amt_core.errors import UserError
-    from amt_core.train.rundir import RunDir
-
-    (tmp_path / "lock").write_text("")
-    (tmp_path / "checkpoints").mkdir()
-    (tmp_path / "snapshots").mkdir()
-    RunDir(tmp_path).check_start(resume=True)
-    (tmp_path / "lock").write_text("my own lock notes\n")
-    with pytest.raises(UserError, match="is not a run directory"):
-        RunDir(tmp_path).check_start(resume=True)
+    one_error_line(capsys.readouterr().err, f"--json {report}", "not writable")  # refused before evaluating

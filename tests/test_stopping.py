@@ -1,6 +1,8 @@
-"""Preemption: SIGTERM or SIGUSR1 during `amt-core train` (to the trainer alone, or to its whole process group as a
-scheduler sends it, DataLoader workers included) saves a checkpoint, records `stopped` by the signal and exits 75
-with nothing on stderr; `--resume` then continues bit for bit as a run that was never stopped."""
+"""Stopping besides the plan's end (`train/stopping.py`): SIGINT or SIGTERM to a trainer saves a checkpoint and
+records `stopped`. Preemption: SIGTERM or SIGUSR1 during `amt-core train` (to the trainer alone, or to its whole process
+group as a scheduler sends it, DataLoader workers included) saves a checkpoint, records `stopped` by the signal and
+exits 75 with nothing on stderr; `--resume` then continues bit for bit as a run that was never stopped. A SIGTERM
+during start-up exits 75 with one line."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import time
 
 import pytest
 import torch
-from helpers.toys import events_of
+from helpers.toys import events_of, wait_for
 
 from amt_core.commands.train import PREEMPTED_EXIT
 from amt_core.train.checkpoint_files import latest_checkpoint, load_checkpoint
@@ -103,3 +105,61 @@ def test_signal_saves_records_and_the_resume_is_exact(tmp_path, straight, signum
         assert torch.equal(a[name], b[name]), name
     initial = load_checkpoint(straight / "checkpoints" / "step_00000000").weights
     assert any(not torch.equal(initial[name], a[name]) for name in a)  # training moved the weights at all
+
+
+SIGNAL_RUN = """
+import sys
+sys.path.insert(0, {tests!r})
+from helpers.toys import ToyDataset, toy_config, toy_trainer
+config = toy_config(steps=(100_000, 100_000, 100_000), ckpt_every=100_000)
+print(toy_trainer({run_dir!r}, config, dataset=ToyDataset(num=4096, delay_s=0.002)).train(), flush=True)
+"""
+
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_signal_saves_a_checkpoint_and_exits_cleanly(tmp_path, signum):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = SIGNAL_RUN.format(tests=str(Path(__file__).parent), run_dir=str(tmp_path))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: [e for e in events_of(tmp_path, "metrics") if e["step"] >= 3])
+        os.kill(proc.pid, getattr(signal, signum))
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and out.strip() == "stopped"
+    final = events_of(tmp_path, "state")[-1]
+    assert final["state"] == "stopped" and final["reason"] == "signal"
+    last = events_of(tmp_path, "checkpoint")[-1]
+    assert last["reason"] == "stop" and last["step"] == final["step"] >= 3
+    assert not (tmp_path / "lock").exists() and not (tmp_path / "control.json").exists()
+
+
+def _catches(pid: int, signum: int) -> bool:
+    """The process has a handler for the signal (/proc's SigCgt mask): start-up reached the command's own code."""
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    except OSError:
+        pass
+    return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigterm_during_start_up_exits_75_with_one_line(tmp_path) -> None:
+    argv = [sys.executable, "-m", "amt_core", "train", "--preset", "micro", "--run-dir", str(tmp_path / "run")]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not _catches(proc.pid, signal.SIGTERM) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGTERM)
+    _out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 75, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "stopped by SIGTERM before training began" in lines[0], err

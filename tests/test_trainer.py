@@ -1,12 +1,16 @@
-"""The trainer on toy parts: exact resume, non-finite batches skipped and recorded, explosions rolled back."""
+"""The trainer on toy parts: exact resume, non-finite batches skipped and recorded, NaN labels counted and skipped,
+explosions rolled back, and giving up (TrainingFailed) after too many rollbacks."""
 
 from __future__ import annotations
 
+import pytest
 import torch
-from helpers.toys import NoisyToyModel, ToyDataset, events_of, toy_config, toy_trainer
+from helpers.toys import NaNLabels, NoisyToyModel, ToyDataset, events_of, toy_config, toy_trainer
 
+from amt_core.train import checkpoint_files as ckpt_io
 from amt_core.train.checkpoint_files import latest_checkpoint, load_checkpoint
 from amt_core.train.sampler import BatchPlan
+from amt_core.train.trainer import TrainingFailed
 
 
 def _weights(run_dir) -> dict[str, torch.Tensor]:
@@ -175,3 +179,26 @@ def test_a_compute_bound_run_raises_no_data_warning(tmp_path):
     metrics = events_of(tmp_path, "metrics")
     assert metrics and max(m["data_share"] for m in metrics) < 0.25
     assert not [e for e in events_of(tmp_path, "anomaly") if e["what"] == "data_bound"]
+
+
+def test_nan_labels_are_counted_and_skipped_with_one_warning(tmp_path):
+    bad = [0, 5, 9, 17, 33, 50]
+    trainer = toy_trainer(tmp_path, toy_config(steps=(8, 8, 8), max_steps=8), dataset=NaNLabels(bad))
+    assert trainer.train() == "finished"
+    warnings = [e for e in events_of(tmp_path, "anomaly") if e["what"] == "invalid_labels"]
+    assert len(warnings) == 1 and "NaN or infinite labels" in warnings[0]["message"]
+    assert not [e for e in events_of(tmp_path, "anomaly") if e["what"] == "non_finite"]  # no step was lost to them
+    assert events_of(tmp_path, "metrics")[-1]["invalid_samples"] == len(bad)  # 8 batches of 8: one epoch of 64
+    weights = ckpt_io.load_checkpoint(ckpt_io.latest_checkpoint(tmp_path / "checkpoints")).weights
+    assert all(torch.isfinite(v).all() for v in weights.values())
+
+
+def test_real_trainer_gives_up_with_training_failed(tmp_path):
+    """What the CLI maps to exit 3: the trainer raises TrainingFailed after max_rollbacks explosions."""
+    config = toy_config(steps=(40, 3, 3), max_steps=30, ckpt_every=2, stability={"max_rollbacks": 1})
+    explode = list(range(64))  # every sample explodes once the spike history exists
+    trainer = toy_trainer(tmp_path, config, dataset=ToyDataset(explode_at=explode))
+    trainer.spike.check = lambda loss: trainer.step >= 6  # an explosion at every check from step 6 on
+    with pytest.raises(TrainingFailed, match="after 1 rollbacks"):
+        trainer.train()
+    assert ckpt_io.latest_checkpoint(tmp_path / "checkpoints") is not None

@@ -1,13 +1,16 @@
-"""Checkpoint retention never loses what a user relies on: manual saves, stage ends, the best validation and rollback
-targets survive `keep_checkpoints`, and after a rollback the new branch's checkpoints sort newest and are kept."""
+"""The Checkpointer (`train/checkpointer.py`): retention never loses what a user relies on (manual saves, stage
+ends, the best validation and rollback targets survive `keep_checkpoints`; after a rollback the new branch's
+checkpoints sort newest and are kept), and `--resume CKPT` past a corrupt latest checkpoint continues on a new
+branch."""
 
 from __future__ import annotations
 
 import json
 
-import torch
+import pytest
 from helpers.toys import events_of, toy_config, toy_trainer
 
+from amt_core.errors import UserError
 from amt_core.train import checkpoint_files as ckpt_io
 from amt_core.train.control import Command
 
@@ -21,28 +24,6 @@ def _run_to(trainer, step: int) -> None:
 
 def _reasons(run_dir, name: str) -> list[str]:
     return ckpt_io.retained_reasons(run_dir / "checkpoints" / name)
-
-
-def test_names_sort_by_branch_then_step():
-    names = [ckpt_io.checkpoint_name(s, b) for b, s in [(0, 5), (0, 120), (1, 6), (1, 40), (2, 3), (12, 1)]]
-    assert sorted(names) == names
-    assert [ckpt_io.checkpoint_branch(n) for n in names] == [0, 0, 1, 1, 2, 12]
-    assert names[2] == "step_b0001_00000006"
-
-
-def test_prune_keeps_retained_latest_and_named(tmp_path):
-    ckpt_dir = tmp_path / "checkpoints"
-    for step in range(8):
-        retain = ("manual",) if step == 2 else ()
-        ckpt_io.save_checkpoint(ckpt_dir, ckpt_io.checkpoint_name(step), {"w": torch.zeros(1)}, {}, {}, retain=retain)
-    ckpt_io.set_retained(ckpt_dir / "step_00000004", "best")
-    (ckpt_dir / "step_00000005" / ckpt_io.RETAIN_FILE).write_text("{not json")  # unreadable: keep, do not guess
-    ckpt_io.point_latest(ckpt_dir, "step_00000003")
-    removed = ckpt_io.prune_checkpoints(ckpt_dir, keep_last=1, keep=("step_00000000",))
-    assert removed == ["step_00000001", "step_00000006"]
-    assert ckpt_io.list_checkpoints(ckpt_dir) == [f"step_{s:08d}" for s in (0, 2, 3, 4, 5, 7)]
-    ckpt_io.set_retained(ckpt_dir / "step_00000004", "best", keep=False)
-    assert ckpt_io.prune_checkpoints(ckpt_dir, keep_last=1, keep=("step_00000000",)) == ["step_00000004"]
 
 
 def test_retention_after_manual_save_stage_end_best_and_rollback(tmp_path):
@@ -111,3 +92,25 @@ def test_rollbacks_to_the_same_target_each_start_a_new_branch(tmp_path):
         trainer.finish()
     finally:
         trainer.close()
+
+
+def test_resume_from_a_named_checkpoint_when_the_latest_is_corrupt(tmp_path):
+    first = toy_trainer(tmp_path, toy_config(max_steps=4, ckpt_every=1))
+    first.train()
+    folder = tmp_path / "checkpoints"
+    weights = folder / "step_00000004" / ckpt_io.WEIGHTS_FILE
+    weights.write_bytes(weights.read_bytes()[:100])  # torn by a failing disk
+    with pytest.raises(UserError, match=r"step_00000004 is corrupt.*--resume step_00000003"):
+        toy_trainer(tmp_path, toy_config(max_steps=6, ckpt_every=1), resume=True).train()
+    with pytest.raises(UserError, match=r"--resume step_00000099: no complete checkpoint"):
+        trainer = toy_trainer(tmp_path, toy_config(max_steps=6, ckpt_every=1), resume=True)
+        trainer.resume_from = "step_00000099"
+        trainer.train()
+    trainer = toy_trainer(tmp_path, toy_config(max_steps=6, ckpt_every=1), resume=True)
+    trainer.resume_from = "step_00000003"
+    assert trainer.train() == "finished"
+    assert trainer.checkpointer.branch == 1  # continued on a new branch: the corrupt step 4 is not overwritten in place
+    assert ckpt_io.latest_checkpoint(folder).name == "step_b0001_00000006"
+    assert (folder / "step_00000004").exists()
+    states = events_of(tmp_path, "state")
+    assert states[-2]["resumed_from"] == "step_00000003"
