@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import scipy.sparse
 
 from amt_core.atomic import atomic_write
 from amt_core.errors import UserError
@@ -109,8 +110,6 @@ def _to_array(value: Any, key: str) -> Any:
 
 
 def _sparse_to_dense(value: _SparseState, key: str) -> np.ndarray:
-    import scipy.sparse
-
     state, kind = value.state, value.sparse_class
     shape = tuple(state.get("_shape", state.get("shape", ())))
     try:

@@ -16,7 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import smplx
 import torch
+from smplx.lbs import lbs
+from smplx.utils import Struct
 from torch import nn
 
 from amt_core.errors import UserError
@@ -131,9 +134,6 @@ class HandModel(nn.Module):
     @staticmethod
     def _make_mano(arrays: dict[str, np.ndarray], is_right: bool) -> nn.Module:
         """smplx.MANO built from the checked arrays (its data_struct route: smplx reads nothing from disk here)."""
-        import smplx
-        from smplx.utils import Struct
-
         arrays = dict(arrays)
         arrays.setdefault("hands_components", np.eye(45, dtype=np.float32))
         arrays.setdefault("hands_mean", np.zeros(45, dtype=np.float32))
@@ -195,8 +195,6 @@ class HandModel(nn.Module):
         Returns:
             HandOutput with verts (B, V, 3) and joints (B, 21, 3), metres.
         """
-        from smplx.lbs import lbs
-
         batch = pose.shape[0]
         zeros = pose.new_zeros
         mano = self.mano
