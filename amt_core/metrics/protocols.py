@@ -24,7 +24,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
 
+from amt_core.data.ho3d import has_evaluation_truth
+from amt_core.data.registry import parse_spec
 from amt_core.joints import MANO_TO_PROJECT
 from amt_core.metrics.hand import as_float64, procrustes_align
 
@@ -58,8 +61,6 @@ def f_score(gt: np.ndarray, pred: np.ndarray, threshold: float) -> float:
     precision = share of ground-truth points within `threshold` of a predicted point and recall = share of predicted
     points within it of a ground-truth point (FreiHAND's own naming, kept so numbers match); F = 2PR / (P + R).
     """
-    from scipy.spatial import cKDTree
-
     gt, pred = np.asarray(gt, dtype=np.float64), np.asarray(pred, dtype=np.float64)
     if len(gt) == 0 or len(pred) == 0:
         return 0.0
@@ -291,16 +292,12 @@ def protocol_for(spec: str) -> Protocol | None:
     PATH/evaluation_xyz.json -> HO3DProtocol named ho3d_eval; `dexycb:PATH:s1:test` -> DexYCBProtocol named
     dexycb_s1_test.
     """
-    from amt_core.data.registry import parse_spec
-
     parsed = parse_spec(spec)
     parts = [p.strip().lower() for p in parsed.target.split(":")[1:]]
     if parsed.scheme == "freihand":
         split = parts[0] if parts else "train"
         return FreiHANDProtocol(name="freihand" if split == "train" else "freihand_eval")
     if parsed.scheme == "ho3d":
-        from amt_core.data.ho3d import has_evaluation_truth
-
         split = parts[0] if parts else "train"
         if split not in ("evaluation", "eval", "test"):
             return HO3DProtocol()
