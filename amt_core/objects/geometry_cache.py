@@ -1,5 +1,6 @@
 """Per-class geometry queries on catalog objects, each built lazily once per process and kept: signed distances
 (the SDF grid, exact near the surface), closest surface points, the centre of mass and area-weighted surface samples.
+Open3D is imported by the queries that need it, on first use: it takes about a second, and training never needs it.
 """
 
 from __future__ import annotations

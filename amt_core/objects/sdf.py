@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import trimesh
+from scipy.ndimage import map_coordinates
 
 from amt_core.atomic import atomic_write
 from amt_core.paths import cache_dir
@@ -130,8 +131,6 @@ class SDFGrid:
         float64; the grasp search calls this thousands of times on a few hundred points, where `query`'s tensor
         set-up costs more than the interpolation. Tests check the two agree.
         """
-        from scipy.ndimage import map_coordinates
-
         if self._host is None:
             self._host = (
                 self.values.detach().cpu().numpy().astype(np.float64),
@@ -153,7 +152,7 @@ def build_grid(mesh: trimesh.Trimesh, config: Config) -> tuple[np.ndarray, np.nd
     Returns:
         values (R, R, R) float32 indexed [z, y, x], lo (3,), hi (3,) metres.
     """
-    import open3d as o3d
+    import open3d as o3d  # about a second to import: only building a grid (once per machine) needs it
 
     bounds = np.asarray(mesh.bounds, dtype=np.float64)
     pad = max(config.padding * float(np.max(bounds[1] - bounds[0])), config.min_padding)

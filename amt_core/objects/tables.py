@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from amt_core.objects.catalog import catalog, sdf_bank
 from amt_core.objects.sdf import SDFBank
 
 # Symmetry kinds as stored in `ObjectTables.symmetry_kind`.
@@ -57,8 +58,6 @@ class ObjectTables:
         The SDF grids are left to the catalog's `sdf_bank`, fetched (and built on the first run) only when a
         physics term or the penetration metric first needs them.
         """
-        from amt_core.objects import catalog
-
         classes = list(catalog() if classes is None else classes)
         rotation_sets = [torch.as_tensor(obj.symmetry.rotation_set(), dtype=torch.float32) for obj in classes]
         count = max([len(r) for r, o in zip(rotation_sets, classes) if o.symmetry.kind == "discrete"], default=1)
@@ -88,8 +87,6 @@ class ObjectTables:
     def sdf_bank(self, device: torch.device) -> SDFBank:
         """The SDF grids on `device`: the held bank, or the catalog's (built and cached on first use)."""
         if self.sdf is None:
-            from amt_core.objects import sdf_bank
-
             return sdf_bank(device)
         if self.sdf.volume.device != device:
             self.sdf = self.sdf.to(device)
