@@ -13,10 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
+from amt_core.hand import HandModel
 from amt_core.hand.fast_skinning import FastHand
 from amt_core.hand.limits import flexion_pose, sample_pose
 from amt_core.hand.skeleton import MANO_FINGER_JOINTS
+from amt_core.objects import catalog
 from amt_core.objects.geometry_cache import GeometryCache
 from amt_core.synth.forces import solve_contact_forces
 
@@ -81,8 +84,6 @@ class Grasp:
     @property
     def rot(self) -> np.ndarray:
         """(3,) axis-angle of rot_matrix."""
-        from scipy.spatial.transform import Rotation
-
         return Rotation.from_matrix(self.rot_matrix).as_rotvec()
 
 
@@ -98,9 +99,6 @@ class GraspSynthesizer:
     """Makes grasps for catalog objects with the open hand (one per call, deterministic given the generator)."""
 
     def __init__(self, config: GraspConfig | None = None) -> None:
-        from amt_core.hand import HandModel
-        from amt_core.objects import catalog
-
         self.config = config or GraspConfig()
         self.hand = HandModel(self.config.hand_path)
         self.classes = catalog()

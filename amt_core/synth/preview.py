@@ -9,8 +9,11 @@ import math
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw
 
+from amt_core.geometry import project_to_image
 from amt_core.joints import BONES, FINGER_COLORS, finger_of
+from amt_core.objects import catalog
 
 # Edges of a box whose corners are numbered by their (x, y, z) sign bits.
 _BOX_EDGES = ((0, 1), (2, 3), (4, 5), (6, 7), (0, 2), (1, 3), (4, 6), (5, 7), (0, 4), (1, 5), (2, 6), (3, 7))
@@ -18,8 +21,6 @@ _BOX_EDGES = ((0, 1), (2, 3), (4, 5), (6, 7), (0, 2), (1, 3), (4, 6), (5, 7), (0
 
 def _object_boxes() -> dict[int, np.ndarray]:
     """(8, 3) bounding-box corners of each catalog class, object frame."""
-    from amt_core.objects import catalog
-
     boxes = {}
     for obj in catalog():
         low, high = np.asarray(obj.mesh.bounds)
@@ -30,10 +31,6 @@ def _object_boxes() -> dict[int, np.ndarray]:
 
 def draw_sample(sample: dict, tile: int = 192, boxes: dict[int, np.ndarray] | None = None):
     """A PIL image of one sample at tile x tile pixels with its annotations drawn on."""
-    from PIL import Image, ImageDraw
-
-    from amt_core.geometry import project_to_image
-
     image = (sample["image"].clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
     height, width = image.shape[:2]
     scale = tile / max(height, width)
@@ -73,8 +70,6 @@ def draw_sample(sample: dict, tile: int = 192, boxes: dict[int, np.ndarray] | No
 
 def contact_sheet(samples: list[dict], tile: int = 192, columns: int | None = None):
     """A PIL image: the samples drawn by `draw_sample` in a grid (square-ish unless `columns` is given)."""
-    from PIL import Image
-
     if not samples:
         raise ValueError("contact_sheet needs at least one sample")
     columns = columns or math.ceil(math.sqrt(len(samples)))

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import load_file, save
 
 from amt_core.atomic import atomic_write_bytes
 from amt_core.errors import UserError
@@ -94,8 +96,6 @@ def prepare_folder(root: Path, manifest: Manifest) -> None:
 
 def shard_is_complete(root: Path, shard: int, count: int) -> bool:
     """Whether a shard exists, its header reads and it holds `count` records."""
-    from safetensors import safe_open
-
     path = shard_path(root, shard)
     if not path.is_file():
         return False
@@ -109,8 +109,6 @@ def shard_is_complete(root: Path, shard: int, count: int) -> bool:
 
 def write_shard(root: Path, shard: int, records: list[dict[str, np.ndarray]], first_index: int) -> Path:
     """Stack records (dicts of numpy arrays with equal keys and shapes) into one shard, atomically."""
-    from safetensors.numpy import save
-
     keys = sorted(records[0])
     tensors = {key: np.ascontiguousarray(np.stack([rec[key] for rec in records])) for key in keys}
     meta = json.dumps({"count": len(records), "first_index": first_index}, sort_keys=True)
@@ -121,11 +119,7 @@ def write_shard(root: Path, shard: int, records: list[dict[str, np.ndarray]], fi
 
 def read_shard(path: Path) -> tuple[dict[str, np.ndarray], int]:
     """(stacked arrays, first sample index) of one shard; UserError if it does not read."""
-    from safetensors.numpy import load_file
-
     try:
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="numpy") as handle:
             meta = json.loads(handle.metadata()[_META_KEY])
         return load_file(str(path)), int(meta["first_index"])

@@ -12,6 +12,10 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
+import trimesh
+from scipy.spatial.transform import Rotation
+from threadpoolctl import threadpool_limits
 
 from amt_core.schema.sample import MAX_CONTACTS
 from amt_core.synth.bank_cache import GraspBankCache
@@ -96,9 +100,6 @@ def single_threaded() -> None:
     threads cost several times the arithmetic (a 3x slower grasp search on 2 cores, more when they are busy), and
     the processes that render (writer workers, DataLoader workers) already use every core. Call it in those
     processes only: it is process-wide."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
     threadpool_limits(1)
     torch.set_num_threads(1)
 
@@ -143,8 +144,6 @@ def crop_intrinsics(points_cam: np.ndarray, size: int, share: float, jitter: np.
 
 
 def _rotation_about(axis: np.ndarray, angle: float) -> np.ndarray:
-    from scipy.spatial.transform import Rotation
-
     axis = axis / np.linalg.norm(axis)
     return Rotation.from_rotvec(axis * angle).as_matrix()
 
@@ -170,8 +169,6 @@ class World:
     """Builds records; holds the hand model, the catalog, the grasp bank and the renderer of one process."""
 
     def __init__(self, config: WorldConfig | None = None) -> None:
-        import trimesh
-
         self.config = config or WorldConfig()
         self.grasps = GraspSynthesizer(self.config.grasp)
         self.hand = self.grasps.hand
@@ -325,8 +322,6 @@ class World:
         return record
 
     def _labels(self, grasp, obj, rot, trans, up, verts_cam, joints_cam, K) -> dict[str, np.ndarray]:
-        from scipy.spatial.transform import Rotation
-
         joints2d = project_points(joints_cam, K)
         hand_rot_mat = rot @ grasp.rot_matrix
         rest_wrist = grasp.joints[0] - grasp.trans  # the wrist before translation (rotation keeps it fixed)

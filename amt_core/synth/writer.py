@@ -15,6 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from threadpoolctl import threadpool_limits
+
+from amt_core.objects import num_classes
 from amt_core.synth.shards import Manifest, prepare_folder, shard_is_complete, write_shard
 from amt_core.synth.world import TIMINGS, World, WorldConfig, grasp_key, single_threaded
 
@@ -170,8 +173,6 @@ def _pending_shards(root: Path, manifest: Manifest) -> list[tuple[int, int, int]
 
 def _write_in_process(root, seed, pending, totals, finish) -> float:
     """Render the pending shards here, building bank grasps as samples need them; perf_counter() at the end."""
-    from threadpoolctl import threadpool_limits
-
     banked = len(_WORLD._bank)
     with threadpool_limits(1):  # see single_threaded; scoped, since this is the caller's process
         for shard, start, stop in pending:
@@ -217,6 +218,4 @@ def _write_with_pool(root, seed, config, workers, pending, totals, finish, note)
 
 
 def _num_classes() -> int:
-    from amt_core.objects import num_classes
-
     return num_classes()
