@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from timm.layers import DropPath
 from torch import nn
 
 from amt_core.accel.recompute import transformer_blocks
@@ -52,8 +53,6 @@ def _shared_graph_drop_path(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def _share_block_graphs(blocks: list[nn.Module]) -> None:
-    from timm.layers import DropPath
-
     for block in blocks:
         for module in block.modules():
             if type(module) is DropPath and "forward" not in module.__dict__:

@@ -9,6 +9,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from amt_core.accel.precision import autocast
+from amt_core.metrics import MetricAccumulator
 from amt_core.train import parts
 
 
@@ -36,8 +37,6 @@ def evaluate(
         on_output: called with (model output, batch) after each batch, in dataset order (a dataset's own protocol,
             a submission file).
     """
-    from amt_core.metrics import MetricAccumulator
-
     if max_samples and max_samples < len(dataset):
         dataset = Subset(dataset, range(max_samples))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)

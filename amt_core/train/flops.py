@@ -13,6 +13,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from amt_core.accel.attention import attention_backend_of, set_attention_backend
+from amt_core.train.parts import slice_batch
 
 # Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s from NVIDIA's data sheets. Most specific names first:
 # torch reports e.g. "NVIDIA H100 80GB HBM3" (SXM), "NVIDIA H100 PCIe", "NVIDIA H100 NVL", "NVIDIA H200".
@@ -69,8 +73,6 @@ def count_flops(run: Callable[[], torch.Tensor | None]) -> tuple[float, float]:
     `run` returns the loss tensor (its backward is run here) or None when it ran its own backward (then all its
     FLOPs are reported as forward).
     """
-    from torch.utils.flop_counter import FlopCounterMode
-
     with FlopCounterMode(display=False) as forward_counter:
         loss = run()
     forward = float(forward_counter.get_total_flops())
@@ -87,9 +89,6 @@ def count_step_flops(model: nn.Module, loss_fn: nn.Module | None, batch: dict, e
     The model runs as it is (train mode, its frozen parameters frozen) with the math attention path, in fp32 without
     autocast; its gradients are cleared afterwards. Per-image FLOPs are the difference of the two counts.
     """
-    from amt_core.accel.attention import attention_backend_of, set_attention_backend
-    from amt_core.train.parts import slice_batch
-
     previous = attention_backend_of(model)
     set_attention_backend(model, "math")
     counts = []

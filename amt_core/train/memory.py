@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import resource
 from collections.abc import Callable, Iterator
 
 import torch
@@ -61,7 +62,6 @@ def memory_mb(device: torch.device) -> dict[str, float]:
             "allocated_mb": torch.cuda.memory_allocated(device) / 2**20,
             "peak_mb": torch.cuda.max_memory_allocated(device) / 2**20,
         }
-    import resource
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     try:

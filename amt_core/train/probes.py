@@ -10,9 +10,13 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch.utils.data import default_collate
 
 from amt_core.accel.precision import autocast
+from amt_core.metrics.diagnostics import COLLAPSE_STD_M, attention_entropy, prediction_std
+from amt_core.metrics.grad_share import trunk_grad_share, trunk_of
 from amt_core.train import parts
+from amt_core.train.compile import run_eagerly
 from amt_core.train.events import Diagnostics, Snapshot
 from amt_core.train.hooks import NOTHING, Actions, PeriodicHook
 from amt_core.train.snapshot import write_snapshot
@@ -42,8 +46,6 @@ def inference(trainer: TrainerView) -> Iterator[None]:
 def training_forward(trainer: TrainerView) -> Iterator[None]:
     """Train mode with gradients, the run's precision, eager, the training RNG streams untouched, and the module's
     buffers (batch-norm statistics) put back afterwards: a forward the run never sees."""
-    from amt_core.train.compile import run_eagerly
-
     devices = [trainer.device] if trainer.device.type == "cuda" else []
     module = trainer.module
     buffers = {name: buffer.clone() for name, buffer in module.named_buffers()}
@@ -62,8 +64,6 @@ def trunk_gradient_share(trainer: TrainerView, batch: dict) -> GradShare | None:
     """Each weighted loss term's share of the gradient at the model's trunk, on the first micro-batch of `batch`
     (what fits in memory), as the optimizer's loss weighs the terms (stage multipliers included; no MixUp). None when
     the model has no trunk."""
-    from amt_core.metrics.grad_share import trunk_grad_share, trunk_of
-
     trunk = trunk_of(trainer.module)
     if trunk is None:
         return None
@@ -85,7 +85,6 @@ class DiagnosticsHook(PeriodicHook):
         batch = trainer.last_batch
         if not trainer.is_main or batch is None:
             return NOTHING
-        from amt_core.metrics.diagnostics import COLLAPSE_STD_M, attention_entropy, prediction_std
 
         with inference(trainer):
             output = parts.call_model(trainer.module, batch, attention=True)
@@ -133,8 +132,6 @@ class SnapshotHook(PeriodicHook):
 
     def _visualization_batch(self, trainer: TrainerView) -> dict:
         if self._batch is None:
-            from torch.utils.data import default_collate
-
             dataset = trainer.val_dataset()
             count = min(trainer.tc.snapshot_samples, len(dataset))
             self._batch = parts.to_device(default_collate([dataset[i] for i in range(count)]), trainer.device)

@@ -6,6 +6,9 @@ from __future__ import annotations
 import sys
 import time
 
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
 
 class ProgressView:
     """Shows training progress; `mode` is rich, log or none (auto picks rich on a terminal, log otherwise)."""
@@ -19,8 +22,6 @@ class ProgressView:
         self._task = None
         self._last_log = 0.0
         if mode == "rich":
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
             self._progress = Progress(
                 TextColumn("[bold]stage {task.fields[stage]}"),
                 BarColumn(),
@@ -70,16 +71,6 @@ class CountProgress:
 
     def __enter__(self) -> CountProgress:
         if sys.stderr.isatty():
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
             self._progress = Progress(
                 TextColumn(f"[bold]{self.label}"),
                 BarColumn(),
