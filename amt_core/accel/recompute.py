@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import torch
 import torch.utils.checkpoint as torch_checkpoint
+from timm.models import vision_transformer
 from torch import nn
 
 from amt_core.errors import UserError
@@ -53,8 +54,6 @@ _SAVED_NAMESPACES: frozenset[str] = frozenset({"flash_attn", "flash_attn_3"})
 
 
 def _timm_block_types() -> tuple[type[nn.Module], ...]:
-    from timm.models import vision_transformer
-
     names = ("Block", "ResPostBlock", "ParallelScalingBlock", "ParallelThingsBlock", "DiffParallelScalingBlock")
     return tuple(getattr(vision_transformer, name) for name in names if hasattr(vision_transformer, name))
 
