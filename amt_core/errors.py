@@ -85,7 +85,7 @@ def torch_load_problem(err: BaseException) -> str:
 
 def choices(wanted: str, names: list[str] | tuple[str, ...], shown: int = 6) -> str:
     """The names a user could have meant, short: 'did you mean 'seed'? 22 keys: device, seed, ... (+16 more)'."""
-    import difflib
+    import difflib  # only a typo needs it; this module is on every `amt-core` start-up path, --help included
 
     names = list(names)
     close = difflib.get_close_matches(wanted, names, n=2, cutoff=0.6)
