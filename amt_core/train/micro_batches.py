@@ -134,7 +134,6 @@ class MicroBatches:
         if self.state.micro_batch < self.local_batch:
             micro, action = self.state.micro_batch, AnomalyAction.MICRO_BATCH
             trainer.events.write(OutOfMemory(step=trainer.step, action=action, micro_batch=micro))
-        return True
 
     @contextlib.contextmanager
     def fixed(self, size: int) -> Iterator[None]:

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from amt_core.metrics.reference import MeanPose
+    from amt_core.schema.sample import Batch
     from amt_core.train.checkpointer import Checkpointer
     from amt_core.train.config import RunConfig
     from amt_core.train.ddp import DistInfo
@@ -73,7 +74,7 @@ class TrainerView(Protocol):
     @property
     def local_batch(self) -> int: ...
     @property
-    def last_batch(self) -> dict | None: ...
+    def last_batch(self) -> Batch | None: ...
     @property
     def last_norms(self) -> dict[str, float]: ...
     @property
