@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+import torch
+
 from amt_core import config_tree
 from amt_core.errors import UserError
 from amt_core.losses.amt_loss import AMTLoss
@@ -224,8 +226,6 @@ def list_presets() -> list[str]:
 
 def default_preset() -> str:
     """`dinov2_s` where CUDA is available, else `cpu`."""
-    import torch
-
     return "dinov2_s" if torch.cuda.is_available() else "cpu"
 
 

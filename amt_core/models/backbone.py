@@ -19,9 +19,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import timm
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from timm.layers import PatchEmbed
+from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import nn
 
 from amt_core.errors import UserError, torch_load_problem
@@ -168,9 +171,6 @@ class ConvStemEmbed(PatchEmbed):
 
 
 def _build_vit(config: BackboneConfig) -> nn.Module:
-    import timm
-    from timm.models.vision_transformer import VisionTransformer
-
     common = dict(
         # timm's extension point for the attention layer: a subclass computing the kernel the model's backend names
         # (`amt_core.accel.attention.set_attention_backend`), with timm's parameters and state_dict keys.
@@ -412,8 +412,6 @@ def _resized(level: torch.Tensor, size: torch.Size) -> torch.Tensor:
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         try:
             return load_file(str(path))
         except Exception as err:  # safetensors raises its own error types for corrupt headers
@@ -450,8 +448,6 @@ def load_backbone_weights(backbone: Backbone, path: str | Path) -> None:
     Raises:
         UserError: the file is missing or unreadable, or its keys or shapes do not fit this backbone.
     """
-    from timm.models.vision_transformer import checkpoint_filter_fn
-
     if backbone.config.variant in CONV_VARIANTS:
         raise UserError(
             f"backbone weights {path}: a {backbone.config.variant} trunk is trained from scratch; pretrained weights "

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torchvision.ops import roi_align
 
 from amt_core.geometry.camera import unproject_pixels
 from amt_core.geometry.rotations import matrix_to_rot6d, rot6d_to_matrix
@@ -102,8 +103,6 @@ class ObjectHead(nn.Module):
         image_hw: tuple[int, int],
     ) -> ObjectOutput:
         """fused (B, C, h, w), global_token (B, C), K (B, 3, 3) -> ObjectOutput."""
-        from torchvision.ops import roi_align
-
         B, C, h, w = fused.shape
         H, W = image_hw
         det = self.detect(fused)  # (B, 5, h, w)

@@ -164,7 +164,7 @@ def model_config(name: str, **overrides: Any) -> ModelConfig:
     if kind == "amt":
         config = amt_config(size)
         if "object.num_classes" not in overrides:
-            from amt_core.objects import num_classes
+            from amt_core.objects import num_classes  # the catalog loads trimesh: only an AMT config needs it
 
             overrides = {**overrides, "object.num_classes": num_classes()}
     elif kind == "baseline":
@@ -196,7 +196,7 @@ def model_from_config(config: ModelConfig, *, hand_layer: nn.Module | None = Non
     """
     if isinstance(config, AMTConfig):
         if hand_layer is None:
-            from amt_core.hand import HandModel
+            from amt_core.hand import HandModel  # smplx and the hand asset: only an AMT model needs them
 
             hand_layer = HandModel()
         model: nn.Module = AMT(config, hand_layer)

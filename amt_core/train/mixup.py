@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from amt_core.losses.mix import MixInfo
 from amt_core.schema.sample import Batch
 
 if TYPE_CHECKING:  # imported where used: amt_core.losses pulls in every loss term
@@ -48,14 +49,12 @@ def mixup_batch(batch: Batch, config: MixUpConfig, generator: torch.Generator | 
         (a shallow copy of the batch with the mixed image, `amt_core.losses.mix.MixInfo` with `index` (B,) and
         per-sample `lam` (B,)). When the batch is not mixed, index is the identity and lam is 1.
     """
-    from amt_core.losses.mix import MixInfo
-
     image = batch["image"]
     B = image.shape[0]
     identity = MixInfo(index=torch.arange(B), lam=torch.ones(B))
     if not config.enabled or B < 2 or torch.rand((), generator=generator).item() >= config.prob:
         return batch, identity
-    from scipy.stats import beta
+    from scipy.stats import beta  # scipy.stats takes about 0.3 s to import; only a mixed batch needs it
 
     # Inverse-CDF draw, so the one torch generator drives everything (torch.distributions takes no generator).
     uniform = float(torch.rand((), generator=generator, dtype=torch.float64))

@@ -4,17 +4,21 @@ batches; every failure a user can cause becomes a one-line UserError here, befor
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeVar
+import json
+import re
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
-from amt_core.errors import UserError
+from amt_core.data import open_dataset
+from amt_core.errors import UserError, short, summarise_keys
+from amt_core.losses import AMTLoss
+from amt_core.models import ModelConfig, model_from_config, record_attention
 from amt_core.schema.sample import VALID_FIELDS, Batch
-
-if TYPE_CHECKING:
-    from amt_core.losses import AMTLoss
-    from amt_core.models import ModelConfig
+from amt_core.train.checkpoint_files import CONFIG_FILE, load_checkpoint, resolve_checkpoint
+from amt_core.train.compile import run_eagerly
+from amt_core.train.config import config_from_dict
 
 _Tree = TypeVar("_Tree")
 """A batch or any part of one: `to_device` and `slice_batch` return the same structure."""
@@ -33,7 +37,6 @@ def resolve_device(name: str) -> torch.device:
 
 def build_model(config: ModelConfig) -> nn.Module:
     """The model a resolved configuration describes (`RunConfig.model`), with a bad configuration as UserError."""
-    from amt_core.models import model_from_config
 
     try:
         return model_from_config(config)
@@ -46,14 +49,12 @@ def build_model(config: ModelConfig) -> nn.Module:
 def build_loss(config: AMTLoss.Config | dict[str, Any]) -> nn.Module:
     """The AMT loss of a configuration (`RunConfig.loss`), or of overrides over its defaults (a dict, as
     `AMTLoss.Config.from_dict` takes); bad keys are a UserError."""
-    from amt_core.losses import AMTLoss
 
     return AMTLoss(config)
 
 
 def open_data(spec: str):
     """`open_dataset(spec)`; an empty dataset is a UserError too."""
-    from amt_core.data import open_dataset
 
     dataset = open_dataset(spec)
     if len(dataset) == 0:
@@ -86,8 +87,6 @@ def call_model(model: nn.Module, batch: dict, attention: bool = False):
     """The model's output for a batch; with `attention`, its attention maps are recorded into `output.attention`."""
     if not attention:
         return model(batch)
-    from amt_core.models import record_attention
-    from amt_core.train.compile import run_eagerly
 
     # compiled blocks would replay graphs traced without the capture hooks
     with record_attention(getattr(model, "module", model)), run_eagerly():
@@ -119,9 +118,6 @@ def state_dict_problem(err: RuntimeError) -> str:
     """The first concrete problem of a `load_state_dict` error, short: the first missing or unexpected key and how
     many more, or the first size mismatch and how many more (torch lists every key, which for a model of another
     depth is a line of thousands of characters)."""
-    import re
-
-    from amt_core.errors import short, summarise_keys
 
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     problems = []
@@ -147,9 +143,6 @@ def state_dict_problem(err: RuntimeError) -> str:
 def reference_pose_of(folder) -> torch.Tensor | None:
     """(21, 3) metres: the training data's mean root-relative pose a checkpoint's trainer saw, or None (an older
     checkpoint, or one written before the first step)."""
-    import json
-
-    from amt_core.train.checkpoint_files import CONFIG_FILE, resolve_checkpoint
 
     try:
         meta = json.loads((resolve_checkpoint(folder) / CONFIG_FILE).read_text())
@@ -169,8 +162,6 @@ def model_from_checkpoint(path: str, device: torch.device):
     Raises:
         UserError: no checkpoint there, a corrupt one, or weights that do not fit the stored model.
     """
-    from amt_core.train.checkpoint_files import load_checkpoint
-    from amt_core.train.config import config_from_dict
 
     checkpoint = load_checkpoint(path, with_state=False)
     meta = checkpoint.config
