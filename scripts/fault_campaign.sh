@@ -475,7 +475,7 @@ for folder in mounted:
     subprocess.run(["umount", str(folder)])
 
 # ---------------------------------------------------------------- kill -9 during training
-from amt_core.train import checkpoint as ckpt_io
+from amt_core.train import checkpoint_files as ckpt_io
 from amt_core.train.events import EventReader
 
 krun = OUT / "kill_run"
