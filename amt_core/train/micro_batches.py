@@ -70,17 +70,17 @@ def _mixup(trainer: TrainerView, chunk: Batch, index: int) -> tuple[Batch, MixIn
     return mixed, (mix if mixed is not chunk else None)
 
 
-def probe_micro_batch(trainer: TrainerView, optimizer: torch.optim.Optimizer, batch: Batch) -> int:
+def probe_micro_batch(trainer: TrainerView, batch: Batch) -> int:
     """The largest micro-batch (up to the local batch) whose forward and backward fit on the device, tried on
     `batch` (on the device, without its `index`); the gradients are cleared and the RNG streams left as they were."""
 
     def attempt(size: int) -> None:
         forward_backward(trainer, batch, size)
-        optimizer.zero_grad(set_to_none=True)
+        trainer.optimizer.zero_grad(set_to_none=True)
 
     with torch.random.fork_rng(devices=[trainer.device]):
         size = memory.find_micro_batch(attempt, trainer.local_batch, trainer.device)
-    optimizer.zero_grad(set_to_none=True)
+    trainer.optimizer.zero_grad(set_to_none=True)
     return size
 
 
@@ -130,7 +130,7 @@ class MicroBatches:
     def probe(self, trainer: TrainerView, batch: Batch) -> None:
         """Set the largest micro-batch that fits, tried on `batch` (a batch of the plan)."""
         batch = parts.to_device({k: v for k, v in batch.items() if k != "index"}, trainer.device)
-        self.state.micro_batch = probe_micro_batch(trainer, trainer.optimizer, batch)
+        self.state.micro_batch = probe_micro_batch(trainer, batch)
         if self.state.micro_batch < self.local_batch:
             micro, action = self.state.micro_batch, AnomalyAction.MICRO_BATCH
             trainer.events.write(OutOfMemory(step=trainer.step, action=action, micro_batch=micro))

@@ -22,7 +22,7 @@ from amt_core.errors import UserError
 from amt_core.metrics.reference import MeanPose
 from amt_core.schema.sample import Batch
 from amt_core.train import checkpoint_files as ckpt_io
-from amt_core.train import ddp, parts, steering
+from amt_core.train import ddp, hooks, parts, steering
 from amt_core.train.checkpointer import Checkpointer, TrainingFailed
 from amt_core.train.config import RunConfig
 from amt_core.train.control import Command
@@ -215,7 +215,7 @@ class Trainer:
 
     def _carry_out(self, actions: Actions) -> bool:
         """Do what a hook asked for, after a host check when it saves or changes the plan; False on a rollback."""
-        if any(not isinstance(a, MarkBest) for a in actions) and not self.check():
+        if hooks.needs_check(actions) and not self.check():
             return False
         for action in actions:
             if isinstance(action, MarkBest):
