@@ -19,23 +19,32 @@ def _inputs() -> dict:
     return {"image": image, "K": K}
 
 
-def test_old_checkpoint_predicts_what_it_predicted_before(old_checkpoint) -> None:
-    model, config, _ = model_from_checkpoint(str(old_checkpoint), torch.device("cpu"))
-    expected = np.load(old_checkpoint / "expected.npz")
+def _assert_predicts(checkpoint, expected: dict, prefix: str = "", atol: float = 1e-5) -> None:
+    """The checkpoint's model predicts `expected[prefix + field]` for joints, hand vertices and object logits."""
+    model, _, _ = model_from_checkpoint(str(checkpoint), torch.device("cpu"))
     with torch.no_grad():
         out = model(_inputs())
-    np.testing.assert_allclose(out.joints3d.numpy(), expected["joints3d"], atol=1e-5)
-    np.testing.assert_allclose(out.hand_verts.numpy(), expected["hand_verts"], atol=1e-5)
-    np.testing.assert_allclose(out.obj_logits.numpy(), expected["obj_logits"], atol=1e-5)
+    for field in ("joints3d", "hand_verts", "obj_logits"):
+        np.testing.assert_allclose(getattr(out, field).numpy(), expected[prefix + field], atol=atol)
+
+
+def _resume_run(tmp_path, checkpoint):
+    """A run directory holding only `checkpoint` (as step_00000000) and its config, as the old trainer left it."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copytree(checkpoint, run / "checkpoints" / "step_00000000")
+    shutil.copy(checkpoint / "config.json", run / "config.json")
+    return run
+
+
+def test_old_checkpoint_predicts_what_it_predicted_before(old_checkpoint) -> None:
+    _assert_predicts(old_checkpoint, np.load(old_checkpoint / "expected.npz"))
 
 
 def test_old_checkpoint_resumes(tmp_path, old_checkpoint) -> None:
     from amt_core.cli import main
 
-    run = tmp_path / "run"
-    (run / "checkpoints").mkdir(parents=True)
-    shutil.copytree(old_checkpoint, run / "checkpoints" / "step_00000000")
-    shutil.copy(old_checkpoint / "config.json", run / "config.json")
+    run = _resume_run(tmp_path, old_checkpoint)
     code = main(["train", "--run-dir", str(run), "--resume", "--max-steps", "1", "--device", "cpu"])
     assert code == 0
     names = sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.startswith("step_"))
@@ -43,13 +52,8 @@ def test_old_checkpoint_resumes(tmp_path, old_checkpoint) -> None:
 
 
 def test_checkpoint_from_before_trainstate_predicts_what_it_did(checkpoint_before_trainstate) -> None:
-    model, _, _ = model_from_checkpoint(str(checkpoint_before_trainstate), torch.device("cpu"))
     expected = np.load(checkpoint_before_trainstate / "expected.npz")
-    with torch.no_grad():
-        out = model(_inputs())
-    np.testing.assert_allclose(out.joints3d.numpy(), expected["initial_joints3d"], atol=1e-5)
-    np.testing.assert_allclose(out.hand_verts.numpy(), expected["initial_hand_verts"], atol=1e-5)
-    np.testing.assert_allclose(out.obj_logits.numpy(), expected["initial_obj_logits"], atol=1e-5)
+    _assert_predicts(checkpoint_before_trainstate, expected, prefix="initial_")
 
 
 def test_checkpoint_from_before_trainstate_resumes_as_the_old_trainer_did(tmp_path, checkpoint_before_trainstate):
@@ -57,17 +61,9 @@ def test_checkpoint_from_before_trainstate_resumes_as_the_old_trainer_did(tmp_pa
     optimizer, stage plan, batch plan, RNGs and counters all came back from the old layout)."""
     from amt_core.cli import main
 
-    run = tmp_path / "run"
-    (run / "checkpoints").mkdir(parents=True)
-    shutil.copytree(checkpoint_before_trainstate, run / "checkpoints" / "step_00000000")
-    shutil.copy(checkpoint_before_trainstate / "config.json", run / "config.json")
+    run = _resume_run(tmp_path, checkpoint_before_trainstate)
     args = ["train", "--run-dir", str(run), "--resume", "--max-steps", "2", "--set", "trainer.progress=none"]
     assert main(args) == 0
-    model, _, _ = model_from_checkpoint(str(run / "checkpoints" / "step_00000002"), torch.device("cpu"))
     expected = np.load(checkpoint_before_trainstate / "expected.npz")
-    with torch.no_grad():
-        out = model(_inputs())
     assert np.abs(expected["resumed_joints3d"] - expected["initial_joints3d"]).max() > 1e-3  # the steps moved it
-    np.testing.assert_allclose(out.joints3d.numpy(), expected["resumed_joints3d"], atol=1e-4)
-    np.testing.assert_allclose(out.hand_verts.numpy(), expected["resumed_hand_verts"], atol=1e-4)
-    np.testing.assert_allclose(out.obj_logits.numpy(), expected["resumed_obj_logits"], atol=1e-4)
+    _assert_predicts(run / "checkpoints" / "step_00000002", expected, prefix="resumed_", atol=1e-4)

@@ -18,20 +18,7 @@ def _weights(run_dir) -> dict[str, torch.Tensor]:
 
 
 def _noisy_trainer(run_dir, max_steps: int, resume: bool = False):
-    from amt_core.train import parts
-    from amt_core.train.trainer import Trainer
-
-    config = toy_config(steps=(4, 4, 4), max_steps=max_steps)
-    torch.manual_seed(config.trainer.seed)
-    return Trainer(
-        config,
-        run_dir,
-        resume=resume,
-        model=NoisyToyModel(),
-        loss=parts.build_loss(config.loss),
-        dataset=ToyDataset(),
-        val_dataset=ToyDataset(8),
-    )
+    return toy_trainer(run_dir, toy_config(steps=(4, 4, 4), max_steps=max_steps), resume, model=NoisyToyModel)
 
 
 def test_resume_is_exact(tmp_path):

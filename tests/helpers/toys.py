@@ -123,7 +123,8 @@ def toy_config(steps=(3, 3, 3), batch_size: int = 8, stability: dict | None = No
     )
 
 
-def toy_trainer(run_dir, config: RunConfig | None = None, resume: bool = False, dataset=None):
+def toy_trainer(run_dir, config: RunConfig | None = None, resume: bool = False, dataset=None, model=None):
+    """A trainer on toy parts; `model` is the model's class (ToyModel), built after seeding so runs start alike."""
     from amt_core.train import parts
     from amt_core.train.trainer import Trainer
 
@@ -133,7 +134,7 @@ def toy_trainer(run_dir, config: RunConfig | None = None, resume: bool = False, 
         config,
         run_dir,
         resume=resume,
-        model=ToyModel(),
+        model=(model or ToyModel)(),
         loss=parts.build_loss(config.loss),
         dataset=dataset if dataset is not None else ToyDataset(),
         val_dataset=ToyDataset(8),
